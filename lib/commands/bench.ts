@@ -1,0 +1,20 @@
+// `time-edit bench <what>`: each benchmark lives in lib/bench/ and is loaded only when asked for.
+import { UsageError } from '../cli-errors.js';
+
+export const summary = 'benchmarks: bench solve (native TIME solver), bench generate (sampling)';
+
+const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
+  solve: () => import('../bench/solve.js'),
+  generate: () => import('../bench/generate.js'),
+};
+
+export async function run(args: string[]): Promise<void> {
+  const [what, ...rest] = args;
+  if (what === undefined || what === '--help' || what === '-h') {
+    console.log(`usage: time-edit bench <${Object.keys(benches).join('|')}> [options]   (--help on each)`);
+    return;
+  }
+  const load = benches[what];
+  if (load === undefined) throw new UsageError(`unknown benchmark '${what}'; choose one of: ${Object.keys(benches).join(', ')}`);
+  await (await load()).run(rest);
+}
