@@ -1,0 +1,84 @@
+// `time-edit bench generate`: images/s of the sampling loop (issue 3 target: embedded model, 64×64, 50 PNDM steps,
+// guidance 7.5, batch 8, cond+uncond in one UNet call) and the share of time spent outside onnxruntime.
+import { parseArgs } from 'node:util';
+import { UsageError } from '../cli-errors.js';
+import { loadPipeline } from '../model/pipeline.js';
+import { generate } from '../sample/generate.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseScheduler } from '../sample/options.js';
+
+const usage = `usage: time-edit bench generate [--model PATH] [--batch 8] [--steps 50] [--guidance 7.5] [--size 64]
+                               [--scheduler pndm] [--threads 2] [--runs 1] [--device cpu|cuda] [--json]
+
+Times one warm-up run (2 steps) then --runs runs of --batch images (seeds 0…batch-1, one prompt) and prints
+images/s, the time inside onnxruntime's session.run, the worker's dtype conversions, the thread hop and the
+JavaScript outside onnxruntime (scheduler, guidance, noise, RGB conversion) as a share of the total.`;
+
+export async function run(args: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        model: { type: 'string' }, batch: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' },
+        size: { type: 'string' }, scheduler: { type: 'string' }, threads: { type: 'string' }, runs: { type: 'string' },
+        device: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n${usage}`);
+  }
+  const v = parsed.values;
+  if (v.help === true) {
+    console.log(usage);
+    return;
+  }
+  const batch = parsePositiveInt(v.batch, '--batch', 8);
+  const steps = parsePositiveInt(v.steps, '--steps', 50);
+  const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
+  const size = parsePositiveInt(v.size, '--size', 64);
+  const threads = parsePositiveInt(v.threads, '--threads', 2);
+  const runs = parsePositiveInt(v.runs, '--runs', 1);
+  const scheduler = parseScheduler(v.scheduler ?? 'pndm');
+  const device = parseDevice(v.device);
+  const tLoad = performance.now();
+  const pipeline = await loadPipeline(v.model, { device, threads });
+  const loadMs = performance.now() - tLoad;
+  try {
+    const seeds = Array.from({ length: batch }, (_, i) => i);
+    const opts = { prompts: ['a red circle'], seeds, guidance, height: size, width: size, scheduler, batchSize: batch };
+    await generate(pipeline, { ...opts, steps: 2 });
+    const results = [];
+    for (let r = 0; r < runs; r++) {
+      const before = pipeline.stats;
+      const t0 = performance.now();
+      let calls = 0;
+      await generate(pipeline, { ...opts, steps, onProgress: (d) => (calls = d) });
+      const totalMs = performance.now() - t0;
+      const after = pipeline.stats;
+      const ortMs = after.ortMs - before.ortMs;
+      const workerMs = after.workerMs - before.workerMs;
+      const hopMs = after.roundTripMs - before.roundTripMs - ortMs - workerMs;
+      results.push({
+        images: batch, unetCalls: calls, unetRows: guidance > 1 ? 2 * batch : batch, totalMs, imagesPerSecond: batch / (totalMs / 1000),
+        ortMs, workerConversionMs: workerMs, threadHopMs: hopMs, outsideOrtMs: totalMs - ortMs, outsideOrtShare: (totalMs - ortMs) / totalMs,
+      });
+    }
+    const best = results.reduce((a, b) => (b.totalMs < a.totalMs ? b : a));
+    const report = { model: pipeline.dir, device, threads, size, steps, scheduler, guidance, loadMs, runs: results, best };
+    if (v.json === true) {
+      console.log(JSON.stringify(report, null, 2));
+      return;
+    }
+    console.log(`model ${pipeline.dir} (${device}, ${threads} threads), ${size}×${size}, ${steps} ${scheduler} steps, guidance ${guidance}, batch ${batch}`);
+    console.log(`load ${loadMs.toFixed(0)} ms`);
+    for (const r of results) {
+      console.log(
+        `${r.imagesPerSecond.toFixed(3)} images/s: ${r.totalMs.toFixed(0)} ms for ${r.images} images, ${r.unetCalls} UNet calls of ${r.unetRows} rows; ` +
+          `onnxruntime ${r.ortMs.toFixed(0)} ms, outside onnxruntime ${r.outsideOrtMs.toFixed(0)} ms (${(100 * r.outsideOrtShare).toFixed(1)}%: ` +
+          `worker conversions ${r.workerConversionMs.toFixed(0)} ms, thread hop ${r.threadHopMs.toFixed(0)} ms, main-thread JS ${(r.outsideOrtMs - r.workerConversionMs - r.threadHopMs).toFixed(0)} ms)`,
+      );
+    }
+  } finally {
+    await pipeline.close();
+  }
+}

@@ -1,0 +1,173 @@
+// `time-edit edit`: compute a TIME edit from a source and a destination prompt, save it as an edit file, and
+// write a before/after grid of the prompts you want to see (default: the source prompt).
+import { mkdir, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { UsageError } from '../cli-errors.js';
+import { makeGrid } from '../image/grid.js';
+import { writePng } from '../image/png.js';
+import { loadPipeline } from '../model/pipeline.js';
+import { generate } from '../sample/generate.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sample/options.js';
+import { DEFAULT_AUGMENTATIONS } from '../edit/augment.js';
+import { composeEdits, EditError, type Edit } from '../edit/edit.js';
+import { saveEdit } from '../edit/edit-file.js';
+import { exportEditedPipeline } from '../edit/apply.js';
+import { computeModelEdit, loadEditFor, openEditContext, prepareEditedGeneration, type ApplyMode } from '../edit/session.js';
+import { describeCrossAttention } from '../model/cross-attention.js';
+import { AlignmentError } from '../edit/align.js';
+
+export const summary = 'TIME edit: --source "a circle" --dest "a purple circle" → edit file + before/after grid';
+
+const usage = `usage: time-edit edit --source TEXT --dest TEXT [options]
+       time-edit edit --batch EDITS.jsonl --out DIR [options]
+
+  --source TEXT           the under-specified prompt whose implicit assumption is edited ("a circle")
+  --dest TEXT             the same prompt with the wanted attribute ("a purple circle"); every source word must
+                          appear in it, in order
+  --pair SRC=>DST         an additional pair solved jointly with the first (repeatable)
+  --lambda L              regularisation λ > 0 (default 0.1, the paper's value)
+  --only-v                edit the V projections only (the official code without --with_to_k)
+  --no-augment            do not add the augmented prompts
+  --augmentations LIST    templates separated by '|' (default "${DEFAULT_AUGMENTATIONS.join('|')}")
+  --preserve TEXT         a prompt whose embedding must stay put (repeatable; UCE-style preservation rows)
+  --on FILE               compose: apply this new edit on top of an existing edit file
+  --prompt TEXT           a prompt for the before/after grid (repeatable; default: the source prompt)
+  --seeds LIST            seeds for the grid (default 0-7)
+  --no-grid               only compute and save the edit
+  --mode embedding|weights  how the grid's edited images are made (default embedding; both give the same images)
+  --export DIR            also write an edited pipeline folder (patched UNet weights, everything else linked)
+  --force                 replace an existing --export folder
+  --out DIR               output folder (default out): edit.safetensors, before-after.png
+  --model PATH            SD 1.x ONNX pipeline folder (default: the embedded toy-shapes model)
+  --steps N --guidance G  sampling for the grid (default 50, 7.5)
+  --device cpu|cuda --threads N
+  --json                  print a JSON summary on stdout
+
+Grid layout: for each prompt, one row before and one row after the edit; one column per seed.
+example: time-edit edit --source "a circle" --dest "a purple circle" --seeds 0-7 --out out/`;
+
+function parsePair(text: string): { source: string; destination: string } {
+  const i = text.indexOf('=>');
+  if (i < 0) throw new UsageError(`--pair must look like "a circle=>a purple circle", got '${text}'`);
+  return { source: text.slice(0, i).trim(), destination: text.slice(i + 2).trim() };
+}
+
+export async function run(args: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: false,
+      options: {
+        source: { type: 'string' }, dest: { type: 'string' }, pair: { type: 'string', multiple: true },
+        lambda: { type: 'string' }, 'only-v': { type: 'boolean' }, 'no-augment': { type: 'boolean' }, augmentations: { type: 'string' },
+        preserve: { type: 'string', multiple: true }, on: { type: 'string' }, prompt: { type: 'string', multiple: true },
+        seeds: { type: 'string' }, 'no-grid': { type: 'boolean' }, mode: { type: 'string' }, export: { type: 'string' }, force: { type: 'boolean' },
+        out: { type: 'string' }, model: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' },
+        device: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, batch: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n${usage}`);
+  }
+  const v = parsed.values;
+  if (v.help === true) {
+    console.log(usage);
+    return;
+  }
+  if (v.batch !== undefined) {
+    const { runBatch } = await import('../edit/batch.js');
+    await runBatch(v.batch, resolve(v.out ?? 'out'), { model: v.model, device: parseDevice(v.device), threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1) });
+    return;
+  }
+  if (v.source === undefined || v.dest === undefined) throw new UsageError(`--source and --dest are required\n${usage}`);
+  const pairs = [{ source: v.source, destination: v.dest }, ...(v.pair ?? []).map(parsePair)];
+  for (const p of pairs) if (p.source.trim() === '' || p.destination.trim() === '') throw new UsageError('source and destination prompts must not be empty');
+  const lambda = parseNumber(v.lambda, '--lambda', 0.1);
+  if (!(lambda > 0)) throw new UsageError(`--lambda must be > 0, got ${v.lambda}`);
+  const augmentations = v['no-augment'] === true ? [] : v.augmentations !== undefined ? v.augmentations.split('|') : [...DEFAULT_AUGMENTATIONS];
+  const seeds = parseSeeds(v.seeds ?? '0-7');
+  const steps = parsePositiveInt(v.steps, '--steps', 50);
+  const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
+  const mode = (v.mode ?? 'embedding') as ApplyMode;
+  if (mode !== 'embedding' && mode !== 'weights') throw new UsageError(`--mode must be embedding or weights, got '${v.mode}'`);
+  const device = parseDevice(v.device);
+  const threads = v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1);
+  const outDir = resolve(v.out ?? 'out');
+  try {
+    if (!(await stat(outDir)).isDirectory()) throw new UsageError(`--out ${outDir} exists and is not a folder`);
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+  }
+  const exportDir = v.export === undefined ? undefined : resolve(v.export);
+  if (exportDir !== undefined && v.force !== true) {
+    const exists = await stat(exportDir).then(() => true, () => false);
+    if (exists) throw new UsageError(`--export ${exportDir} already exists (add --force to replace it)`);
+  }
+
+  const pipeline = await loadPipeline(v.model, { device, threads });
+  try {
+    const ctx = await openEditContext(pipeline);
+    const t0 = performance.now();
+    let computed;
+    try {
+      computed = await computeModelEdit(ctx, { pairs, lambda, augmentations, mode: v['only-v'] === true ? 'v' : 'kv', preserve: v.preserve ?? [] });
+    } catch (err) {
+      if (err instanceof AlignmentError || err instanceof EditError) throw new UsageError(err.message);
+      throw err;
+    }
+    const solveMs = performance.now() - t0;
+    for (const w of computed.warnings) console.error(`time-edit: warning: ${w}`);
+    let edit: Edit = computed.edit;
+    if (v.on !== undefined) {
+      try {
+        edit = composeEdits(await loadEditFor(ctx, v.on), edit);
+      } catch (err) {
+        if (err instanceof EditError) throw new UsageError(err.message);
+        throw err;
+      }
+    }
+    await mkdir(outDir, { recursive: true });
+    const editPath = join(outDir, 'edit.safetensors');
+    saveEdit(editPath, edit);
+    const layers = describeCrossAttention(ctx.map);
+    const projections = v['only-v'] === true ? 'V' : 'K and V';
+    if (v.json !== true) {
+      console.error(`edited the ${projections} projections of ${ctx.map.layers.length} cross-attention layers (d = ${ctx.map.d}, ${computed.edit.steps[0]!.rows} rows, λ = ${lambda}):`);
+      for (const l of layers) console.error(`  ${l}`);
+      console.error(`wrote ${editPath}`);
+    }
+    let gridPath: string | null = null;
+    const prompts = v.prompt ?? [v.source];
+    if (v['no-grid'] !== true) {
+      const size = pipeline.defaultSize;
+      const base = { prompts, seeds, steps, guidance, height: size, width: size };
+      const before = await generate(pipeline, base);
+      const edited = await prepareEditedGeneration(ctx, edit, mode);
+      let after;
+      try {
+        after = await generate(edited.pipeline, await edited.options(base));
+      } finally {
+        await edited.close();
+      }
+      const rows = prompts.flatMap((_, p) => [...before.slice(p * seeds.length, (p + 1) * seeds.length), ...after.slice(p * seeds.length, (p + 1) * seeds.length)]);
+      gridPath = join(outDir, 'before-after.png');
+      await writePng(gridPath, makeGrid(rows, seeds.length));
+      if (v.json !== true) console.error(`wrote ${gridPath} (${prompts.length} prompt(s) × [before, after] rows × ${seeds.length} seeds)`);
+    }
+    if (exportDir !== undefined) {
+      await exportEditedPipeline(pipeline.dir, ctx.unet, edit, exportDir, { force: v.force === true });
+      if (v.json !== true) console.error(`wrote edited pipeline ${exportDir}`);
+    }
+    if (v.json === true)
+      console.log(JSON.stringify({
+        edit: editPath, grid: gridPath, export: exportDir ?? null, pairs, lambda, augmentations, onlyV: v['only-v'] === true,
+        layers: ctx.map.layers.map((l) => ({ index: l.index, name: l.name, width: l.width, k: l.k.initializer, v: l.v.initializer })),
+        rows: computed.edit.steps[0]!.rows, solveMs, fingerprint: ctx.fingerprint, warnings: computed.warnings,
+      }, null, 2));
+  } finally {
+    await pipeline.close();
+  }
+}

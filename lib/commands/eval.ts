@@ -1,0 +1,114 @@
+// `time-edit eval timed`: the TIMED evaluation (baseline, edited, oracle) with images, CSV and HTML report.
+import { mkdir, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { UsageError } from '../cli-errors.js';
+import { loadPipeline, defaultModelDir } from '../model/pipeline.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sample/options.js';
+import { DEFAULT_AUGMENTATIONS } from '../edit/augment.js';
+import { openEditContext, type ApplyMode } from '../edit/session.js';
+import { DatasetError, readTimed } from '../eval/timed-csv.js';
+import { averageScores, colourJudge, resultsCsv, resultsHtml, runTimed, writeTextAtomic } from '../eval/timed.js';
+
+export const summary = 'evaluation: eval timed --dataset FILE.csv (efficacy, generality, specificity vs baseline and oracle)';
+
+const usage = `usage: time-edit eval timed [--dataset FILE.csv] [options]
+
+  --dataset FILE      TIMED CSV (old,new,positive1..5,gt1..5,negative1..5,gn1..5); default: the embedded
+                      model's toy_timed.csv
+  --begin I --end J   entries [I, J) (default: all)
+  --seeds N|LIST      seeds per prompt: a count (8 = seeds 0-7) or a list like 0-7 (default 8)
+  --steps N           sampling steps (default 50)   --guidance G (default 7.5)
+  --lambda L          λ (default 0.1)   --only-v   --no-augment
+  --mode embedding|weights   how the edit is applied (default embedding)
+  --out DIR           output folder (default out/timed): images/, results.csv, report.html, summary.json
+  --model PATH        SD 1.x ONNX folder (default: the embedded toy-shapes model)
+  --device cpu|cuda --threads N
+  --json              print the summary as JSON
+
+Judge: the toy world's deterministic colour classifier against the colour named in the target prompt (the CLIP
+zero-shot judge for SD models is not available in this build).
+example: time-edit eval timed --seeds 8 --out out/timed`;
+
+export async function run(args: string[]): Promise<void> {
+  const [what, ...rest] = args;
+  if (what === undefined || what === '--help' || what === '-h') {
+    console.log(usage);
+    return;
+  }
+  if (what !== 'timed') throw new UsageError(`unknown evaluation '${what}'; available: timed`);
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      options: {
+        dataset: { type: 'string' }, begin: { type: 'string' }, end: { type: 'string' }, seeds: { type: 'string' }, steps: { type: 'string' },
+        guidance: { type: 'string' }, lambda: { type: 'string' }, 'only-v': { type: 'boolean' }, 'no-augment': { type: 'boolean' },
+        mode: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
+        json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n${usage}`);
+  }
+  const v = parsed.values;
+  if (v.help === true) {
+    console.log(usage);
+    return;
+  }
+  const modelDir = v.model ?? defaultModelDir;
+  const dataset = resolve(v.dataset ?? join(modelDir, 'toy_timed.csv'));
+  if (v.begin !== undefined && !/^\d+$/.test(v.begin.trim())) throw new UsageError(`--begin must be an integer ≥ 0, got '${v.begin}'`);
+  const begin = v.begin === undefined ? 0 : Number(v.begin);
+  const end = v.end === undefined ? undefined : parsePositiveInt(v.end, '--end', 1);
+  const seeds = v.seeds === undefined ? [0, 1, 2, 3, 4, 5, 6, 7] : /^\d+$/.test(v.seeds) ? Array.from({ length: parsePositiveInt(v.seeds, '--seeds', 8) }, (_, i) => i) : parseSeeds(v.seeds);
+  const steps = parsePositiveInt(v.steps, '--steps', 50);
+  const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
+  const lambda = parseNumber(v.lambda, '--lambda', 0.1);
+  if (!(lambda > 0)) throw new UsageError(`--lambda must be > 0, got ${v.lambda}`);
+  const mode = (v.mode ?? 'embedding') as ApplyMode;
+  if (mode !== 'embedding' && mode !== 'weights') throw new UsageError(`--mode must be embedding or weights, got '${v.mode}'`);
+  const outDir = resolve(v.out ?? 'out/timed');
+  let entries;
+  try {
+    entries = await readTimed(dataset, begin, end);
+  } catch (err) {
+    if (err instanceof DatasetError) throw new UsageError(err.message);
+    throw err;
+  }
+  try {
+    if (!(await stat(outDir)).isDirectory()) throw new UsageError(`--out ${outDir} exists and is not a folder`);
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+  }
+  const augmentations = v['no-augment'] === true ? [] : [...DEFAULT_AUGMENTATIONS];
+  const pipeline = await loadPipeline(v.model, { device: parseDevice(v.device), threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1) });
+  try {
+    const ctx = await openEditContext(pipeline);
+    await mkdir(outDir, { recursive: true });
+    const t0 = performance.now();
+    const results = await runTimed(ctx, entries, {
+      seeds, steps, guidance, lambda, augmentations, onlyV: v['only-v'] === true, mode, outDir, judge: colourJudge,
+      onProgress: (m) => console.error(`time-edit: ${m} (${((performance.now() - t0) / 1000).toFixed(0)} s)`),
+    });
+    const meta = {
+      model: pipeline.dir, dataset, entries: `${begin}..${begin + entries.length - 1}`, seeds: seeds.join(','), steps: String(steps), guidance: String(guidance),
+      lambda: String(lambda), augmentations: augmentations.join('|') || 'none', projections: v['only-v'] === true ? 'V only' : 'K and V', mode, judge: colourJudge.name,
+    };
+    await writeTextAtomic(join(outDir, 'results.csv'), resultsCsv(results));
+    await writeTextAtomic(join(outDir, 'report.html'), resultsHtml(results, meta));
+    const avg = averageScores(results);
+    const summaryJson = { ...meta, summary: avg ?? null, errors: results.filter((r) => r.error).map((r) => ({ index: r.entry.index, error: r.error })), seconds: (performance.now() - t0) / 1000 };
+    await writeTextAtomic(join(outDir, 'summary.json'), JSON.stringify(summaryJson, null, 2) + '\n');
+    if (v.json === true) console.log(JSON.stringify(summaryJson, null, 2));
+    else {
+      const p = (x: number) => `${(100 * x).toFixed(1)}%`.padStart(8);
+      console.log(`${'model'.padEnd(10)}${'efficacy'.padStart(10)}${'generality'.padStart(12)}${'specificity'.padStart(13)}`);
+      if (avg) for (const m of ['baseline', 'edited', 'oracle'] as const) console.log(`${m.padEnd(10)}  ${p(avg[m].efficacy)}    ${p(avg[m].generality)}     ${p(avg[m].specificity)}`);
+      for (const r of results) if (r.error) console.log(`entry ${r.entry.index} failed: ${r.error}`);
+      console.error(`wrote ${join(outDir, 'report.html')}, results.csv, summary.json and images/`);
+    }
+  } finally {
+    await pipeline.close();
+  }
+}

@@ -1,0 +1,143 @@
+// `time-edit generate`: prompts × seeds → PNG files (or one grid PNG), with the embedded model by default.
+import { mkdir, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { UsageError } from '../cli-errors.js';
+import { makeGrid } from '../image/grid.js';
+import { writePng } from '../image/png.js';
+import { loadPipeline } from '../model/pipeline.js';
+import { generate, type GeneratedImage, type GenerateOptions } from '../sample/generate.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseScheduler, parseSeeds } from '../sample/options.js';
+import { schedulerNames } from '../sample/schedulers.js';
+
+export const summary = 'text-to-image: prompts × seeds → PNG files (embedded model, or --model an SD 1.x ONNX folder)';
+
+const usage = `usage: time-edit generate PROMPT… [options]
+
+  --model PATH            SD 1.x ONNX pipeline folder (default: the embedded toy-shapes model)
+  --seeds LIST            seeds, e.g. 0-7 or 1,5,9 or 0-3,10 (default 0); --seed N for one
+  --steps N               scheduler steps (default 50; PNDM makes N+1 UNet calls)
+  --guidance G            classifier-free guidance scale (default 7.5; ≤ 1 disables the unconditional branch)
+  --negative-prompt TEXT  unconditional prompt (default: the empty prompt)
+  --scheduler NAME        ${schedulerNames.join(' | ')} (default: the model's scheduler_config.json)
+  --height H --width W    image size in pixels, multiples of the VAE factor (default: the model's native size)
+  --batch N               images per UNet call (default 8; the call has 2N rows with guidance)
+  --out DIR               output folder (default: out), created if missing
+  --grid                  write one grid.png instead of one file per image: row = prompt, column = seed
+  --json                  print what was written as JSON on stdout
+  --device cpu|cuda       execution provider (default cpu)
+  --threads N             onnxruntime threads per session
+  --edit FILE             sample with a TIME edit file (made by \`time-edit edit\` for this model)
+  --edit-mode MODE        embedding (default: E·Mᵀ conditioning) or weights (patched K/V weights)
+
+Files are named NN-<prompt>-seed<S>.png (NN = prompt index). Nothing is written unless every image succeeds.
+example: time-edit generate "a circle" --seeds 0-7 --out out/`;
+
+function slug(prompt: string): string {
+  const s = prompt.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 60);
+  return s === '' ? 'empty' : s;
+}
+
+/** The file name of an image in `generate`'s output folder. */
+export function imageFileName(img: Pick<GeneratedImage, 'prompt' | 'promptIndex' | 'seed'>): string {
+  return `${String(img.promptIndex).padStart(2, '0')}-${slug(img.prompt)}-seed${img.seed}.png`;
+}
+
+export async function run(args: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        model: { type: 'string' }, seeds: { type: 'string' }, seed: { type: 'string' }, steps: { type: 'string' },
+        guidance: { type: 'string' }, 'negative-prompt': { type: 'string' }, scheduler: { type: 'string' },
+        height: { type: 'string' }, width: { type: 'string' }, batch: { type: 'string' }, out: { type: 'string' },
+        grid: { type: 'boolean' }, json: { type: 'boolean' }, device: { type: 'string' }, threads: { type: 'string' },
+        edit: { type: 'string' }, 'edit-mode': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n${usage}`);
+  }
+  const { values: v, positionals: prompts } = parsed;
+  if (v.help === true) {
+    console.log(usage);
+    return;
+  }
+  // Every flag is checked before the model loads, so bad input costs nothing and writes nothing.
+  if (prompts.length === 0) throw new UsageError(`no prompts given\n${usage}`);
+  if (v.seeds !== undefined && v.seed !== undefined) throw new UsageError('give --seeds or --seed, not both');
+  const seeds = v.seed !== undefined ? parseSeeds(v.seed, '--seed') : parseSeeds(v.seeds ?? '0');
+  const steps = parsePositiveInt(v.steps, '--steps', 50);
+  const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
+  const scheduler = parseScheduler(v.scheduler);
+  const batchSize = parsePositiveInt(v.batch, '--batch', 8);
+  const device = parseDevice(v.device);
+  const threads = v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1);
+  const heightFlag = v.height === undefined ? undefined : parsePositiveInt(v.height, '--height', 1);
+  const widthFlag = v.width === undefined ? undefined : parsePositiveInt(v.width, '--width', 1);
+  const outDir = resolve(v.out ?? 'out');
+  try {
+    if (!(await stat(outDir)).isDirectory()) throw new UsageError(`--out ${outDir} exists and is not a folder`);
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+  }
+
+  const editMode = v['edit-mode'] ?? 'embedding';
+  if (editMode !== 'embedding' && editMode !== 'weights') throw new UsageError(`--edit-mode must be embedding or weights, got '${editMode}'`);
+  if (v['edit-mode'] !== undefined && v.edit === undefined) throw new UsageError('--edit-mode needs --edit FILE');
+  const pipeline = await loadPipeline(v.model, { device, threads });
+  // Hook for TIME edits (lib/edit/session.ts): an edited pipeline and options carrying the edit.
+  const edited = v.edit === undefined ? undefined : await import('../edit/session.js').then((m) => m.prepareEditFile(pipeline, resolve(v.edit!), editMode)).catch(async (err: unknown) => {
+    await pipeline.close();
+    throw err instanceof Error && ['EditError', 'SafetensorsError', 'CrossAttentionError'].includes(err.name) ? new UsageError(err.message) : err;
+  });
+  try {
+    const height = heightFlag ?? pipeline.defaultSize;
+    const width = widthFlag ?? pipeline.defaultSize;
+    prompts.forEach((p, i) => {
+      if (pipeline.tokenizer.encode(p).truncated) console.error(`time-edit: warning: prompt ${i + 1} has more than ${pipeline.tokenizer.maxLength - 2} tokens and was truncated (as SD does)`);
+    });
+    const tty = process.stderr.isTTY === true;
+    const t0 = performance.now();
+    const genOptions: GenerateOptions = {
+      prompts, seeds, steps, guidance, height, width, scheduler, batchSize,
+      ...(v['negative-prompt'] !== undefined ? { negativePrompt: v['negative-prompt'] } : {}),
+      onProgress: tty
+        ? (done, total) => {
+            const width = 30;
+            const fill = Math.round((done / total) * width);
+            const rate = done / ((performance.now() - t0) / 1000);
+            process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${done}/${total} UNet calls, ${rate.toFixed(1)}/s `);
+            if (done === total) process.stderr.write('\n');
+          }
+        : undefined,
+    };
+    const images = edited === undefined ? await generate(pipeline, genOptions) : await generate(edited.pipeline, await edited.options(genOptions));
+    const seconds = (performance.now() - t0) / 1000;
+    await mkdir(outDir, { recursive: true });
+    const written: { path: string; prompt: string; seed: number }[] = [];
+    let grid: string | null = null;
+    if (v.grid === true) {
+      grid = join(outDir, 'grid.png');
+      await writePng(grid, makeGrid(images, seeds.length));
+    } else {
+      for (const img of images) {
+        const path = join(outDir, imageFileName(img));
+        await writePng(path, img);
+        written.push({ path, prompt: img.prompt, seed: img.seed });
+      }
+    }
+    if (v.json === true) {
+      const order = grid !== null ? { rows: 'prompts in the order given', columns: 'seeds in the order given', prompts, seeds } : undefined;
+      console.log(JSON.stringify({ model: pipeline.dir, images: written, grid, gridOrder: order, width, height, steps, guidance, seconds }, null, 2));
+    } else if (tty || grid !== null) {
+      console.error(grid !== null ? `wrote ${grid} (${prompts.length} rows × ${seeds.length} columns: prompt × seed)` : `wrote ${written.length} images to ${outDir}`);
+    }
+  } finally {
+    await edited?.close();
+    await pipeline.close();
+  }
+}

@@ -1,0 +1,224 @@
+// Applying an Edit to a UNet, three ways that give the same outputs:
+//  - embedding mode: the UNet is untouched; every conditioning it receives (the unconditional one included) is
+//    replaced by E·Mᵀ. When some step edits V only, the graph is rewritten once so the V projections read a
+//    second input `encoder_hidden_states_v` (E·M_vᵀ) while K keeps reading `encoder_hidden_states` (E·M_kᵀ);
+//  - weights mode: the K/V initializers are replaced by W·M (a patched copy of the graph, run from memory);
+//  - export: the patched UNet written to a new pipeline folder, everything else linked or copied.
+import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { findCrossAttention, type CrossAttentionMap } from '../model/cross-attention.js';
+import {
+  decodeModel, encodeModel, externalDataRef, saveModel, setTensorFloat32, tensorToFloat32, allTensors,
+  type LoadedModel, type ModelProto, type TensorProto,
+} from '../model/onnx/index.js';
+import { type Edit, EditError, needsSplitConditioning, stepEdits, transformRows, transformWeightRows } from './edit.js';
+
+/** Name of the V-path conditioning input added by the split rewrite. */
+export const V_INPUT = 'encoder_hidden_states_v';
+
+function initializerMap(model: ModelProto): Map<string, TensorProto> {
+  return new Map(model.graph!.initializer.map((t) => [t.name ?? '', t]));
+}
+
+/** [d, out] ONNX weight ↔ [out, d] PyTorch rows. */
+function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(src.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c]!;
+  return out;
+}
+
+/**
+ * A fresh copy of the UNet with every edited K/V weight replaced by W·M (embedded raw data, original dtype).
+ * Tensors not edited keep their storage (external references stay external, relative to the same folder).
+ */
+export function patchedUnet(unet: LoadedModel, map: CrossAttentionMap, edit: Edit): ModelProto {
+  if (map.d !== edit.d) throw new EditError(`the edit has width ${edit.d}, the UNet's conditioning has ${map.d}`);
+  const model = decodeModel(unet.bytes);
+  const inits = initializerMap(model);
+  for (const layer of map.layers)
+    for (const p of [layer.k, layer.v]) {
+      if (!edit.steps.some((s) => stepEdits(s, p.kind))) continue;
+      const t = inits.get(p.initializer);
+      if (t === undefined) throw new EditError(`initializer ${p.initializer} vanished from the UNet`);
+      const w = transpose(tensorToFloat32(t, unet.dir), p.inputWidth, p.width); // → [out, d]
+      setTensorFloat32(t, transpose(transformWeightRows(edit, w, p.kind), p.width, p.inputWidth));
+    }
+  return model;
+}
+
+/** Above this many multiply-adds per step, weights are patched by the native addon when it is built. */
+const NATIVE_PATCH_THRESHOLD = 2e8;
+
+type NativePatch = (weights: { data: Float32Array; rows: number }, edit: { d: number; lowRank: { D: Float32Array; G: Float32Array; rows: number } }) => Promise<Float32Array>;
+
+async function nativePatch(): Promise<NativePatch | undefined> {
+  try {
+    const nativePath = '../native.js';
+    const native = (await import(nativePath)) as { patchWeights?: NativePatch; solverBackend?: () => unknown };
+    native.solverBackend?.(); // throws when the addon is not built
+    return native.patchWeights;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Same result as patchedUnet, but all projections of a path are stacked into one (Σout × d) matrix and, for large
+ * models, patched by the native addon (one low-rank product per step: W + (W·Dᵀ)·G in float32 BLAS).
+ */
+export async function patchedUnetFast(unet: LoadedModel, map: CrossAttentionMap, edit: Edit): Promise<ModelProto> {
+  const rowsPerPath = map.layers.reduce((s, l) => s + l.width, 0);
+  const work = edit.steps.reduce((s, st) => s + 2 * rowsPerPath * edit.d * st.rows * 2, 0);
+  const patch = work > NATIVE_PATCH_THRESHOLD ? await nativePatch() : undefined;
+  if (patch === undefined) return patchedUnet(unet, map, edit);
+  if (map.d !== edit.d) throw new EditError(`the edit has width ${edit.d}, the UNet's conditioning has ${map.d}`);
+  const model = decodeModel(unet.bytes);
+  const inits = initializerMap(model);
+  for (const path of ['k', 'v'] as const) {
+    const steps = edit.steps.filter((s) => stepEdits(s, path));
+    if (steps.length === 0) continue;
+    const projections = map.layers.map((l) => l[path]);
+    let stacked: Float32Array = new Float32Array(rowsPerPath * edit.d);
+    let at = 0;
+    for (const p of projections) {
+      stacked.set(transpose(tensorToFloat32(inits.get(p.initializer)!, unet.dir), p.inputWidth, p.width), at);
+      at += p.width * p.inputWidth;
+    }
+    for (const st of steps) stacked = await patch({ data: stacked, rows: rowsPerPath }, { d: edit.d, lowRank: { D: st.D, G: st.G, rows: st.rows } });
+    at = 0;
+    for (const p of projections) {
+      setTensorFloat32(inits.get(p.initializer)!, transpose(stacked.subarray(at, at + p.width * p.inputWidth), p.width, p.inputWidth));
+      at += p.width * p.inputWidth;
+    }
+  }
+  return model;
+}
+
+/** A copy of the UNet whose V projections read a separate input `encoder_hidden_states_v` (same type). */
+export function splitConditioningUnet(unet: LoadedModel, map: CrossAttentionMap): ModelProto {
+  const model = decodeModel(unet.bytes);
+  const g = model.graph!;
+  if (g.input.some((i) => i.name === V_INPUT)) throw new EditError(`the UNet already has an input '${V_INPUT}'`);
+  const original = g.input.find((i) => i.name === map.conditioningInput);
+  if (original === undefined) throw new EditError(`the UNet has no input '${map.conditioningInput}'`);
+  g.input.push({ ...original, name: V_INPUT });
+  const producers = new Map<string, number>();
+  g.node.forEach((n, i) => n.output.forEach((o) => producers.set(o, i)));
+  const castCopies = new Map<string, string>();
+  const newNodes: typeof g.node = [];
+  for (const layer of map.layers) {
+    const node = g.node[layer.v.nodeIndex]!;
+    let src = node.input[0]!;
+    if (src === map.conditioningInput) {
+      node.input[0] = V_INPUT;
+      continue;
+    }
+    // A Cast/Identity chain from the conditioning: rebuild the same chain from the V input, once.
+    let copy = castCopies.get(src);
+    if (copy === undefined) {
+      const chain: number[] = [];
+      while (src !== map.conditioningInput) {
+        const pi = producers.get(src);
+        if (pi === undefined) throw new EditError(`cannot trace ${node.name} back to ${map.conditioningInput}`);
+        chain.unshift(pi);
+        src = g.node[pi]!.input[0]!;
+      }
+      let prev = V_INPUT;
+      for (const pi of chain) {
+        const n = g.node[pi]!;
+        const out = `${n.output[0]}__v`;
+        newNodes.push({ ...n, name: `${n.name ?? ''}__v`, input: [prev, ...n.input.slice(1)], output: [out] });
+        prev = out;
+      }
+      copy = prev;
+      castCopies.set(node.input[0]!, copy);
+    }
+    node.input[0] = copy;
+  }
+  g.node.unshift(...newNodes);
+  return model;
+}
+
+/** Whether a model has any tensor stored as external data. */
+export function hasExternalData(model: ModelProto): boolean {
+  return allTensors(model.graph!).some((t) => externalDataRef(t) !== undefined);
+}
+
+/** What onnxruntime needs to run a rewritten UNet: bytes when self-contained, else a temp folder path. */
+export type UnetSource = { modelBytes: Uint8Array } | { path: string; cleanup: () => void };
+
+/**
+ * Serializes a rewritten UNet for a session. Self-contained models go as bytes; models with external data
+ * are written to a temp folder where the original external files are symlinked (nothing big is copied).
+ */
+export async function unetSource(model: ModelProto, originalDir: string): Promise<UnetSource> {
+  if (!hasExternalData(model)) return { modelBytes: encodeModel(model) };
+  const dir = await mkdtemp(join(tmpdir(), 'time-edit-unet-'));
+  const locations = new Set(allTensors(model.graph!).map((t) => externalDataRef(t)?.location).filter((l): l is string => l !== undefined));
+  for (const loc of locations) {
+    const target = join(dir, loc);
+    mkdirSync(dirname(target), { recursive: true });
+    symlinkSync(resolve(originalDir, loc), target);
+  }
+  saveModel(model, join(dir, 'model.onnx'));
+  return { path: join(dir, 'model.onnx'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** The conditioning feeds for a batch of text states E ([P·77·d]) under an edit in embedding mode. */
+export function editedConditioning(edit: Edit, E: Float32Array): { encoderHiddenStates: Float32Array; extraInputs?: Record<string, Float32Array> } {
+  if (!needsSplitConditioning(edit)) return { encoderHiddenStates: transformRows(edit, E, 'v') };
+  return { encoderHiddenStates: transformRows(edit, E, 'k'), extraInputs: { [V_INPUT]: transformRows(edit, E, 'v') } };
+}
+
+export interface ExportOptions {
+  /** Replace an existing output folder. */
+  force?: boolean;
+  /** Written as edit.json in the folder (prompts, λ, …). */
+  description?: unknown;
+}
+
+function linkOrCopy(src: string, dst: string): void {
+  try {
+    linkSync(src, dst);
+  } catch {
+    copyFileSync(src, dst);
+  }
+}
+
+function copyTree(src: string, dst: string, skip: (rel: string) => boolean, rel = ''): void {
+  mkdirSync(dst, { recursive: true });
+  for (const name of readdirSync(src)) {
+    const r = rel ? `${rel}/${name}` : name;
+    if (skip(r)) continue;
+    const s = join(src, name);
+    const st = statSync(s);
+    if (st.isDirectory()) copyTree(s, join(dst, name), skip, r);
+    else if (st.isFile()) linkOrCopy(s, join(dst, name));
+  }
+}
+
+/**
+ * Writes an edited pipeline folder: unet/model.onnx with the patched K/V weights embedded, the UNet's external
+ * data files and every other file hard-linked (or copied), plus edit.json. Built in a temp folder next to
+ * `outDir` and renamed into place, so a failure leaves nothing half-written.
+ */
+export async function exportEditedPipeline(pipelineDir: string, unet: LoadedModel, edit: Edit, outDir: string, options: ExportOptions = {}): Promise<void> {
+  const out = resolve(outDir);
+  if (existsSync(out) && !options.force) throw new EditError(`${out} already exists (use --force to replace it)`);
+  const map = findCrossAttention(unet.model.graph!);
+  const model = await patchedUnetFast(unet, map, edit);
+  const tmp = `${out}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  try {
+    copyTree(resolve(pipelineDir), tmp, (rel) => rel === 'unet/model.onnx' || rel === basename(out));
+    saveModel(model, join(tmp, 'unet', 'model.onnx'));
+    writeFileSync(join(tmp, 'edit.json'), JSON.stringify(options.description ?? { fingerprint: edit.fingerprint, steps: edit.steps.map((s) => ({ pairs: s.pairs, lambda: s.lambda, mode: s.mode, augmentations: s.augmentations, preserve: s.preserve })) }, null, 2) + '\n');
+    if (existsSync(out)) rmSync(out, { recursive: true, force: true });
+    renameSync(tmp, out);
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}

@@ -1,0 +1,74 @@
+// Edit files: an Edit saved as safetensors. Tensors step<i>.D and step<i>.G (n × d float32, the low-rank form);
+// metadata (strings): format "time-edit/1", d, fingerprint, steps (JSON: pairs, preserve, λ, augmentations,
+// mode, rows per step). Loading checks every shape against the metadata; applying to another model is refused.
+import { type Edit, EditError, type EditStep } from './edit.js';
+import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
+
+export const EDIT_FORMAT = 'time-edit/1';
+
+interface StepMeta {
+  pairs: { source: string; destination: string }[];
+  preserve: string[];
+  lambda: number;
+  augmentations: string[];
+  mode: 'kv' | 'v';
+  rows: number;
+}
+
+/** Writes the edit atomically (temp file + rename). */
+export function saveEdit(path: string, edit: Edit): void {
+  const tensors = new Map<string, NamedTensor>();
+  const steps: StepMeta[] = edit.steps.map((s, i) => {
+    if (s.D.length !== s.rows * edit.d || s.G.length !== s.rows * edit.d) throw new EditError(`step ${i}: D/G do not have ${s.rows} × ${edit.d} values`);
+    tensors.set(`step${i}.D`, { dtype: 'F32', shape: [s.rows, edit.d], data: s.D });
+    tensors.set(`step${i}.G`, { dtype: 'F32', shape: [s.rows, edit.d], data: s.G });
+    return { pairs: s.pairs, preserve: s.preserve, lambda: s.lambda, augmentations: s.augmentations, mode: s.mode, rows: s.rows };
+  });
+  writeSafetensors(path, {
+    tensors,
+    metadata: { format: EDIT_FORMAT, d: String(edit.d), fingerprint: edit.fingerprint, steps: JSON.stringify(steps) },
+  });
+}
+
+function bad(path: string, what: string): never {
+  throw new EditError(`${path} is not a valid time-edit file: ${what}`);
+}
+
+/** Reads an edit file; with `expectFingerprint`, refuses an edit made for another model. */
+export async function loadEdit(path: string, expectFingerprint?: string): Promise<Edit> {
+  let content;
+  try {
+    content = await readSafetensors(path);
+  } catch (err) {
+    throw new EditError((err as Error).message);
+  }
+  const md = content.metadata;
+  if (md['format'] !== EDIT_FORMAT) bad(path, `format is ${md['format'] ?? 'missing'}, expected ${EDIT_FORMAT}`);
+  const d = Number(md['d']);
+  if (!Number.isSafeInteger(d) || d < 1) bad(path, 'bad width d');
+  const fingerprint = md['fingerprint'];
+  if (!fingerprint) bad(path, 'no fingerprint');
+  let metas: StepMeta[];
+  try {
+    metas = JSON.parse(md['steps'] ?? '') as StepMeta[];
+  } catch {
+    bad(path, 'corrupt step metadata');
+  }
+  if (!Array.isArray(metas) || metas.length === 0) bad(path, 'no steps');
+  const steps: EditStep[] = metas.map((m, i) => {
+    const D = content.tensors.get(`step${i}.D`);
+    const G = content.tensors.get(`step${i}.G`);
+    if (!D || !G) bad(path, `step ${i} lacks its D or G tensor`);
+    if (!Number.isSafeInteger(m.rows) || m.rows < 1) bad(path, `step ${i} has a bad row count`);
+    for (const t of [D, G]) if (t.shape.length !== 2 || t.shape[0] !== m.rows || t.shape[1] !== d) bad(path, `step ${i} tensors are [${t.shape}], expected [${m.rows}, ${d}]`);
+    if (m.mode !== 'kv' && m.mode !== 'v') bad(path, `step ${i} has mode ${String(m.mode)}`);
+    if (!(typeof m.lambda === 'number' && m.lambda > 0)) bad(path, `step ${i} has a bad λ`);
+    return { pairs: m.pairs ?? [], preserve: m.preserve ?? [], lambda: m.lambda, augmentations: m.augmentations ?? [], mode: m.mode, rows: m.rows, D: D.data, G: G.data };
+  });
+  if (expectFingerprint !== undefined && expectFingerprint !== fingerprint)
+    throw new EditError(
+      `${path} was made for a different model (fingerprint ${fingerprint.slice(0, 12)}…, this model's is ${expectFingerprint.slice(0, 12)}…); ` +
+        'recompute the edit for this model',
+    );
+  return { d, steps, fingerprint };
+}

@@ -1,0 +1,155 @@
+// The Edit value: what TIME computed, independent of how it is applied.
+//
+// One step is one solve: with D = C* − C and G = (λI + CCᵀ)⁻¹C (both n × d, from the native solver),
+// M = I + DᵀG, every edited projection W (out × d) becomes W·M, and equivalently every text conditioning E
+// (rows are token embeddings) becomes E·Mᵀ = E + (E·Gᵀ)·D on the path of the projections it edits.
+// Steps compose in order: after steps 1..s a projection is W·M₁·…·M_s, i.e. a conditioning is transformed by
+// the last step first. A step edits K and V ('kv', the paper's setting) or only V ('v', the official code
+// without --with_to_k), so the K path and the V path may see different transforms.
+
+export type EditMode = 'kv' | 'v';
+
+export interface EditPair {
+  source: string;
+  destination: string;
+}
+
+export interface EditStep {
+  /** The edit pairs solved jointly in this step (before augmentation). */
+  pairs: EditPair[];
+  /** Prompts kept unchanged (UCE-style preservation rows), possibly empty. */
+  preserve: string[];
+  lambda: number;
+  augmentations: string[];
+  mode: EditMode;
+  /** Rows n of D and G. */
+  rows: number;
+  /** n × d, row-major. */
+  D: Float32Array;
+  /** n × d, row-major. */
+  G: Float32Array;
+}
+
+export interface Edit {
+  /** Text embedding width. */
+  d: number;
+  steps: EditStep[];
+  /** Fingerprint of the model the edit was computed for (see fingerprint.ts). */
+  fingerprint: string;
+}
+
+export class EditError extends Error {
+  override readonly name = 'EditError';
+}
+
+/** Which projections a step touches. */
+export function stepEdits(step: EditStep, path: 'k' | 'v'): boolean {
+  return path === 'v' || step.mode === 'kv';
+}
+
+/** True when the K path needs a different conditioning than the V path (some step is V-only). */
+export function needsSplitConditioning(edit: Edit): boolean {
+  return edit.steps.some((s) => s.mode === 'v');
+}
+
+/**
+ * Applies the edit to conditionings in float64: rows (count × d, row-major; any number of prompts × 77
+ * positions) → rows·Mᵀ for the given path. Pure TypeScript reference; the native applyToEmbeddings does the
+ * same on large batches.
+ */
+export function transformRows(edit: Edit, rows: Float32Array, path: 'k' | 'v'): Float32Array {
+  const d = edit.d;
+  if (rows.length % d !== 0) throw new EditError(`conditioning of ${rows.length} values is not a multiple of d = ${d}`);
+  const count = rows.length / d;
+  const cur = Float64Array.from(rows);
+  for (let s = edit.steps.length - 1; s >= 0; s--) {
+    const step = edit.steps[s]!;
+    if (!stepEdits(step, path)) continue;
+    const n = step.rows;
+    const proj = new Float64Array(n);
+    for (let r = 0; r < count; r++) {
+      const off = r * d;
+      for (let i = 0; i < n; i++) {
+        let acc = 0;
+        const g = i * d;
+        for (let k = 0; k < d; k++) acc += cur[off + k]! * step.G[g + k]!;
+        proj[i] = acc;
+      }
+      for (let i = 0; i < n; i++) {
+        const p = proj[i]!;
+        if (p === 0) continue;
+        const dd = i * d;
+        for (let k = 0; k < d; k++) cur[off + k]! += p * step.D[dd + k]!;
+      }
+    }
+  }
+  return Float32Array.from(cur);
+}
+
+/** Dense M (d × d, row-major) of the whole edit for a path: M₁·M₂·…, in float64. */
+export function denseMatrix(edit: Edit, path: 'k' | 'v'): Float64Array {
+  const d = edit.d;
+  let m = new Float64Array(d * d);
+  for (let i = 0; i < d; i++) m[i * d + i] = 1;
+  for (const step of edit.steps) {
+    if (!stepEdits(step, path)) continue;
+    // m ← m·(I + DᵀG) = m + (m·Dᵀ)·G
+    const n = step.rows;
+    const mdT = new Float64Array(d * n);
+    for (let r = 0; r < d; r++)
+      for (let i = 0; i < n; i++) {
+        let acc = 0;
+        for (let k = 0; k < d; k++) acc += m[r * d + k]! * step.D[i * d + k]!;
+        mdT[r * n + i] = acc;
+      }
+    const next = Float64Array.from(m);
+    for (let r = 0; r < d; r++)
+      for (let i = 0; i < n; i++) {
+        const a = mdT[r * n + i]!;
+        if (a === 0) continue;
+        for (let c = 0; c < d; c++) next[r * d + c]! += a * step.G[i * d + c]!;
+      }
+    m = next;
+  }
+  return m;
+}
+
+/** Sequential composition: `first` then `second` (W'' = W·M_first·M_second). Both must be for the same model. */
+export function composeEdits(first: Edit, second: Edit): Edit {
+  if (first.fingerprint !== second.fingerprint)
+    throw new EditError('cannot compose edits made for different models (fingerprints differ)');
+  if (first.d !== second.d) throw new EditError(`cannot compose edits of width ${first.d} and ${second.d}`);
+  return { d: first.d, fingerprint: first.fingerprint, steps: [...first.steps, ...second.steps] };
+}
+
+/**
+ * Applies the edit to projection weights in PyTorch layout (rows = output units, each a d-vector):
+ * W → W·M₁·…·M_s, i.e. per step w ← w + (w·Dᵀ)·G, in float64. `rows` is (count × d), row-major.
+ */
+export function transformWeightRows(edit: Edit, rows: Float32Array, path: 'k' | 'v'): Float32Array {
+  const d = edit.d;
+  if (rows.length % d !== 0) throw new EditError(`weights of ${rows.length} values are not a multiple of d = ${d}`);
+  const count = rows.length / d;
+  const cur = Float64Array.from(rows);
+  for (const step of edit.steps) {
+    if (!stepEdits(step, path)) continue;
+    const n = step.rows;
+    const proj = new Float64Array(n);
+    for (let r = 0; r < count; r++) {
+      const off = r * d;
+      for (let i = 0; i < n; i++) {
+        let acc = 0;
+        const b = i * d;
+        for (let k = 0; k < d; k++) acc += cur[off + k]! * step.D[b + k]!;
+        proj[i] = acc;
+      }
+      for (let i = 0; i < n; i++) {
+        const p = proj[i]!;
+        if (p === 0) continue;
+        const b = i * d;
+        for (let k = 0; k < d; k++) cur[off + k]! += p * step.G[b + k]!;
+      }
+    }
+  }
+  return Float32Array.from(cur);
+}

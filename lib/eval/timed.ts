@@ -1,0 +1,200 @@
+// The TIMED evaluation: for each entry, the edit old → new is computed and applied; the unedited model (baseline),
+// the edited model, and the oracle (the unedited model given the explicit prompts new / gt / gn) are sampled on
+// the same seeds, and every image is judged against its target prompt:
+//   efficacy    — images of `old` that show `new`'s attribute;
+//   generality  — images of each positive that show its gt's attribute;
+//   specificity — images of each negative that still show its gn's (unchanged) attribute.
+// The oracle row scores images of the target prompts themselves (an upper reference for the judge and model).
+import { mkdir, writeFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { makeGrid } from '../image/grid.js';
+import { writePng, type RgbImage } from '../image/png.js';
+import { generate, type GeneratedImage } from '../sample/generate.js';
+import { computeModelEdit, prepareEditedGeneration, type ApplyMode, type EditContext } from '../edit/session.js';
+import { classifyColour, colourNamedIn } from './colour-classifier.js';
+import type { TimedEntry } from './timed-csv.js';
+
+/** Decides whether an image generated for `test` shows what `target` asks for. */
+export interface Judge {
+  name: string;
+  success(img: RgbImage, test: string, target: string): boolean;
+}
+
+/** The toy world's judge: the deterministic colour classifier against the colour named in the target prompt. */
+export const colourJudge: Judge = {
+  name: 'toy colour classifier',
+  success(img, _test, target) {
+    const want = colourNamedIn(target);
+    if (want === undefined) throw new Error(`the target prompt "${target}" names no colour: the colour judge cannot score it`);
+    return classifyColour(img.rgb, img.width, img.height) === want;
+  },
+};
+
+export interface Scores {
+  efficacy: number;
+  generality: number;
+  specificity: number;
+}
+
+export type ModelName = 'baseline' | 'edited' | 'oracle';
+
+export interface EntryResult {
+  entry: TimedEntry;
+  scores?: Record<ModelName, Scores>;
+  error?: string;
+  editMs?: number;
+}
+
+export interface TimedOptions {
+  seeds: number[];
+  steps: number;
+  guidance: number;
+  lambda: number;
+  augmentations: string[];
+  onlyV: boolean;
+  mode: ApplyMode;
+  outDir: string;
+  judge: Judge;
+  batchSize?: number;
+  onProgress?: (message: string) => void;
+}
+
+function slug(s: string): string {
+  return s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 50) || 'empty';
+}
+
+/** Runs the evaluation; images go to outDir/images, the caller writes the tables. */
+export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: TimedOptions): Promise<EntryResult[]> {
+  const pipeline = ctx.pipeline;
+  const size = pipeline.defaultSize;
+  const base = { seeds: o.seeds, steps: o.steps, guidance: o.guidance, height: size, width: size, batchSize: o.batchSize ?? 8 };
+  const S = o.seeds.length;
+  // Unedited images depend only on the prompt: shared between entries (negatives and oracles repeat).
+  const unedited = new Map<string, GeneratedImage[]>();
+  const uneditedFor = async (prompts: string[]): Promise<GeneratedImage[][]> => {
+    const todo = [...new Set(prompts.filter((p) => !unedited.has(p)))];
+    if (todo.length > 0) {
+      const imgs = await generate(pipeline, { ...base, prompts: todo });
+      todo.forEach((p, i) => unedited.set(p, imgs.slice(i * S, (i + 1) * S)));
+    }
+    return prompts.map((p) => unedited.get(p)!);
+  };
+  const results: EntryResult[] = [];
+  for (const [k, entry] of entries.entries()) {
+    o.onProgress?.(`entry ${k + 1}/${entries.length}: "${entry.old}" → "${entry.new}"`);
+    const tests = [entry.old, ...entry.positives.map((p) => p.test), ...entry.negatives.map((p) => p.test)];
+    const targets = [entry.new, ...entry.positives.map((p) => p.gt), ...entry.negatives.map((p) => p.gt)];
+    let edited: GeneratedImage[][];
+    let editMs: number;
+    try {
+      const t0 = performance.now();
+      const { edit } = await computeModelEdit(ctx, { pairs: [{ source: entry.old, destination: entry.new }], lambda: o.lambda, augmentations: o.augmentations, mode: o.onlyV ? 'v' : 'kv' });
+      editMs = performance.now() - t0;
+      const g = await prepareEditedGeneration(ctx, edit, o.mode);
+      try {
+        const imgs = await generate(g.pipeline, await g.options({ ...base, prompts: tests }));
+        edited = tests.map((_, i) => imgs.slice(i * S, (i + 1) * S));
+      } finally {
+        await g.close();
+      }
+    } catch (err) {
+      results.push({ entry, error: (err as Error).message });
+      continue;
+    }
+    const baseline = await uneditedFor(tests);
+    const oracle = await uneditedFor(targets);
+    const sets: Record<ModelName, GeneratedImage[][]> = { baseline, edited, oracle };
+    const scores = {} as Record<ModelName, Scores>;
+    const dir = join(o.outDir, 'images', `e${entry.index}-${slug(entry.old)}`);
+    for (const model of ['baseline', 'edited', 'oracle'] as const) {
+      const ok = sets[model].map((imgs, i) => imgs.map((img) => o.judge.success(img, tests[i]!, targets[i]!)));
+      const frac = (rows: boolean[][]) => rows.flat().filter(Boolean).length / Math.max(1, rows.flat().length);
+      scores[model] = { efficacy: frac(ok.slice(0, 1)), generality: frac(ok.slice(1, 6)), specificity: frac(ok.slice(6, 11)) };
+      await mkdir(join(dir, model), { recursive: true });
+      for (const [i, imgs] of sets[model].entries()) {
+        const prompt = model === 'oracle' ? targets[i]! : tests[i]!;
+        for (const img of imgs) await writePng(join(dir, model, `${String(i).padStart(2, '0')}-${slug(prompt)}-seed${img.seed}.png`), img);
+        await writePng(join(dir, `${model}-${String(i).padStart(2, '0')}.png`), makeGrid(imgs, S));
+      }
+    }
+    results.push({ entry, scores, editMs });
+  }
+  return results;
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
+export function averageScores(results: EntryResult[]): Record<ModelName, Scores> | undefined {
+  const ok = results.filter((r) => r.scores !== undefined);
+  if (ok.length === 0) return undefined;
+  const out = {} as Record<ModelName, Scores>;
+  for (const m of ['baseline', 'edited', 'oracle'] as const) {
+    const avg = (key: keyof Scores) => ok.reduce((s, r) => s + r.scores![m][key], 0) / ok.length;
+    out[m] = { efficacy: avg('efficacy'), generality: avg('generality'), specificity: avg('specificity') };
+  }
+  return out;
+}
+
+function csvField(s: string): string {
+  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+export function resultsCsv(results: EntryResult[]): string {
+  const head = ['index', 'old', 'new', ...['baseline', 'edited', 'oracle'].flatMap((m) => [`${m}_efficacy`, `${m}_generality`, `${m}_specificity`]), 'edit_ms', 'error'];
+  const lines = [head.join(',')];
+  for (const r of results) {
+    const s = r.scores;
+    const nums = (['baseline', 'edited', 'oracle'] as const).flatMap((m) => (s ? [s[m].efficacy, s[m].generality, s[m].specificity].map((x) => x.toFixed(4)) : ['', '', '']));
+    lines.push([String(r.entry.index), csvField(r.entry.old), csvField(r.entry.new), ...nums, r.editMs?.toFixed(1) ?? '', csvField(r.error ?? '')].join(','));
+  }
+  return lines.join('\n') + '\n';
+}
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+export function resultsHtml(results: EntryResult[], meta: Record<string, string>): string {
+  const avg = averageScores(results);
+  const rows = avg
+    ? (['baseline', 'edited', 'oracle'] as const).map((m) => `<tr><th>${m}</th><td>${pct(avg[m].efficacy)}</td><td>${pct(avg[m].generality)}</td><td>${pct(avg[m].specificity)}</td></tr>`).join('\n')
+    : '<tr><td colspan="4">no entry succeeded</td></tr>';
+  const entries = results.map((r) => {
+    const e = r.entry;
+    if (r.error !== undefined) return `<h3>${e.index}: ${esc(e.old)} → ${esc(e.new)}</h3><p class="err">error: ${esc(r.error)}</p>`;
+    const dir = `images/e${e.index}-${slug(e.old)}`;
+    const tests = [e.old, ...e.positives.map((p) => p.test), ...e.negatives.map((p) => p.test)];
+    const targets = [e.new, ...e.positives.map((p) => p.gt), ...e.negatives.map((p) => p.gt)];
+    const cat = (i: number) => (i === 0 ? 'efficacy' : i <= 5 ? 'generality' : 'specificity');
+    const trs = tests.map((t, i) => `<tr><td>${cat(i)}</td><td>${esc(t)}<br><small>target: ${esc(targets[i]!)}</small></td>` +
+      (['baseline', 'edited', 'oracle'] as const).map((m) => `<td><img src="${dir}/${m}-${String(i).padStart(2, '0')}.png"></td>`).join('') + '</tr>').join('\n');
+    const s = r.scores!;
+    return `<h3>${e.index}: ${esc(e.old)} → ${esc(e.new)}</h3>
+<p>edited: efficacy ${pct(s.edited.efficacy)}, generality ${pct(s.edited.generality)}, specificity ${pct(s.edited.specificity)}
+ (baseline ${pct(s.baseline.efficacy)} / ${pct(s.baseline.generality)} / ${pct(s.baseline.specificity)};
+ oracle ${pct(s.oracle.efficacy)} / ${pct(s.oracle.generality)} / ${pct(s.oracle.specificity)})</p>
+<table><tr><th></th><th>prompt</th><th>baseline</th><th>edited</th><th>oracle (target prompt)</th></tr>
+${trs}</table>`;
+  }).join('\n');
+  const metaRows = Object.entries(meta).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join('');
+  return `<!doctype html><html><head><meta charset="utf-8"><title>TIMED evaluation</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px;vertical-align:top}img{image-rendering:pixelated;height:48px}.err{color:#b00}</style>
+</head><body><h1>TIMED evaluation</h1><table>${metaRows}</table>
+<h2>Summary (mean over ${results.filter((r) => r.scores).length} entries)</h2>
+<table><tr><th></th><th>efficacy</th><th>generality</th><th>specificity</th></tr>
+${rows}</table>
+<p>Efficacy: images of the source prompt judged to show the destination's attribute. Generality: images of the
+positive prompts judged to show their gt prompt's attribute. Specificity: images of the negative prompts judged to
+still show their gn prompt's attribute. Oracle: the unedited model on the target prompts themselves.</p>
+<h2>Entries</h2>
+${entries}
+</body></html>
+`;
+}
+
+/** Writes text atomically (temp + rename). */
+export async function writeTextAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, text);
+  await rename(tmp, path);
+}

@@ -1,0 +1,39 @@
+// The public API of time-edit: a plain list of re-exports, one block per module.
+export {
+  solveEdits,
+  patchWeights,
+  applyToEmbeddings,
+  composeEdits,
+  denseOf,
+  solverBackend,
+  availableBackends,
+  solverThreads,
+  setSolverThreads,
+  addonPath,
+} from './native.js';
+export type {
+  BackendKind,
+  BackendChoice,
+  EditInput,
+  StackedWeights,
+  LowRankForm,
+  EditTransform,
+  SolvedEdit,
+  SolveOptions,
+  OutputOptions,
+} from './native.js';
+
+// Sampling (issue 3): tokenizer, pipeline folders, schedulers, seeded noise, generation, PNG output.
+export { ClipTokenizer } from './model/tokenizer.js';
+export type { Encoded } from './model/tokenizer.js';
+export { loadPipeline, Pipeline, defaultModelDir } from './model/pipeline.js';
+export type { PipelineOptions, ModelSource, TimestepInput, Device, HostStats, ValueInfo } from './model/pipeline.js';
+export { generate, validateGenerateOptions } from './sample/generate.js';
+export type { GenerateOptions, GeneratedImage, UnetConditioning } from './sample/generate.js';
+export { createScheduler, alphasCumprod, parseSchedulerName, schedulerNames } from './sample/schedulers.js';
+export type { Scheduler, SchedulerConfig, SchedulerName } from './sample/schedulers.js';
+export { gaussianNoise, philox4x32 } from './sample/noise.js';
+export { parseSeeds } from './sample/options.js';
+export { encodePng, decodePng, writePng, writeFileAtomic } from './image/png.js';
+export type { RgbImage } from './image/png.js';
+export { makeGrid } from './image/grid.js';

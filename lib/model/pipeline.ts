@@ -1,0 +1,444 @@
+// A Stable Diffusion 1.x ONNX pipeline folder (diffusers or optimum layout, fp32 or fp16, int32/int64 ids,
+// int64/float timesteps of rank 0, 1 or batch) or the embedded toy model, loaded into an onnxruntime worker.
+// Every dtype and shape decision is read from the session metadata (notes section 1), never assumed.
+import { open, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { UsageError } from '../cli-errors.js';
+import type { SchedulerConfig } from '../sample/schedulers.js';
+import { defaultModelDir } from './paths.js';
+import { SessionHost, type HostStats } from './session-host.js';
+import { ClipTokenizer } from './tokenizer.js';
+import type { Device, Feed, ModelSource, SessionInfo, ValueInfo } from './wire.js';
+
+export type { Device, Feed, ModelSource, ValueInfo } from './wire.js';
+export type { HostStats } from './session-host.js';
+
+export { defaultModelDir };
+
+export interface PipelineOptions {
+  /** execution provider: 'cpu' (default) or 'cuda' (needs onnxruntime-node's CUDA libraries) */
+  device?: Device;
+  /** onnxruntime intra-op threads per session (default: onnxruntime's choice, one per core) */
+  threads?: number;
+}
+
+/** How the UNet's timestep input wants its value. */
+export interface TimestepInput {
+  type: 'float32' | 'float16' | 'int64' | 'int32';
+  /** 'scalar' = shape [], 'one' = shape [1] broadcast over the batch, 'batch' = one value per batch row */
+  form: 'scalar' | 'one' | 'batch';
+}
+
+interface UnetInfo {
+  path: string;
+  key: string;
+  outputName: string;
+  timestep: TimestepInput;
+  /** inputs beyond sample/timestep/encoder_hidden_states (e.g. an edit's separate V conditioning) */
+  extraInputs: ValueInfo[];
+}
+
+interface Shared {
+  dir: string;
+  host: SessionHost;
+  device: Device;
+  threads: number | undefined;
+  tokenizer: ClipTokenizer;
+  textKey: string;
+  textInfo: SessionInfo;
+  textOutput: string;
+  vaeKey: string;
+  vaeOutput: string;
+  vaeBatch: number | null;
+  textWidth: number;
+  latentChannels: number;
+  schedulerConfig: SchedulerConfig;
+  vaeScalingFactor: number;
+  vaeScaleFactor: number;
+  defaultSize: number;
+}
+
+const UNET_INPUTS = ['sample', 'timestep', 'encoder_hidden_states'];
+// Operators of onnxruntime's transformer optimizer (model_type "unet"): their presence means packed K/V
+// ("GPU-optimized" exports) whose per-layer projections are gone and which do not run on CPU.
+const PACKED_MARKERS = ['MultiHeadAttention', 'BiasSplitGelu', 'PackedAttention', 'MatMul_KV'];
+
+async function isDir(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+async function readJsonFile(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError(`${path} must hold a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+async function optionalJson(path: string): Promise<Record<string, unknown>> {
+  return (await isFile(path)) ? readJsonFile(path) : {};
+}
+
+/** Scans model bytes (streamed from a file or in memory) for the optimizer's packed-attention operators. */
+async function findPackedMarker(source: { path: string } | { bytes: Uint8Array }): Promise<string | null> {
+  const needles = PACKED_MARKERS.map((m) => Buffer.from(m, 'latin1'));
+  const overlap = Math.max(...needles.map((n) => n.length));
+  if ('bytes' in source) {
+    const b = Buffer.from(source.bytes.buffer, source.bytes.byteOffset, source.bytes.byteLength);
+    return PACKED_MARKERS.find((_, i) => b.includes(needles[i]!)) ?? null;
+  }
+  const fh = await open(source.path, 'r');
+  try {
+    const chunk = Buffer.alloc(1 << 22);
+    let carry = Buffer.alloc(0);
+    let pos = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(chunk, 0, chunk.length, pos);
+      if (bytesRead === 0) return null;
+      pos += bytesRead;
+      const window = Buffer.concat([carry, chunk.subarray(0, bytesRead)]);
+      const hit = PACKED_MARKERS.find((_, i) => window.includes(needles[i]!));
+      if (hit !== undefined) return hit;
+      carry = window.subarray(Math.max(0, window.length - overlap));
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+function isFloat(type: string): boolean {
+  return type === 'float32' || type === 'float16';
+}
+
+function fmtInputs(info: SessionInfo): string {
+  return info.inputs.map((i) => `${i.name} (${i.type} [${i.shape.join(',')}])`).join(', ');
+}
+
+function lastDim(v: ValueInfo | undefined): number | null {
+  const d = v?.shape[v.shape.length - 1];
+  return typeof d === 'number' && d > 0 ? d : null;
+}
+
+function checkUnet(info: SessionInfo, label: string, allowExtra: boolean): Omit<UnetInfo, 'path' | 'key'> {
+  const byName = new Map(info.inputs.map((i) => [i.name, i]));
+  const missing = UNET_INPUTS.filter((n) => !byName.has(n));
+  if (missing.length > 0) throw new UsageError(`${label}: missing input(s) ${missing.join(', ')}; it has ${fmtInputs(info)} (not an SD 1.x UNet)`);
+  const extra = info.inputs.filter((i) => !UNET_INPUTS.includes(i.name));
+  if (extra.length > 0 && !allowExtra) {
+    throw new UsageError(`${label}: unexpected input(s) ${extra.map((i) => i.name).join(', ')} (an SD 1.x UNet takes only ${UNET_INPUTS.join(', ')}; SDXL and ControlNet UNets are not supported)`);
+  }
+  for (const e of extra) if (!isFloat(e.type)) throw new UsageError(`${label}: extra input ${e.name} has type ${e.type}; only float inputs can be fed as conditioning`);
+  for (const n of ['sample', 'encoder_hidden_states']) {
+    const t = byName.get(n)!.type;
+    if (!isFloat(t)) throw new UsageError(`${label}: input ${n} has type ${t}, expected float32 or float16`);
+  }
+  const ts = byName.get('timestep')!;
+  if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type)) throw new UsageError(`${label}: input timestep has type ${ts.type}, expected int64, float32 or float16`);
+  if (ts.shape.length > 1) throw new UsageError(`${label}: input timestep has rank ${ts.shape.length}, expected 0 or 1`);
+  const form = ts.shape.length === 0 ? 'scalar' : ts.shape[0] === 1 ? 'one' : 'batch';
+  const outputName = info.outputs.find((o) => o.name === 'out_sample')?.name ?? info.outputs[0]?.name;
+  if (outputName === undefined) throw new UsageError(`${label}: the model has no outputs`);
+  return { outputName, timestep: { type: ts.type as TimestepInput['type'], form }, extraInputs: extra };
+}
+
+/** One UNet's worth of conditioning: a [B|1, 77, d] text state, plus any extra float inputs the UNet declares. */
+export interface UnetFeeds {
+  sample: Float32Array;
+  /** [batch, channels, h, w] of `sample` */
+  dims: [number, number, number, number];
+  timestep: number;
+  encoderHiddenStates: Feed;
+  extraInputs?: Record<string, Feed>;
+}
+
+export class Pipeline {
+  private constructor(
+    private readonly shared: Shared,
+    private readonly unet: UnetInfo,
+    private readonly ownsHost: boolean,
+  ) {}
+
+  /** the pipeline folder */
+  get dir(): string {
+    return this.shared.dir;
+  }
+  get tokenizer(): ClipTokenizer {
+    return this.shared.tokenizer;
+  }
+  /** d of the text encoder's last_hidden_state [B, 77, d] (768 for SD 1.x) */
+  get textWidth(): number {
+    return this.shared.textWidth;
+  }
+  /** tokens per prompt (77) */
+  get sequenceLength(): number {
+    return this.shared.tokenizer.maxLength;
+  }
+  /** scheduler/scheduler_config.json */
+  get schedulerConfig(): SchedulerConfig {
+    return this.shared.schedulerConfig;
+  }
+  /** latents are divided by this before decoding (vae scaling_factor, 0.18215 for SD 1.x) */
+  get vaeScalingFactor(): number {
+    return this.shared.vaeScalingFactor;
+  }
+  /** image pixels per latent pixel (8 for SD 1.x, 4 for the toy model) */
+  get vaeScaleFactor(): number {
+    return this.shared.vaeScaleFactor;
+  }
+  get latentChannels(): number {
+    return this.shared.latentChannels;
+  }
+  /** default image side in pixels (unet/config.json sample_size × vaeScaleFactor; 512 for SD 1.x) */
+  get defaultSize(): number {
+    return this.shared.defaultSize;
+  }
+  get device(): Device {
+    return this.shared.device;
+  }
+  /** the unet/model.onnx this pipeline samples with (for a withUnet() copy from bytes: the path it replaced) */
+  get unetPath(): string {
+    return this.unet.path;
+  }
+  get unetTimestep(): TimestepInput {
+    return { ...this.unet.timestep };
+  }
+  /** inputs of the UNet beyond sample/timestep/encoder_hidden_states, fed from UnetConditioning.extraInputs */
+  get unetExtraInputs(): ValueInfo[] {
+    return this.unet.extraInputs.map((v) => ({ ...v, shape: [...v.shape] }));
+  }
+  /** onnxruntime time and thread-hop time accumulated by every session of this pipeline's worker */
+  get stats(): HostStats {
+    return { ...this.shared.host.stats };
+  }
+  /** the worker that runs this pipeline's sessions (shared by withUnet() copies) */
+  get host(): SessionHost {
+    return this.shared.host;
+  }
+
+  /** @internal */
+  static async load(dir: string | undefined, opts: PipelineOptions): Promise<Pipeline> {
+    const root = resolve(dir ?? defaultModelDir);
+    const device = opts.device ?? 'cpu';
+    if (device !== 'cpu' && device !== 'cuda') throw new UsageError(`device must be cpu or cuda, got '${String(device)}'`);
+    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1)) throw new UsageError(`threads must be a positive integer, got ${opts.threads}`);
+    if (!(await isDir(root))) {
+      throw new UsageError(dir === undefined ? `the embedded model is missing: ${root} does not exist (the package was installed without models/toy-shapes)` : `model folder ${root} does not exist`);
+    }
+    const required = ['model_index.json', 'text_encoder/model.onnx', 'unet/model.onnx', 'vae_decoder/model.onnx', 'tokenizer', 'scheduler/scheduler_config.json'];
+    const missing: string[] = [];
+    for (const r of required) {
+      const p = join(root, r);
+      if (r === 'tokenizer' ? !(await isDir(p)) : !(await isFile(p))) missing.push(r);
+    }
+    if (missing.length > 0) throw new UsageError(`${root} is not a complete SD pipeline folder: missing ${missing.join(', ')}`);
+    const index = await readJsonFile(join(root, 'model_index.json'));
+    const cls = String(index['_class_name'] ?? '');
+    if (/XL|Flux|SD3|StableDiffusion3|Kandinsky|LatentConsistency/i.test(cls)) throw new UsageError(`${root}: model_index.json says ${cls}; only Stable Diffusion 1.x pipelines are supported`);
+    const unetPath = join(root, 'unet', 'model.onnx');
+    const marker = await findPackedMarker({ path: unetPath });
+    if (marker !== null) {
+      throw new UsageError(`${unetPath} is an onnxruntime "GPU-optimized" UNet (found ${marker}): its K/V projections are packed and it does not run on CPU; use an unoptimized export (diffusers or optimum-cli)`);
+    }
+    const schedulerConfig = (await readJsonFile(join(root, 'scheduler', 'scheduler_config.json'))) as SchedulerConfig;
+    const vaeConfig = await optionalJson(join(root, 'vae_decoder', 'config.json'));
+    const unetConfig = await optionalJson(join(root, 'unet', 'config.json'));
+    const tokenizer = await ClipTokenizer.fromFolder(join(root, 'tokenizer'));
+
+    const host = new SessionHost();
+    try {
+      const config = { device, threads: opts.threads };
+      const textKey = host.newKey('text_encoder');
+      const unetKey = host.newKey('unet');
+      const vaeKey = host.newKey('vae_decoder');
+      const textInfo = await host.load(textKey, { path: join(root, 'text_encoder', 'model.onnx') }, config, 'text_encoder/model.onnx');
+      const unetInfo = await host.load(unetKey, { path: unetPath }, config, 'unet/model.onnx');
+      const vaeInfo = await host.load(vaeKey, { path: join(root, 'vae_decoder', 'model.onnx') }, config, 'vae_decoder/model.onnx');
+
+      const ids = textInfo.inputs.find((i) => i.name === 'input_ids');
+      if (ids === undefined || textInfo.inputs.length !== 1) throw new UsageError(`text_encoder/model.onnx: expected one input input_ids, got ${fmtInputs(textInfo)}`);
+      if (ids.type !== 'int32' && ids.type !== 'int64') throw new UsageError(`text_encoder/model.onnx: input_ids has type ${ids.type}, expected int32 or int64`);
+      const textOut = textInfo.outputs.find((o) => o.name === 'last_hidden_state') ?? textInfo.outputs[0];
+      if (textOut === undefined) throw new UsageError('text_encoder/model.onnx has no outputs');
+      const unet = checkUnet(unetInfo, 'unet/model.onnx', false);
+      const latent = vaeInfo.inputs.find((i) => i.name === 'latent_sample');
+      if (latent === undefined || vaeInfo.inputs.length !== 1) throw new UsageError(`vae_decoder/model.onnx: expected one input latent_sample, got ${fmtInputs(vaeInfo)}`);
+      if (!isFloat(latent.type)) throw new UsageError(`vae_decoder/model.onnx: latent_sample has type ${latent.type}, expected float32 or float16`);
+      const vaeOut = vaeInfo.outputs.find((o) => o.name === 'sample') ?? vaeInfo.outputs[0];
+      if (vaeOut === undefined) throw new UsageError('vae_decoder/model.onnx has no outputs');
+
+      const ehs = unetInfo.inputs.find((i) => i.name === 'encoder_hidden_states');
+      const sample = unetInfo.inputs.find((i) => i.name === 'sample')!;
+      const textW = lastDim(textOut);
+      const unetW = lastDim(ehs);
+      if (textW !== null && unetW !== null && textW !== unetW) throw new UsageError(`${root}: text encoder width ${textW} does not match the UNet's encoder_hidden_states width ${unetW}`);
+      const ch = sample.shape[1];
+      const latentChannels = typeof ch === 'number' && ch > 0 ? ch : Number(unetConfig['in_channels'] ?? 4);
+      const boc = vaeConfig['block_out_channels'];
+      const df = vaeConfig['downsampling_factor'];
+      const vaeScaleFactor = typeof df === 'number' && Number.isInteger(df) && df > 0 ? df : Array.isArray(boc) && boc.length > 0 ? 2 ** (boc.length - 1) : 8;
+      const sampleSize = unetConfig['sample_size'];
+      const h = sample.shape[2];
+      const defaultSize = typeof h === 'number' && h > 0 ? h * vaeScaleFactor : typeof sampleSize === 'number' ? sampleSize * vaeScaleFactor : vaeScaleFactor === 8 ? 512 : 64;
+      const vb = latent.shape[0];
+      const shared: Shared = {
+        dir: root, host, device, threads: opts.threads, tokenizer, textKey, textInfo, textOutput: textOut.name,
+        vaeKey, vaeOutput: vaeOut.name, vaeBatch: typeof vb === 'number' ? vb : null,
+        textWidth: textW ?? unetW ?? 0, latentChannels, schedulerConfig,
+        vaeScalingFactor: Number(vaeConfig['scaling_factor'] ?? 0.18215), vaeScaleFactor, defaultSize,
+      };
+      const pipeline = new Pipeline(shared, { ...unet, path: unetPath, key: unetKey }, true);
+      if (shared.textWidth === 0) {
+        // Neither graph declares d: one encode tells it.
+        const e = await pipeline.encodePrompts(['']);
+        shared.textWidth = e.length / tokenizer.maxLength;
+      }
+      return pipeline;
+    } catch (err) {
+      await host.close();
+      throw err;
+    }
+  }
+
+  /** Text-encoder output [B, 77, d] float32 (converted from fp16 if the model is fp16), one row per prompt. */
+  async encodePrompts(prompts: string[]): Promise<Float32Array> {
+    if (!Array.isArray(prompts) || prompts.length === 0) throw new UsageError('no prompts to encode');
+    const L = this.tokenizer.maxLength;
+    const fixed = this.shared.textInfo.inputs[0]!.shape[0];
+    const chunk = typeof fixed === 'number' && fixed > 0 ? fixed : prompts.length;
+    const parts: Float32Array[] = [];
+    for (let i = 0; i < prompts.length; i += chunk) {
+      const group = prompts.slice(i, i + chunk);
+      while (group.length < chunk) group.push('');
+      const ids = new Int32Array(chunk * L);
+      group.forEach((p, k) => {
+        if (typeof p !== 'string') throw new UsageError(`prompt ${i + k} is not a string`);
+        ids.set(this.tokenizer.encode(p).ids, k * L);
+      });
+      const r = await this.shared.host.run(this.shared.textKey, { input_ids: { dims: [chunk, L], data: ids } }, [ids.buffer]);
+      const out = r.outputs[this.shared.textOutput]!;
+      if (out.dims.length !== 3 || out.dims[0] !== chunk || out.dims[1] !== L) throw new Error(`text encoder returned shape [${out.dims.join(',')}], expected [${chunk},${L},d]`);
+      const used = Math.min(chunk, prompts.length - i);
+      parts.push(out.data.subarray(0, used * L * out.dims[2]!));
+    }
+    if (parts.length === 1) return parts[0]!;
+    const total = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      total.set(p, o);
+      o += p.length;
+    }
+    return total;
+  }
+
+  /** One UNet call: returns out_sample as float32, same shape as the sample. */
+  async runUnet(f: UnetFeeds): Promise<Float32Array> {
+    const [b] = f.dims;
+    const t = f.timestep;
+    const ts = this.unet.timestep;
+    const tsFeed = ts.form === 'scalar' ? { dims: [], data: new Float32Array([t]) } : ts.form === 'one' ? { dims: [1], data: new Float32Array([t]) } : { dims: [b], data: new Float32Array(b).fill(t) };
+    const feeds: Record<string, Feed> = {
+      sample: { dims: [...f.dims], data: f.sample },
+      timestep: tsFeed,
+      encoder_hidden_states: f.encoderHiddenStates,
+    };
+    for (const e of this.unet.extraInputs) {
+      const v = f.extraInputs?.[e.name];
+      if (v === undefined) throw new UsageError(`this UNet needs the extra input '${e.name}': pass it in conditioning.extraInputs`);
+      feeds[e.name] = v;
+    }
+    const r = await this.shared.host.run(this.unet.key, feeds);
+    return r.outputs[this.unet.outputName]!.data;
+  }
+
+  /** VAE decode of n latents [n, c, h, w] (already divided by vaeScalingFactor): images [n, 3, H, W] in [-1, 1]. */
+  async decode(latents: Float32Array, dims: [number, number, number, number]): Promise<{ data: Float32Array; dims: number[] }> {
+    const [n, c, h, w] = dims;
+    const per = c * h * w;
+    const chunk = this.shared.vaeBatch ?? n;
+    const outs: Float32Array[] = [];
+    let outDims: number[] = [];
+    for (let i = 0; i < n; i += chunk) {
+      const k = Math.min(chunk, n - i);
+      const data = new Float32Array(chunk * per);
+      data.set(latents.subarray(i * per, (i + k) * per));
+      const r = await this.shared.host.run(this.shared.vaeKey, { latent_sample: { dims: [chunk, c, h, w], data } }, [data.buffer]);
+      const o = r.outputs[this.shared.vaeOutput]!;
+      outDims = o.dims;
+      const imgPer = o.data.length / chunk;
+      outs.push(o.data.subarray(0, k * imgPer));
+    }
+    const total = new Float32Array(outs.reduce((s, p) => s + p.length, 0));
+    let off = 0;
+    for (const p of outs) {
+      total.set(p, off);
+      off += p.length;
+    }
+    return { data: total, dims: [n, ...outDims.slice(1)] };
+  }
+
+  /**
+   * A pipeline that samples with another UNet and shares everything else (tokenizer, text encoder, VAE, worker).
+   * `{ path }` loads a model file (its external data resolved next to it); `{ modelBytes, externalData }` loads
+   * from memory, where each externalData entry replaces the external file whose `location` equals its path, even if
+   * that file exists on disk. Extra float inputs are allowed and must be fed through UnetConditioning.extraInputs.
+   * Example: `const edited = await pipeline.withUnet({ path: pipeline.unetPath, ... })`; `await edited.close()`
+   * releases only the new UNet session.
+   */
+  async withUnet(source: ModelSource): Promise<Pipeline> {
+    const label = 'path' in source ? source.path : 'the replacement UNet';
+    if ('path' in source) {
+      if (!(await isFile(source.path))) throw new UsageError(`UNet model ${source.path} does not exist`);
+    } else if (!(source.modelBytes instanceof Uint8Array) || source.modelBytes.byteLength === 0) {
+      throw new UsageError('withUnet: modelBytes must be a non-empty Uint8Array');
+    }
+    const marker = await findPackedMarker('path' in source ? source : { bytes: source.modelBytes });
+    if (marker !== null) throw new UsageError(`${label} is an onnxruntime "GPU-optimized" UNet (found ${marker}); use an unoptimized export`);
+    const key = this.shared.host.newKey('unet');
+    const info = await this.shared.host.load(key, source, { device: this.shared.device, threads: this.shared.threads }, 'path' in source ? basename(dirname(source.path)) + '/' + basename(source.path) : label);
+    try {
+      const unet = checkUnet(info, label, true);
+      const w = lastDim(info.inputs.find((i) => i.name === 'encoder_hidden_states'));
+      if (w !== null && w !== this.textWidth) throw new UsageError(`${label}: encoder_hidden_states width ${w} does not match the text encoder's ${this.textWidth}`);
+      return new Pipeline(this.shared, { ...unet, path: 'path' in source ? resolve(source.path) : this.unet.path, key }, false);
+    } catch (err) {
+      await this.shared.host.release(key);
+      throw err;
+    }
+  }
+
+  /** Releases this pipeline's sessions: the whole worker for a loaded pipeline, only its UNet for a withUnet() copy. */
+  async close(): Promise<void> {
+    if (this.ownsHost) await this.shared.host.close();
+    else await this.shared.host.release(this.unet.key).catch(() => undefined);
+  }
+}
+
+/**
+ * Loads and validates a pipeline folder (default: the embedded models/toy-shapes). Errors name what is wrong:
+ * a missing folder or subfolder, an unreadable or corrupt model.onnx, unexpected inputs or dtypes, a packed-KV UNet.
+ * Example: `const p = await loadPipeline(); const e = await p.encodePrompts(['a circle']); await p.close();`
+ */
+export function loadPipeline(dir?: string, opts: PipelineOptions = {}): Promise<Pipeline> {
+  return Pipeline.load(dir, opts);
+}

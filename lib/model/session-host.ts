@@ -1,0 +1,102 @@
+// Main-thread side of the onnxruntime worker: a promise per request, timing of every run (time in onnxruntime vs
+// round trip) so the overhead of the thread hop is measured, and the worker is unref'd while idle so that an open
+// pipeline never keeps the process alive.
+import { Worker } from 'node:worker_threads';
+import { UsageError } from '../cli-errors.js';
+import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, WireTensor } from './wire.js';
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
+type Body = Request extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
+export interface HostStats {
+  runs: number;
+  /** total milliseconds inside onnxruntime's session.run */
+  ortMs: number;
+  /** total milliseconds in the worker around session.run (dtype conversion, output copies) */
+  workerMs: number;
+  /** total milliseconds from posting a run to receiving its result, on the main thread */
+  roundTripMs: number;
+}
+
+export class SessionHost {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private nextKey = 1;
+  private closed = false;
+  private failure: Error | null = null;
+  readonly stats: HostStats = { runs: 0, ortMs: 0, workerMs: 0, roundTripMs: 0 };
+
+  constructor() {
+    this.worker = new Worker(new URL('./ort-worker.js', import.meta.url));
+    this.worker.unref();
+    this.worker.on('message', (res: Response) => {
+      const p = this.pending.get(res.id);
+      if (p === undefined) return;
+      this.pending.delete(res.id);
+      if (this.pending.size === 0) this.worker.unref();
+      if (res.ok) p.resolve(res.result);
+      else p.reject(res.usage ? new UsageError(res.message) : new Error(res.message));
+    });
+    const fail = (err: Error): void => {
+      this.failure = err;
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    };
+    this.worker.on('error', fail);
+    this.worker.on('exit', (code) => {
+      if (!this.closed) fail(new Error(`onnxruntime worker exited with code ${code}`));
+    });
+  }
+
+  private call<T>(body: Body, transfer: ArrayBuffer[] = []): Promise<T> {
+    if (this.closed) return Promise.reject(new Error('session host is closed'));
+    if (this.failure !== null) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      if (this.pending.size === 1) this.worker.ref();
+      this.worker.postMessage({ ...body, id }, transfer);
+    });
+  }
+
+  /** A fresh key for a session. */
+  newKey(prefix: string): string {
+    return `${prefix}#${this.nextKey++}`;
+  }
+
+  load(key: string, source: ModelSource, config: SessionConfig, label: string): Promise<SessionInfo> {
+    return this.call<SessionInfo>({ op: 'load', key, source, config, label });
+  }
+
+  /** Runs session `key`. Feed arrays are copied to the worker (the caller keeps them) unless `transfer` lists them. */
+  async run(key: string, feeds: Record<string, Feed>, transfer: ArrayBuffer[] = []): Promise<RunResult> {
+    const t0 = performance.now();
+    const r = await this.call<RunResult>({ op: 'run', key, feeds }, transfer);
+    this.stats.runs++;
+    this.stats.ortMs += r.runMs;
+    this.stats.workerMs += r.workerMs;
+    this.stats.roundTripMs += performance.now() - t0;
+    return r;
+  }
+
+  /** Keeps a tensor in the worker for later runs (`{ ref }` feeds): sent once instead of at every step. */
+  stash(ref: string, tensor: WireTensor): Promise<void> {
+    return this.call<void>({ op: 'stash', ref, tensor });
+  }
+
+  unstash(ref: string): Promise<void> {
+    return this.call<void>({ op: 'unstash', ref });
+  }
+
+  release(key: string): Promise<void> {
+    return this.call<void>({ op: 'release', key });
+  }
+
+  /** Ends the worker and every session in it. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.worker.terminate();
+  }
+}

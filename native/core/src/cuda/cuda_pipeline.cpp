@@ -1,0 +1,382 @@
+#include "cuda_pipeline.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cuda_kernels.hpp"
+
+namespace time_edit::cuda {
+namespace {
+
+int toInt(int64_t v, const char* what) {
+  if (v < 0 || v > 0x7fffffff) {
+    throw Error(Error::Kind::InvalidArgument, std::string(what) + " = " + std::to_string(v) +
+                                                  " exceeds the 32-bit sizes cuBLAS/cuSOLVER accept");
+  }
+  return static_cast<int>(v);
+}
+
+int64_t envInt(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  const long long parsed = std::strtoll(v, &end, 10);
+  if (end == v || *end != '\0' || parsed < 0) {
+    throw Error(Error::Kind::InvalidArgument, std::string(name) + " must be a non-negative integer, got '" + v + "'");
+  }
+  return parsed;
+}
+
+}  // namespace
+
+Tuning tuningFromEnvironment() {
+  Tuning t;
+  t.blockSize = envInt("TIME_EDIT_CUDA_BLOCK", t.blockSize);
+  t.loopMaxBatch = envInt("TIME_EDIT_CUDA_LOOP_MAX", t.loopMaxBatch);
+  t.tf32 = envInt("TIME_EDIT_CUDA_TF32", 0) != 0;
+  if (const char* route = std::getenv("TIME_EDIT_CUDA_PATCH"); route != nullptr && *route != '\0') {
+    const std::string r = route;
+    if (r == "auto") t.patchRoute = Tuning::PatchRoute::Auto;
+    else if (r == "dense") t.patchRoute = Tuning::PatchRoute::Dense;
+    else if (r == "lowrank") t.patchRoute = Tuning::PatchRoute::LowRank;
+    else throw Error(Error::Kind::InvalidArgument, "TIME_EDIT_CUDA_PATCH must be auto, dense or lowrank, got '" + r + "'");
+  }
+  return t;
+}
+
+Context::Context(int device) : device_(device) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  name_ = prop.name;
+  check(cublasSetStream(blas_.get(), stream_.get()), "cublasSetStream");
+  check(cusolverDnSetStream(solver_.get(), stream_.get()), "cusolverDnSetStream");
+  // Plain FP32/FP64 arithmetic: no TF32 unless Tuning::tf32 asks for it around the one SGEMM.
+  check(cublasSetMathMode(blas_.get(), CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  check(cublasSetPointerMode(blas_.get(), CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
+  check(cublasSetStream(sideBlas_.get(), side_.get()), "cublasSetStream");
+  check(cublasSetMathMode(sideBlas_.get(), CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  check(cublasSetPointerMode(sideBlas_.get(), CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
+}
+
+Pipeline::Pipeline(Context& context, Tuning tuning) : ctx_(context), tuning_(tuning) {}
+
+bool Pipeline::patchViaLowRank(int64_t d, int64_t n) const {
+  switch (tuning_.patchRoute) {
+    case Tuning::PatchRoute::Dense: return false;
+    case Tuning::PatchRoute::LowRank: return true;
+    default: return 2 * n < d;
+  }
+}
+
+std::size_t Pipeline::workspaceBytesPerEdit(int64_t d, int64_t n, bool wantDense, int64_t rows) const {
+  const int64_t s = std::min(n, d);
+  const std::size_t nd = static_cast<std::size_t>(n) * static_cast<std::size_t>(d);
+  const bool lowRankPatch = rows > 0 && patchViaLowRank(d, n);
+  const bool wantM = wantDense || (rows > 0 && !lowRankPatch);
+  std::size_t bytes = nd * sizeof(double) + static_cast<std::size_t>(s * s) * sizeof(double);
+  if (wantM) bytes += nd * sizeof(double) + static_cast<std::size_t>(d * d) * (sizeof(double) + sizeof(float));
+  if (lowRankPatch) bytes += nd * sizeof(float) + static_cast<std::size_t>(rows * n) * sizeof(float);
+  const int64_t nblocks = (s + 15) / 16;  // upper bound: panel width is never below 16
+  bytes += static_cast<std::size_t>(nblocks + 1) * sizeof(int) + static_cast<std::size_t>(3 * nblocks) * sizeof(double*);
+  return bytes;
+}
+
+int64_t Pipeline::blockSizeFor(int64_t s, int64_t count) const {
+  (void)count;
+  int64_t nb = tuning_.blockSize;
+  if (nb <= 0) nb = s <= 128 ? s : 64;
+  return std::clamp<int64_t>(nb, std::min<int64_t>(16, s), s);
+}
+
+void Pipeline::enqueue(const GroupRequest& r) {
+  const int64_t d = r.d, n = r.n, count = r.count;
+  if (count <= 0) {
+    pendingCount_ = 0;
+    return;
+  }
+  const bool lowRankPatch = r.weights != nullptr && patchViaLowRank(r.d, r.n);
+  const bool wantM = r.dense != nullptr || (r.weights != nullptr && !lowRankPatch);
+  const bool nSide = n <= d;  // factor the n × n side when it is the smaller one
+  const int64_t s = nSide ? n : d;
+  const int64_t nd = n * d;
+  const bool loop = count <= tuning_.loopMaxBatch;
+  // Panel width of the blocked factorization (and of the solves on the n ≤ d side; the d × d side solves with
+  // one full-size trsmBatched call each).
+  const int64_t nb = loop ? s : blockSizeFor(s, count);
+  const int64_t nblocks = (s + nb - 1) / nb;
+  cudaStream_t st = ctx_.stream();
+
+  x_.reserve(static_cast<std::size_t>(count * nd) * sizeof(double));
+  gram_.reserve(static_cast<std::size_t>(count * s * s) * sizeof(double));
+  info_.reserve(static_cast<std::size_t>((nblocks + 1) * count) * sizeof(int));
+  if (wantM) {
+    diff_.reserve(static_cast<std::size_t>(count * nd) * sizeof(double));
+    mDouble_.reserve(static_cast<std::size_t>(count * d * d) * sizeof(double));
+    if (r.dense == nullptr) mFloat_.reserve(static_cast<std::size_t>(count * d * d) * sizeof(float));
+  }
+  double* x = x_.as<double>();
+  double* gram = gram_.as<double>();
+  int* info = info_.as<int>();
+  int* pivotFlags = info + nblocks * count;  // first non-positive diagonal entry of each factor
+  check(cudaMemsetAsync(info, 0, static_cast<std::size_t>(nblocks * count) * sizeof(int), st), "cudaMemsetAsync");
+  check(cudaMemsetAsync(pivotFlags, 0x7f, static_cast<std::size_t>(count) * sizeof(int), st), "cudaMemsetAsync");
+
+  // C, D in float64; D = C* − C also back to float32 in place when the caller or the low-rank patch wants it.
+  launchPrepare(r.source, r.destination, x, wantM ? diff_.as<double>() : nullptr, r.wantD || lowRankPatch,
+                count * nd, st);
+
+  const float onef = 1.0f, zerof = 0.0f;
+  if (lowRankPatch) {
+    // Side stream, overlapping the factorization: W' := W for every edit, then T_b = W·D_bᵀ (R × n, row-major),
+    // i.e. column-major Tᵀ = (view D)ᵀ·(view W), one strided-batched SGEMM with W shared (stride 0).
+    cudaStream_t side = ctx_.sideStream();
+    wdt_.reserve(static_cast<std::size_t>(count * r.rows * n) * sizeof(float));
+    fork_.record(st);
+    check(cudaStreamWaitEvent(side, fork_.get(), 0), "cudaStreamWaitEvent");
+    const std::size_t wBytes = static_cast<std::size_t>(r.rows * d) * sizeof(float);
+    for (int64_t b = 0; b < count; ++b) {
+      check(cudaMemcpyAsync(r.patched + b * r.rows * d, r.weights, wBytes, cudaMemcpyDeviceToDevice, side),
+            "cudaMemcpyAsync (W into W')");
+    }
+    cublasHandle_t hs = ctx_.sideBlas();
+    if (tuning_.tf32) check(cublasSetMathMode(hs, CUBLAS_TF32_TENSOR_OP_MATH), "cublasSetMathMode (TF32)");
+    const cublasStatus_t status = cublasSgemmStridedBatched(
+        hs, CUBLAS_OP_T, CUBLAS_OP_N, toInt(n, "n"), toInt(r.rows, "weight rows"), toInt(d, "d"), &onef, r.destination,
+        toInt(d, "d"), nd, r.weights, toInt(d, "d"), 0, &zerof, wdt_.as<float>(), toInt(n, "n"), r.rows * n,
+        toInt(count, "batch"));
+    if (tuning_.tf32) check(cublasSetMathMode(hs, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    check(status, "cublasSgemmStridedBatched (W·Dᵀ)");
+    join_.record(side);
+  }
+
+  // Gram on the smaller side (full GEMM: strided-batched DGEMM runs on the FP64 tensor cores; there is no
+  // strided-batched SYRK).
+  const double one = 1.0, zero = 0.0;
+  cublasHandle_t h = ctx_.blas();
+  if (nSide) {
+    // S = C Cᵀ = (Cᵀ)ᵀ(Cᵀ): X is Cᵀ (d × n, ld d).
+    check(cublasDgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, toInt(n, "n"), toInt(n, "n"), toInt(d, "d"), &one,
+                                    x, toInt(d, "d"), nd, x, toInt(d, "d"), nd, &zero, gram, toInt(n, "n"), n * n,
+                                    toInt(count, "batch")),
+          "cublasDgemmStridedBatched (Gram C·Cᵀ)");
+  } else {
+    // A = CᵀC = X Xᵀ.
+    check(cublasDgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_T, toInt(d, "d"), toInt(d, "d"), toInt(n, "n"), &one,
+                                    x, toInt(d, "d"), nd, x, toInt(d, "d"), nd, &zero, gram, toInt(d, "d"), d * d,
+                                    toInt(count, "batch")),
+          "cublasDgemmStridedBatched (Gram Cᵀ·C)");
+  }
+  launchAddDiagonal(gram, s, count, r.lambda, st);
+
+  if (loop) {
+    factorLoop(gram, s, count, info);
+    solveLoop(r, gram, x);
+  } else {
+    ptrs_.reserve(static_cast<std::size_t>(3 * nblocks * count) * sizeof(double*));
+    double** ptrs = ptrs_.as<double*>();
+    launchFillBlockPointers(ptrs, gram, x, s, d, nd, nb, nblocks, count, st);
+    factorBatched(gram, s, count, nb, nblocks, ptrs, info);
+    solveBatched(r, gram, x, nb, nblocks, ptrs);
+  }
+  launchCheckDiagonal(gram, s, count, pivotFlags, st);
+  // x now holds Gᵀ (d × n column-major) = G (n × d row-major).
+
+  float* gFloat = nullptr;
+  if (r.wantG) {
+    launchToFloat(x, r.source, count * nd, st);
+    gFloat = r.source;
+  } else if (lowRankPatch) {
+    gFloat_.reserve(static_cast<std::size_t>(count * nd) * sizeof(float));
+    gFloat = gFloat_.as<float>();
+    launchToFloat(x, gFloat, count * nd, st);
+  }
+
+  if (lowRankPatch) {
+    // W' = W + T·G per edit: column-major W'ᵀ = Wᵀ + (view G)·Tᵀ, beta = 1 on the copies of W.
+    check(cudaStreamWaitEvent(st, join_.get(), 0), "cudaStreamWaitEvent");
+    if (tuning_.tf32) check(cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH), "cublasSetMathMode (TF32)");
+    const cublasStatus_t status = cublasSgemmStridedBatched(
+        h, CUBLAS_OP_N, CUBLAS_OP_N, toInt(d, "d"), toInt(r.rows, "weight rows"), toInt(n, "n"), &onef, gFloat,
+        toInt(d, "d"), nd, wdt_.as<float>(), toInt(n, "n"), r.rows * n, &onef, r.patched, toInt(d, "d"), r.rows * d,
+        toInt(count, "batch"));
+    if (tuning_.tf32) check(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    check(status, "cublasSgemmStridedBatched (W + (W·Dᵀ)·G)");
+  }
+
+  if (wantM) {
+    // Row-major M = I + DᵀG; its column-major view Mᵀ = I + Gᵀ D = X_G · X_Dᵀ + I.
+    double* md = mDouble_.as<double>();
+    check(cublasDgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_T, toInt(d, "d"), toInt(d, "d"), toInt(n, "n"), &one,
+                                    x, toInt(d, "d"), nd, diff_.as<double>(), toInt(d, "d"), nd, &zero, md,
+                                    toInt(d, "d"), d * d, toInt(count, "batch")),
+          "cublasDgemmStridedBatched (M = I + DᵀG)");
+    float* mf = r.dense != nullptr ? r.dense : mFloat_.as<float>();
+    launchAddIdentityToFloat(md, mf, d, count, st);
+
+    if (r.weights != nullptr && !lowRankPatch) {
+      // W' = W·M for every edit: column-major W'ᵀ = Mᵀ Wᵀ, i.e. GEMM(view(M), view(W)); W shared (stride 0).
+      if (tuning_.tf32) check(cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH), "cublasSetMathMode (TF32)");
+      const cublasStatus_t status = cublasSgemmStridedBatched(
+          h, CUBLAS_OP_N, CUBLAS_OP_N, toInt(d, "d"), toInt(r.rows, "weight rows"), toInt(d, "d"), &onef, mf,
+          toInt(d, "d"), d * d, r.weights, toInt(d, "d"), 0, &zerof, r.patched, toInt(d, "d"), r.rows * d,
+          toInt(count, "batch"));
+      if (tuning_.tf32) check(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+      check(status, "cublasSgemmStridedBatched (W' = W·M)");
+    }
+  }
+  pendingCount_ = count;
+  pendingBlocks_ = nblocks;
+  pendingBlockSize_ = nb;
+}
+
+void Pipeline::factorBatched(double* gram, int64_t s, int64_t count, int64_t nb, int64_t nblocks, double** ptrs,
+                             int* info) {
+  cublasHandle_t h = ctx_.blas();
+  const double one = 1.0, minusOne = -1.0;
+  const int ls = toInt(s, "Gram size");
+  const int batch = toInt(count, "batch");
+  for (int64_t j = 0; j < nblocks; ++j) {
+    const int64_t j0 = j * nb;
+    const int64_t jb = std::min(nb, s - j0);
+    const int64_t j1 = j0 + jb;
+    check(cusolverDnDpotrfBatched(ctx_.solver(), CUBLAS_FILL_MODE_LOWER, toInt(jb, "block"), ptrs + j * count, ls,
+                                  info + j * count, batch),
+          "cusolverDnDpotrfBatched");
+    if (j1 < s) {
+      // Panel below the diagonal block: L21 = A21 L11⁻ᵀ.
+      check(cublasDtrsmBatched(h, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, CUBLAS_DIAG_NON_UNIT,
+                               toInt(s - j1, "rows"), toInt(jb, "block"), &one, ptrs + j * count, ls,
+                               ptrs + (nblocks + j) * count, ls, batch),
+            "cublasDtrsmBatched (Cholesky panel)");
+      // Trailing update A22 −= L21 L21ᵀ (full square; only its lower part is read later).
+      double* l21 = gram + j1 + j0 * s;
+      double* a22 = gram + j1 + j1 * s;
+      check(cublasDgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_T, toInt(s - j1, "rows"), toInt(s - j1, "rows"),
+                                      toInt(jb, "block"), &minusOne, l21, ls, s * s, l21, ls, s * s, &one, a22, ls,
+                                      s * s, batch),
+            "cublasDgemmStridedBatched (Cholesky trailing update)");
+    }
+  }
+}
+
+void Pipeline::factorLoop(double* gram, int64_t s, int64_t count, int* info) {
+  int lwork = 0;
+  const int ls = toInt(s, "Gram size");
+  check(cusolverDnDpotrf_bufferSize(ctx_.solver(), CUBLAS_FILL_MODE_LOWER, ls, gram, ls, &lwork),
+        "cusolverDnDpotrf_bufferSize");
+  work_.reserve(static_cast<std::size_t>(std::max(lwork, 1)) * sizeof(double));
+  for (int64_t b = 0; b < count; ++b) {
+    check(cusolverDnDpotrf(ctx_.solver(), CUBLAS_FILL_MODE_LOWER, ls, gram + b * s * s, ls, work_.as<double>(), lwork,
+                           info + b),
+          "cusolverDnDpotrf");
+  }
+}
+
+void Pipeline::solveBatched(const GroupRequest& r, double* gram, double* x, int64_t nb, int64_t nblocks,
+                            double** ptrs) {
+  const int64_t d = r.d, n = r.n, count = r.count, nd = n * d;
+  cublasHandle_t h = ctx_.blas();
+  const double one = 1.0, minusOne = -1.0;
+  const int ld = toInt(d, "d");
+  const int batch = toInt(count, "batch");
+  double* const* diag = ptrs;                      // [j*count + b]
+  double* const* xcol = ptrs + 2 * nblocks * count;  // [j*count + b]
+  if (n <= d) {
+    // Gᵀ = Cᵀ S⁻¹ = X L⁻ᵀ L⁻¹ (right-side solves with the n × n factor L, ld n), by column blocks.
+    const int ln = toInt(n, "n");
+    for (int64_t j = 0; j < nblocks; ++j) {  // X := X L⁻ᵀ, forward
+      const int64_t j0 = j * nb, jb = std::min(nb, n - j0), j1 = j0 + jb;
+      check(cublasDtrsmBatched(h, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, CUBLAS_DIAG_NON_UNIT, ld,
+                               toInt(jb, "block"), &one, diag + j * count, ln, xcol + j * count, ld, batch),
+            "cublasDtrsmBatched (X·L⁻ᵀ)");
+      if (j1 < n) {
+        check(cublasDgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_T, ld, toInt(n - j1, "cols"), toInt(jb, "block"),
+                                        &minusOne, x + j0 * d, ld, nd, gram + j1 + j0 * n, ln, n * n, &one,
+                                        x + j1 * d, ld, nd, batch),
+              "cublasDgemmStridedBatched (X·L⁻ᵀ update)");
+      }
+    }
+    for (int64_t j = nblocks - 1; j >= 0; --j) {  // X := X L⁻¹, backward
+      const int64_t j0 = j * nb, jb = std::min(nb, n - j0);
+      check(cublasDtrsmBatched(h, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, CUBLAS_DIAG_NON_UNIT, ld,
+                               toInt(jb, "block"), &one, diag + j * count, ln, xcol + j * count, ld, batch),
+            "cublasDtrsmBatched (X·L⁻¹)");
+      if (j0 > 0) {
+        check(cublasDgemmStridedBatched(h, CUBLAS_OP_N, CUBLAS_OP_N, ld, toInt(j0, "cols"), toInt(jb, "block"),
+                                        &minusOne, x + j0 * d, ld, nd, gram + j0, ln, n * n, &one, x, ld, nd, batch),
+              "cublasDgemmStridedBatched (X·L⁻¹ update)");
+      }
+    }
+  } else {
+    // Gᵀ = A⁻¹ Cᵀ = L⁻ᵀ L⁻¹ X (left-side solves with the d × d factor; one full-size call each).
+    check(cublasDtrsmBatched(h, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, CUBLAS_DIAG_NON_UNIT, ld,
+                             toInt(n, "n"), &one, diag, ld, xcol, ld, batch),
+          "cublasDtrsmBatched (L⁻¹·X)");
+    check(cublasDtrsmBatched(h, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, CUBLAS_DIAG_NON_UNIT, ld,
+                             toInt(n, "n"), &one, diag, ld, xcol, ld, batch),
+          "cublasDtrsmBatched (L⁻ᵀ·X)");
+  }
+}
+
+void Pipeline::solveLoop(const GroupRequest& r, double* gram, double* x) {
+  const int64_t d = r.d, n = r.n, nd = n * d;
+  cublasHandle_t h = ctx_.blas();
+  const double one = 1.0;
+  const int ld = toInt(d, "d"), ln = toInt(n, "n");
+  for (int64_t b = 0; b < r.count; ++b) {
+    double* xb = x + b * nd;
+    if (n <= d) {
+      double* l = gram + b * n * n;
+      check(cublasDtrsm(h, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, CUBLAS_DIAG_NON_UNIT, ld, ln, &one,
+                        l, ln, xb, ld),
+            "cublasDtrsm (X·L⁻ᵀ)");
+      check(cublasDtrsm(h, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, CUBLAS_DIAG_NON_UNIT, ld, ln, &one,
+                        l, ln, xb, ld),
+            "cublasDtrsm (X·L⁻¹)");
+    } else {
+      double* l = gram + b * d * d;
+      check(cublasDtrsm(h, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, CUBLAS_DIAG_NON_UNIT, ld, ln, &one,
+                        l, ld, xb, ld),
+            "cublasDtrsm (L⁻¹·X)");
+      check(cublasDtrsm(h, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, CUBLAS_DIAG_NON_UNIT, ld, ln, &one,
+                        l, ld, xb, ld),
+            "cublasDtrsm (L⁻ᵀ·X)");
+    }
+  }
+}
+
+void Pipeline::finish(int64_t firstEdit) {
+  const int64_t count = pendingCount_, nblocks = pendingBlocks_;
+  pendingCount_ = 0;
+  if (count == 0) {
+    check(cudaStreamSynchronize(ctx_.stream()), "cudaStreamSynchronize");
+    return;
+  }
+  std::vector<int> info(static_cast<std::size_t>((nblocks + 1) * count));
+  check(cudaMemcpyAsync(info.data(), info_.as<int>(), info.size() * sizeof(int), cudaMemcpyDeviceToHost,
+                        ctx_.stream()),
+        "cudaMemcpyAsync (Cholesky info)");
+  check(cudaStreamSynchronize(ctx_.stream()), "cudaStreamSynchronize");
+  auto notPositiveDefinite = [&](int64_t b, int64_t column) {
+    return Error(Error::Kind::Backend,
+                 "edit " + std::to_string(firstEdit + b) +
+                     ": the Gram matrix λI + CCᵀ is not positive definite in float64 (Cholesky pivot " +
+                     std::to_string(column) + " is not > 0); λ is too small for the scale of the rows");
+  };
+  for (int64_t b = 0; b < count; ++b) {
+    for (int64_t j = 0; j < nblocks; ++j) {
+      const int v = info[static_cast<std::size_t>(j * count + b)];
+      if (v < 0) {
+        throw Error(Error::Kind::Backend, "cusolverDnDpotrf failed: parameter " + std::to_string(-v) + " is invalid");
+      }
+      if (v > 0) throw notPositiveDefinite(b, j * pendingBlockSize_ + v);
+    }
+    const int pivot = info[static_cast<std::size_t>(nblocks * count + b)];
+    if (pivot != 0x7f7f7f7f) throw notPositiveDefinite(b, pivot + 1);
+  }
+}
+
+}  // namespace time_edit::cuda
