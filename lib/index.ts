@@ -10,6 +10,7 @@ export {
   solverThreads,
   setSolverThreads,
   addonPath,
+  backendFor,
 } from './native.js';
 export type {
   BackendKind,
@@ -34,6 +35,6 @@ export { createScheduler, alphasCumprod, parseSchedulerName, schedulerNames } fr
 export type { Scheduler, SchedulerConfig, SchedulerName } from './sample/schedulers.js';
 export { gaussianNoise, philox4x32 } from './sample/noise.js';
 export { parseSeeds } from './sample/options.js';
-export { encodePng, decodePng, writePng, writeFileAtomic } from './image/png.js';
+export { encodePng, decodePng, readPngText, writePng, writeFileAtomic } from './image/png.js';
 export type { RgbImage } from './image/png.js';
 export { makeGrid } from './image/grid.js';

@@ -65,10 +65,22 @@ export interface SolveOptions {
   dense?: boolean;
   /** Also patch these weights for every edit: one pass over W per edit. */
   weights?: StackedWeights;
-  /** Preallocated outputs for the patched weights (one per edit, rows × d each), e.g. to reuse memory. */
-  patchedOut?: Float32Array[];
+  /**
+   * Preallocated outputs, one entry per edit (any subset of D, G: rows × d; dense: d × d; patched: weights' size).
+   * Reusing buffers across calls saves allocating and first-touching fresh memory, which on some VMs costs as
+   * much as the solve itself. Missing entries are allocated.
+   */
+  out?: SolveOutputs[];
   /** Backend to use; default solverBackend().kind. */
   backend?: BackendKind;
+}
+
+/** Caller-provided output buffers of one edit for solveEdits (see SolveOptions.out). */
+export interface SolveOutputs {
+  D?: Float32Array;
+  G?: Float32Array;
+  dense?: Float32Array;
+  patched?: Float32Array;
 }
 
 export interface OutputOptions {
@@ -158,6 +170,11 @@ function checkBackend(wanted: string, info: AddonBackendInfo, source: string): B
     default:
       throw new RangeError(`${source} must be one of cpu, cpu-portable, cuda; got '${wanted}'`);
   }
+}
+
+/** Checks that a backend asked for by name (flag, config) is usable here; `source` names it in the error. */
+export function backendFor(kind: string, source = 'backend'): BackendChoice {
+  return checkBackend(kind, addon().backendInfo(), source);
 }
 
 function resolveBackend(backend: BackendKind | undefined, argName: string): BackendChoice {
@@ -280,6 +297,13 @@ export async function solveEdits(d: number, edits: EditInput[], opts: SolveOptio
     rowsOf.push(n);
   });
 
+  if (opts.out !== undefined && (!Array.isArray(opts.out) || opts.out.length !== edits.length)) {
+    throw new RangeError(`opts.out must be an array of ${edits.length} output objects (one per edit)`);
+  }
+  const outs: SolveOutputs[] = opts.out ?? edits.map(() => ({}));
+  outs.forEach((o, i) => {
+    if (typeof o !== 'object' || o === null) throw new TypeError(`opts.out[${i}] must be an object {D?, G?, dense?, patched?}`);
+  });
   let weights: Float32Array | null = null;
   const patched: Float32Array[] = [];
   if (opts.weights !== undefined) {
@@ -290,18 +314,13 @@ export async function solveEdits(d: number, edits: EditInput[], opts: SolveOptio
     if (w.data.length !== w.rows * d) {
       throw new RangeError(`opts.weights.data has ${w.data.length} values but rows × d = ${w.rows} × ${d} = ${w.rows * d}`);
     }
-    if (opts.patchedOut !== undefined && (!Array.isArray(opts.patchedOut) || opts.patchedOut.length !== edits.length)) {
-      throw new RangeError(`opts.patchedOut must be an array of ${edits.length} Float32Arrays (one per edit)`);
-    }
     weights = w.data;
-    for (let i = 0; i < edits.length; i++) patched.push(checkOut(opts.patchedOut?.[i], `opts.patchedOut[${i}]`, w.data.length));
-  } else if (opts.patchedOut !== undefined) {
-    throw new RangeError('opts.patchedOut is only meaningful with opts.weights');
+    for (let i = 0; i < edits.length; i++) patched.push(checkOut(outs[i]!.patched, `opts.out[${i}].patched`, w.data.length));
   }
 
-  const outD = rowsOf.map((n) => (wantLowRank ? new Float32Array(n * d) : null));
-  const outG = rowsOf.map((n) => (wantLowRank ? new Float32Array(n * d) : null));
-  const outM = rowsOf.map(() => (wantDense ? new Float32Array(d * d) : null));
+  const outD = rowsOf.map((n, i) => (wantLowRank ? checkOut(outs[i]!.D, `opts.out[${i}].D`, n * d) : null));
+  const outG = rowsOf.map((n, i) => (wantLowRank ? checkOut(outs[i]!.G, `opts.out[${i}].G`, n * d) : null));
+  const outM = rowsOf.map((_, i) => (wantDense ? checkOut(outs[i]!.dense, `opts.out[${i}].dense`, d * d) : null));
   const name = await addon().solve(backend.kind, d, sources, destinations, lambdas, outD, outG, outM, weights, patched);
   return rowsOf.map((n, i) => {
     const result: SolvedEdit = { d, lambdas: [lambdas[i]!], backend: name };

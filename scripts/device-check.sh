@@ -53,7 +53,7 @@ if ! cmake --build "$BUILD" -j"$JOBS" >>"$OUT/build.log" 2>&1; then
 fi
 grep -iE "warning" "$OUT/build.log" | head -20
 
-ctest --test-dir "$BUILD" --output-on-failure --timeout 300 2>&1 | tee "$OUT/ctest.log"
+ctest --test-dir "$BUILD" --output-on-failure -V --timeout 300 2>&1 | tee "$OUT/ctest.log"
 ctest_rc=${PIPESTATUS[0]}
 
 quick=()
@@ -67,7 +67,7 @@ rm -rf "$DUMP"
 
 echo
 echo "==== summary ===="
-grep -E "checks|Tests|tests passed|FAIL" "$OUT/ctest.log" | tail -5
+grep -E "checks, |tests passed|FAIL" "$OUT/ctest.log" | tail -8
 sed -n '/^TIME on/,$p' "$OUT/bench.log"
 grep -E "^peer" "$OUT/peer.log"
 echo "ctest rc=$ctest_rc bench rc=$bench_rc peer rc=$peer_rc"

@@ -1,6 +1,7 @@
 // Cross-attention discovery on a torch export of a diffusers-style attention UNet and on hand-built graphs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
 import { loadModel, DataType } from '../lib/model/onnx/index.js';
 import { findCrossAttention, CrossAttentionError } from '../lib/model/cross-attention.js';
 
@@ -67,4 +68,21 @@ test('nothing to edit is an error, never a silent no-op', () => {
   onlyK.nodes[1] = n('MatMul', ['x', 'a_Wv'], ['a_v']); // V no longer reads the conditioning
   onlyK.inits[2] = f('a_Wv', [4, 5]);
   assert.throws(() => findCrossAttention(graph(onlyK.nodes, onlyK.inits)), /cross-attention K without a matching V/);
+});
+
+const toyUnet = new URL('../models/toy-shapes/unet/model.onnx', import.meta.url).pathname;
+test('the embedded SD-shaped UNet: 16 layers in down/mid/up order with the widths its config implies', { skip: existsSync(toyUnet) ? false : 'no embedded model yet' }, async () => {
+  const config = JSON.parse(readFileSync(new URL('../models/toy-shapes/unet/config.json', import.meta.url), 'utf8'));
+  const ch = config.block_out_channels;
+  const rev = [...ch].reverse();
+  const expected = [];
+  config.down_block_types.forEach((t, i) => { if (t.startsWith('CrossAttn')) for (let k = 0; k < config.layers_per_block; k++) expected.push(ch[i]); });
+  expected.push(ch[ch.length - 1]);
+  config.up_block_types.forEach((t, i) => { if (t.startsWith('CrossAttn')) for (let k = 0; k <= config.layers_per_block; k++) expected.push(rev[i]); });
+  const { model } = await loadModel(toyUnet);
+  const map = findCrossAttention(model.graph);
+  assert.equal(map.layers.length, 16);
+  assert.deepEqual(map.layers.map((l) => l.width), expected);
+  assert.equal(map.d, config.cross_attention_dim);
+  assert.match(map.layers[6].name, /mid_block/);
 });

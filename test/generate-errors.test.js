@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadPipeline } from '../lib/model/pipeline.js';
 import { generate } from '../lib/sample/generate.js';
+import { readPngText } from '../lib/image/png.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const fx = (name) => join(root, 'test', 'fixtures', name);
@@ -106,6 +107,11 @@ test('CLI generate: bad input exits 2 with one clear line and writes nothing', (
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'a stack trace was printed');
     assert.equal(existsSync(out), false, `${args.join(' ')} created the output folder`);
   }
+  const file = join(base, 'a-file');
+  writeFileSync(file, 'x');
+  const r = runCli(['generate', 'a circle', '--model', model, '--out', file]);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--out .*a-file exists and is not a folder/);
 });
 
 test('CLI generate: files, --json, byte-identical reruns, --grid', () => {
@@ -118,6 +124,10 @@ test('CLI generate: files, --json, byte-identical reruns, --grid', () => {
   assert.deepEqual(j.images.map((i) => [i.prompt, i.seed]), [['a red circle', 0], ['a red circle', 1], ['a red circle', 2], ['a blue square', 0], ['a blue square', 1], ['a blue square', 2]]);
   assert.deepEqual(readdirSync(join(base, 'a')).sort(), j.images.map((i) => i.path.split('/').pop()).sort());
   assert.equal(j.images[0].path, join(base, 'a', '00-a-red-circle-seed0.png'));
+  const meta = readPngText(readFileSync(j.images[4].path));
+  assert.equal(meta.prompt, 'a blue square');
+  assert.equal(meta.seed, '1');
+  assert.equal(meta.steps, '3');
   const r2 = runCli(args(join(base, 'b')));
   assert.equal(r2.status, 0, r2.stderr);
   for (const name of readdirSync(join(base, 'a'))) assert.deepEqual(readFileSync(join(base, 'b', name)), readFileSync(join(base, 'a', name)), name);
@@ -128,6 +138,17 @@ test('CLI generate: files, --json, byte-identical reruns, --grid', () => {
   assert.equal(g.grid, join(base, 'g', 'grid.png'));
   assert.deepEqual(readdirSync(join(base, 'g')), ['grid.png']);
   assert.deepEqual(g.gridOrder.prompts, ['a red circle', 'a blue square']);
+  assert.equal(readPngText(readFileSync(g.grid)).prompts, JSON.stringify(['a red circle', 'a blue square']));
+});
+
+const embedded = join(root, 'models', 'toy-shapes');
+test('CLI generate: the embedded model is the default from any working directory', { skip: existsSync(join(embedded, 'model_index.json')) ? false : 'embedded model not present' }, () => {
+  const cwd = tmp();
+  const r = spawnSync(process.execPath, [cli, 'generate', 'a circle', '--seeds', '0-1', '--steps', '2', '--out', 'out/', '--json'], { cwd, encoding: 'utf8', timeout: 120000 });
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.model, embedded);
+  assert.deepEqual(readdirSync(join(cwd, 'out')).sort(), ['00-a-circle-seed0.png', '00-a-circle-seed1.png']);
 });
 
 test('CLI tokenize: 77 ids per prompt, from arguments or stdin', () => {

@@ -3,8 +3,9 @@
 // withUnet(), and a sampling loop recomputed here call by call (unbatched, float64 DDIM) that must give the same image.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadPipeline } from '../lib/model/pipeline.js';
@@ -134,7 +135,33 @@ test('tiny fixture: conditioning replaces the text encoder; withUnet from a path
   }
 });
 
-test('tiny fixture: fp16 and int64 variants load and run', async () => {
+test('tiny fixture: UNet weights in weights.pb; withUnet externalData replaces the file', async () => {
+  const p = await loadPipeline(fx('tiny-sd'), { threads: 1 });
+  const q = await loadPipeline(fx('tiny-sd-external'), { threads: 1 });
+  try {
+    const opts = { ...base, seeds: [5, 6] };
+    const ref = await generate(p, opts);
+    const ext = await generate(q, opts);
+    ref.forEach((img, k) => assert.deepEqual(ext[k].rgb, img.rgb));
+    const modelBytes = new Uint8Array(await readFile(join(q.dir, 'unet', 'model.onnx')));
+    const weights = new Uint8Array(await readFile(join(q.dir, 'unet', 'weights.pb')));
+    const same = await q.withUnet({ modelBytes, externalData: [{ path: 'weights.pb', data: weights }] });
+    (await generate(same, opts)).forEach((img, k) => assert.deepEqual(img.rgb, ref[k].rgb));
+    await same.close();
+    const scaled = new Uint8Array(weights);
+    const f = new Float32Array(scaled.buffer, 0, 4 * 4 * 9); // conv_w is the first tensor in weights.pb
+    for (let i = 0; i < f.length; i++) f[i] *= 0.5;
+    const patched = await q.withUnet({ modelBytes, externalData: [{ path: 'weights.pb', data: scaled }] });
+    const out = await generate(patched, opts);
+    assert.notDeepEqual(out[0].rgb, ref[0].rgb, 'patched external weights were ignored');
+    await patched.close();
+    await assert.rejects(q.withUnet({ modelBytes }), (err) => err.name === 'UsageError' && /cannot load/.test(err.message));
+  } finally {
+    await Promise.all([p.close(), q.close()]);
+  }
+});
+
+test('tiny fixture: fp16, int64 and optimum-style variants load and run', async () => {
   const p32 = await loadPipeline(fx('tiny-sd'), { threads: 1 });
   const p64 = await loadPipeline(fx('tiny-sd-int64'), { threads: 1 });
   const p16 = await loadPipeline(fx('tiny-sd-fp16'), { threads: 1 });
@@ -152,6 +179,14 @@ test('tiny fixture: fp16 and int64 variants load and run', async () => {
     assert.ok(meanAbsDiff(e32, e16) < 2e-3, `fp16 text states differ by ${meanAbsDiff(e32, e16)}`);
     const c = await generate(p16, opts);
     c.forEach((img, k) => assert.ok(meanAbsDiff(img.rgb, a[k].rgb) < 3, `fp16 image ${k} differs by ${meanAbsDiff(img.rgb, a[k].rgb)} levels on average`));
+    // optimum >= 1.24 layout: int64 ids, pooler_output beside last_hidden_state, rank-0 float timestep.
+    const po = await loadPipeline(fx('tiny-sd-optimum'), { threads: 1 });
+    try {
+      assert.deepEqual(po.unetTimestep, { type: 'float32', form: 'scalar' });
+      (await generate(po, opts)).forEach((img, k) => assert.deepEqual(img.rgb, a[k].rgb));
+    } finally {
+      await po.close();
+    }
     // Euler's fractional timesteps are rounded for an int64 timestep: it still runs.
     const e = await generate(p64, { ...opts, scheduler: 'euler' });
     assert.equal(e.length, 2);
@@ -188,5 +223,63 @@ test('embedded model: same seed same bytes, different seeds differ, int64-timest
     }
   } finally {
     await p.close();
+  }
+});
+
+// A full-fp16 copy of a pipeline folder made with the ONNX codec: every float initializer, Constant and value type
+// (subgraphs included) becomes float16, Cast-to-float becomes Cast-to-float16; Resize's roi/scales stay float32.
+async function fp16Copy(src) {
+  const codec = await import('../lib/model/onnx/index.js');
+  const FLOAT = 1;
+  const FLOAT16 = 10;
+  const half = (t, dir) => {
+    const v = codec.tensorToFloat32(t, dir).map((x) => Math.max(-65504, Math.min(65504, x)));
+    t.dataType = FLOAT16;
+    codec.setTensorFloat32(t, v);
+  };
+  const convert = (g, dir) => {
+    const keep = new Set(g.node.filter((n) => n.opType === 'Resize').flatMap((n) => n.input.slice(1, 3)).filter((x) => x));
+    for (const t of g.initializer) if (t.dataType === FLOAT && !keep.has(t.name)) half(t, dir);
+    for (const n of g.node) {
+      if (n.opType === 'Constant' && keep.has(n.output[0])) continue;
+      for (const a of n.attribute) {
+        if (n.opType === 'Cast' && a.name === 'to' && Number(a.i) === FLOAT) a.i = FLOAT16;
+        if (a.t !== undefined && a.t.dataType === FLOAT) half(a.t, dir);
+        if (a.g !== undefined) convert(a.g, dir);
+        for (const sub of a.graphs) convert(sub, dir);
+      }
+    }
+    for (const v of [...g.input, ...g.output, ...g.valueInfo]) {
+      if (v.type?.tensorType?.elemType === FLOAT && !keep.has(v.name)) v.type.tensorType.elemType = FLOAT16;
+    }
+  };
+  const out = join(mkdtempSync(join(tmpdir(), 'fp16-')), 'model');
+  cpSync(src, out, { recursive: true });
+  for (const sub of ['text_encoder', 'unet', 'vae_decoder']) {
+    const path = join(out, sub, 'model.onnx');
+    const { model, dir } = await codec.loadModel(path);
+    convert(model.graph, dir);
+    writeFileSync(path, codec.encodeModel(model));
+  }
+  return out;
+}
+
+test('embedded model: a full-fp16 copy loads, runs and stays close to fp32', { skip: haveEmbedded ? false : `embedded model not present at ${embedded}` }, async () => {
+  const dir = await fp16Copy(embedded);
+  const p32 = await loadPipeline(undefined, { threads: 1 });
+  const p16 = await loadPipeline(dir, { threads: 1 });
+  try {
+    assert.equal(p16.unetTimestep.type, 'float16');
+    const opts = { prompts: ['a red circle'], seeds: [0, 1], steps: 2, guidance: 7.5, height: 32, width: 32 };
+    const a = await generate(p32, opts);
+    const b = await generate(p16, opts);
+    const again = await generate(p16, opts);
+    b.forEach((img, k) => {
+      assert.deepEqual(again[k].rgb, img.rgb, 'fp16 is deterministic too');
+      const diff = meanAbsDiff(img.rgb, a[k].rgb);
+      assert.ok(diff < 2, `fp16 image ${k} differs from fp32 by ${diff} levels on average`);
+    });
+  } finally {
+    await Promise.all([p32.close(), p16.close()]);
   }
 });

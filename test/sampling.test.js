@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gaussianNoise, philox4x32 } from '../lib/sample/noise.js';
 import { fromHalf, toHalf } from '../lib/model/fp16.js';
-import { decodePng, encodePng, writePng } from '../lib/image/png.js';
+import { decodePng, encodePng, readPngText, writePng } from '../lib/image/png.js';
 import { makeGrid } from '../lib/image/grid.js';
 import { parseSeeds, parseNumber, parsePositiveInt } from '../lib/sample/options.js';
 
@@ -80,6 +80,12 @@ test('PNG: round trip, atomic write leaves no temporary files, size checks', asy
   await assert.rejects(writePng(join(dir, 'missing-dir', 'b.png'), img));
   assert.deepEqual(readdirSync(dir), ['a.png']);
   assert.throws(() => encodePng({ width: 2, height: 2, rgb: new Uint8Array(5) }), /expected 2×2×3/);
+  // Text metadata: valid chunks (pngjs re-reads the file, checking CRCs), UTF-8 preserved, pixels unchanged.
+  const withText = encodePng(img, { prompt: 'a café ☕', seed: '7' });
+  assert.deepEqual(decodePng(withText), img);
+  assert.deepEqual(readPngText(withText), { prompt: 'a café ☕', seed: '7' });
+  assert.deepEqual(readPngText(encodePng(img)), {});
+  assert.throws(() => encodePng(img, { '': 'x' }), /keyword/);
 });
 
 test('grid: row-major tiles with gaps', () => {

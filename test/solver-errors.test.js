@@ -50,15 +50,19 @@ describe('solveEdits rejects bad input', () => {
     const out = sentinel();
     const bad = W();
     bad.data[5] = -Infinity;
-    await rejects(() => solveEdits(d, [good()], { weights: bad, patchedOut: [out] }), RangeError, /^weights contains a non-finite value \(-inf\) at row 1, column 1/);
+    await rejects(() => solveEdits(d, [good()], { weights: bad, out: [{ patched: out }] }), RangeError, /^weights contains a non-finite value \(-inf\) at row 1, column 1/);
     assert.deepEqual(out, sentinel());
     const w = W();
-    await rejects(() => solveEdits(d, [good()], { weights: w, patchedOut: [w.data] }), RangeError, /^patched\[0\] shares memory with weights/);
+    await rejects(() => solveEdits(d, [good()], { weights: w, out: [{ patched: w.data }] }), RangeError, /^patched\[0\] shares memory with weights/);
     assert.deepEqual(w.data, W().data);
-    await rejects(() => solveEdits(d, [good()], { weights: W(), patchedOut: [new Float32Array(5)] }), RangeError, /^opts\.patchedOut\[0\] must have 12 values, got 5/);
+    await rejects(() => solveEdits(d, [good()], { weights: W(), out: [{ patched: new Float32Array(5) }] }), RangeError, /^opts\.out\[0\]\.patched must have 12 values, got 5/);
+    const e = good();
+    await rejects(() => solveEdits(d, [e], { out: [{ G: e.source }] }), RangeError, /^outG\[0\] shares memory with sources\[0\]: outputs must be separate buffers/);
+    assert.deepEqual(e.source, good().source);
+    await rejects(() => solveEdits(d, [good()], { out: [] }), RangeError, /^opts\.out must be an array of 1 output objects/);
     // A bad edit anywhere in the batch stops the whole batch before anything is written.
     const outs = [sentinel(), sentinel()];
-    await rejects(() => solveEdits(d, [good(), { ...good(), source: new Float32Array([0, 0, 0, NaN, 0, 0, 0, 0]) }], { weights: W(), patchedOut: outs }), RangeError, /^edit 1: source/);
+    await rejects(() => solveEdits(d, [good(), { ...good(), source: new Float32Array([0, 0, 0, NaN, 0, 0, 0, 0]) }], { weights: W(), out: outs.map((patched) => ({ patched })) }), RangeError, /^edit 1: source/);
     assert.deepEqual(outs, [sentinel(), sentinel()]);
   });
 

@@ -139,6 +139,20 @@ for (const backend of backends) {
       }
     });
 
+    it('writes into caller-provided output buffers (opts.out) and returns them', async () => {
+      const d = 10, n = 4, R = 6;
+      const { C, Cs, W } = makeCase({ d, n, R }, 13);
+      const out = { D: new Float32Array(n * d), G: new Float32Array(n * d), dense: new Float32Array(d * d), patched: new Float32Array(R * d) };
+      const [edit] = await solveEdits(d, [{ source: C, destination: Cs }], { dense: true, weights: { data: W, rows: R }, out: [out], backend: backend.kind });
+      assert.equal(edit.lowRank.D, out.D);
+      assert.equal(edit.lowRank.G, out.G);
+      assert.equal(edit.dense, out.dense);
+      assert.equal(edit.patched, out.patched);
+      const [fresh] = await solveEdits(d, [{ source: C, destination: Cs }], { dense: true, weights: { data: W, rows: R }, backend: backend.kind });
+      assert.deepEqual(fresh.lowRank, edit.lowRank);
+      assert.deepEqual(fresh.patched, edit.patched);
+    });
+
     it('a batch of edits equals the same edits solved one by one', async () => {
       const d = 14, R = 9;
       const r = rng(21);
@@ -156,6 +170,20 @@ for (const backend of backends) {
     });
   });
 }
+
+describe('concurrency', () => {
+  it('many calls in flight at once (Promise.all) give the same results as one at a time', async () => {
+    const d = 32, R = 16;
+    const r = rng(41);
+    const W = r.f32(R * d);
+    const edits = Array.from({ length: 12 }, (_, i) => ({ source: r.f32((i + 1) * 3 * d), destination: r.f32((i + 1) * 3 * d), lambda: 0.2 }));
+    const together = await Promise.all(edits.map((e) => solveEdits(d, [e], { weights: { data: W, rows: R } })));
+    for (const [i, e] of edits.entries()) {
+      const [alone] = await solveEdits(d, [e], { weights: { data: W, rows: R } });
+      assert.deepEqual(together[i][0].patched, alone.patched);
+    }
+  });
+});
 
 describe('composition', () => {
   it('composeEdits(a, b) equals applying a then b (weights) and matches M_a·M_b in float64', async () => {

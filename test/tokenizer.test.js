@@ -3,7 +3,8 @@
 // with "</w>" on the last symbol), on every prompt of the TIMED CSVs, plus SD padding and truncation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ClipTokenizer } from '../lib/model/tokenizer.js';
@@ -179,6 +180,39 @@ test('padding and truncation at 77', { skip }, async () => {
   assert.equal(long.ids[76], 49407);
   assert.deepEqual(Array.from(long.ids.slice(0, 4)), [49406, 320, 1125, 539]);
   assert.equal(tok.tokenize(words(100)).length, 100, 'tokenize does not truncate');
+});
+
+test('a tokenizer.json folder (fast-tokenizer layout) gives the same ids as vocab.json + merges.txt', async () => {
+  const src = join(root, 'test', 'fixtures', 'tiny-sd', 'tokenizer');
+  const vocab = JSON.parse(readFileSync(join(src, 'vocab.json'), 'utf8'));
+  const merges = readFileSync(join(src, 'merges.txt'), 'utf8').split('\n').slice(1).filter((l) => l !== '');
+  // transformers' CLIPConverter layout, with the post-processor that adds bos/eos (tokenize() must not).
+  const json = {
+    version: '1.0',
+    added_tokens: ['<|startoftext|>', '<|endoftext|>'].map((content) => ({ id: vocab[content], content, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true })),
+    normalizer: { type: 'Sequence', normalizers: [{ type: 'NFC' }, { type: 'Replace', pattern: { Regex: '\\s+' }, content: ' ' }, { type: 'Lowercase' }] },
+    pre_tokenizer: {
+      type: 'Sequence',
+      pretokenizers: [
+        { type: 'Split', pattern: { Regex: "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+" }, behavior: 'Removed', invert: true },
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+      ],
+    },
+    post_processor: { type: 'RobertaProcessing', sep: ['<|endoftext|>', vocab['<|endoftext|>']], cls: ['<|startoftext|>', vocab['<|startoftext|>']], trim_offsets: false, add_prefix_space: false },
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: 'BPE', dropout: null, unk_token: '<|endoftext|>', continuing_subword_prefix: '', end_of_word_suffix: '</w>', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'tokjson-'));
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(json));
+  const fromJson = await ClipTokenizer.fromFolder(dir);
+  const fromFiles = await ClipTokenizer.fromFolder(src);
+  assert.equal(fromJson.bos, fromFiles.bos);
+  assert.equal(fromJson.eos, fromFiles.eos);
+  for (const p of ['a red circle', 'A Photo of the BIG blue  square!', 'zebra 42', '']) {
+    assert.deepEqual(fromJson.tokenize(p), fromFiles.tokenize(p), p);
+    assert.deepEqual(fromJson.encode(p), fromFiles.encode(p), p);
+  }
+  assert.deepEqual(fromFiles.tokenize('a red circle').map((i) => fromFiles.tokenString(i)), ['a</w>', 'red</w>', 'circle</w>']);
 });
 
 test('bad tokenizer folders give clear errors', async () => {

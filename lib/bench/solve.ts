@@ -2,13 +2,14 @@
 // layers' K and V stacked: R = 24,960 rows, n = 77 × 4 = 308 aligned rows, λ = 0.1, seeded random data), against a
 // plain SGEMM of the patched-weights size (the floor) and a port of the paper's per-layer algorithm (the baseline),
 // all in the same run, with each result's relative error against a float64 reference.
-import { renameSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { UsageError } from '../cli-errors.js';
 import {
+  backendFor,
   benchNative,
   patchWeights,
   setSolverThreads,
@@ -132,15 +133,10 @@ export async function run(args: string[]): Promise<void> {
   let backend: BackendChoice;
   if (v.backend !== undefined) {
     if (!['cpu', 'cpu-portable', 'cuda'].includes(v.backend)) throw new UsageError(`--backend must be cpu, cpu-portable or cuda, got '${v.backend}'`);
-    const saved = process.env.TIME_EDIT_BACKEND;
-    process.env.TIME_EDIT_BACKEND = v.backend;
     try {
-      backend = solverBackend();
+      backend = backendFor(v.backend, '--backend');
     } catch (err) {
-      throw new UsageError(`--backend ${v.backend}: ${(err as Error).message}`);
-    } finally {
-      if (saved === undefined) delete process.env.TIME_EDIT_BACKEND;
-      else process.env.TIME_EDIT_BACKEND = saved;
+      throw new UsageError((err as Error).message);
     }
   } else {
     backend = solverBackend();
@@ -149,6 +145,9 @@ export async function run(args: string[]): Promise<void> {
   const cpuKind = kind === 'cpu-portable' ? 'cpu-portable' : 'cpu';
   if (v.threads !== undefined) setSolverThreads(positiveInt(v.threads, '--threads', 1), cpuKind);
   const jsonPath = v.json !== undefined ? resolve(v.json) : undefined;
+  if (jsonPath !== undefined && !(existsSync(dirname(jsonPath)) && statSync(dirname(jsonPath)).isDirectory())) {
+    throw new UsageError(`--json: folder ${dirname(jsonPath)} does not exist`);
+  }
 
   const d = 768;
   const n = 77 * 4;
@@ -163,6 +162,9 @@ export async function run(args: string[]): Promise<void> {
 
   console.log(`time-edit bench solve: backend ${backend.name}, BLAS threads ${solverThreads(cpuKind)}, ${cpus().length} CPUs ` +
     `(load average ${loadavg()[0]!.toFixed(2)}; other processes share them: compare ratios from this run)`);
+  if (solverThreads(cpuKind) > 1 && loadavg()[0]! >= 1) {
+    console.log(`note: other processes keep the CPUs busy; multi-threaded BLAS can then be slower than --threads 1`);
+  }
   console.log(`shapes: d=${d}, n=${n}, λ=${lambda}, weights ${R} x ${d} (${(R * d * 4 / 1e6).toFixed(1)} MB, 32 matrices), seed ${seed}`);
 
   // Peak memory of the patched solve, measured first so earlier work does not hide its high-water mark.
@@ -176,9 +178,17 @@ export async function run(args: string[]): Promise<void> {
   const patched = first!.patched!;
 
   console.log(`\n  ${'(median / min / max, ms)'.padEnd(44)} ${'median'.padStart(8)} ${'min'.padStart(8)} ${'max'.padStart(8)}`);
-  const lowRank = await timeIt(repeats, () => solveEdits(d, [edit], { lowRank: true, backend: kind }));
+  // (a) and (b) write into reused output buffers (opts.out); (a) is also timed with fresh arrays, whose first
+  // touch (page faults) is part of what a caller that does not reuse buffers pays.
+  const lowRankOut = { D: new Float32Array(n * d), G: new Float32Array(n * d) };
+  const [lowRank, lowRankFresh] = await timeInterleaved(repeats, [
+    () => solveEdits(d, [edit], { lowRank: true, backend: kind, out: [lowRankOut] }),
+    () => solveEdits(d, [edit], { lowRank: true, backend: kind }),
+  ]) as [Timing, Timing];
   console.log(row('(a) one edit, low-rank form (D, G)', lowRank));
-  const dense = await timeIt(repeats, () => solveEdits(d, [edit], { lowRank: false, dense: true, backend: kind }));
+  console.log(row('    same, fresh output arrays every call', lowRankFresh));
+  const denseOut = { dense: new Float32Array(d * d) };
+  const dense = await timeIt(repeats, () => solveEdits(d, [edit], { lowRank: false, dense: true, backend: kind, out: [denseOut] }));
   console.log(row('(b) one edit, dense M (768 x 768)', dense));
   // (c) and (e) are timed interleaved (same background load); M for the floor comes from the solver itself.
   const [denseEdit] = await solveEdits(d, [edit], { lowRank: false, dense: true, backend: kind });
@@ -188,7 +198,7 @@ export async function run(args: string[]): Promise<void> {
     ? () => patchWeights(weights, { d, dense: M }, { out: floorOut, backend: 'cuda' })
     : () => benchNative.sgemm(cpuKind, R, d, d, W, M, floorOut);
   const [patchedT, floor] = await timeInterleaved(repeats, [
-    () => solveEdits(d, [edit], { lowRank: false, weights, patchedOut: [patched], backend: kind }),
+    () => solveEdits(d, [edit], { lowRank: false, weights, out: [{ patched }], backend: kind }),
     floorFn,
   ]) as [Timing, Timing];
   console.log(row('(c) patched weights, all 32 matrices', patchedT));
@@ -198,8 +208,9 @@ export async function run(args: string[]): Promise<void> {
     batchEdits.push({ source: src, destination: rnd(new Float32Array(n * d), 0.3).map((x, i) => x + src[i]!), lambda });
   }
   let batchResult: Awaited<ReturnType<typeof solveEdits>> = [];
+  const batchOut = batchEdits.map(() => ({ D: new Float32Array(n * d), G: new Float32Array(n * d) }));
   const batch = await timeIt(repeats, async () => {
-    batchResult = await solveEdits(d, batchEdits, { lowRank: true, backend: kind });
+    batchResult = await solveEdits(d, batchEdits, { lowRank: true, backend: kind, out: batchOut });
   });
   const batchEditsPerSec = batchSize / (batch.medianMs / 1000);
   console.log(row(`(d) batch of ${batchSize} edits, low-rank form`, batch, `${batchEditsPerSec.toFixed(0)} edits/s`));
@@ -208,7 +219,7 @@ export async function run(args: string[]): Promise<void> {
   // (f) interleaved with more runs of (c), so that the speed-up ratio compares runs under the same load.
   const [baseline, patchedAlongside] = await timeInterleaved(baselineRepeats, [
     () => benchNative.baseline(cpuKind, d, edit, W, layerRows, baselineOut),
-    () => solveEdits(d, [edit], { lowRank: false, weights, patchedOut: [patched], backend: kind }),
+    () => solveEdits(d, [edit], { lowRank: false, weights, out: [{ patched }], backend: kind }),
   ]) as [Timing, Timing];
   console.log(row('(f) paper port: per-layer Gram + fp32 inverse x32', baseline));
 
@@ -217,9 +228,8 @@ export async function run(args: string[]): Promise<void> {
   const M64 = referenceM(C, Cs, G64, n, d);
   const sample = Array.from({ length: 128 }, (_, k) => Math.floor((k * R) / 128 + 37) % R);
   const W64 = referenceRows(W, M64, d, sample);
-  const [lowRankEdit] = await solveEdits(d, [edit], { lowRank: true, backend: kind });
   const errors = {
-    lowRank: relativeError(lowRankEdit!.lowRank!.G, G64),
+    lowRank: relativeError(lowRankOut.G, G64),
     dense: relativeError(M, M64),
     patched: relativeError(patched, W64, d, sample),
     batch: relativeError(batchResult[0]!.lowRank!.G, G64),
@@ -246,13 +256,14 @@ peak memory of the patched solve: ${(peakBytes / 1e6).toFixed(0)} MB RSS growth 
     const report = {
       backend: backend.name,
       lowRankMedianMs: lowRank.medianMs,
+      lowRankFreshOutputsMedianMs: lowRankFresh.medianMs,
       denseMedianMs: dense.medianMs,
       patchedMedianMs: patchedT.medianMs,
       sgemmFloorMedianMs: floor.medianMs,
       baselineMedianMs: baseline.medianMs,
       batchEditsPerSec,
       maxRelErrorVsFloat64,
-      timings: { lowRank, dense, patched: patchedT, batch, sgemmFloor: floor, baseline },
+      timings: { lowRank, lowRankFreshOutputs: lowRankFresh, dense, patched: patchedT, batch, sgemmFloor: floor, baseline },
       ratios: { patchedOverFloor, baselineOverPatched },
       relErrorVsFloat64: errors,
       peakMemoryRatio,

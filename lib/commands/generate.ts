@@ -78,6 +78,9 @@ export async function run(args: string[]): Promise<void> {
   const threads = v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1);
   const heightFlag = v.height === undefined ? undefined : parsePositiveInt(v.height, '--height', 1);
   const widthFlag = v.width === undefined ? undefined : parsePositiveInt(v.width, '--width', 1);
+  const editMode = v['edit-mode'] ?? 'embedding';
+  if (editMode !== 'embedding' && editMode !== 'weights') throw new UsageError(`--edit-mode must be embedding or weights, got '${editMode}'`);
+  if (v['edit-mode'] !== undefined && v.edit === undefined) throw new UsageError('--edit-mode needs --edit FILE');
   const outDir = resolve(v.out ?? 'out');
   try {
     if (!(await stat(outDir)).isDirectory()) throw new UsageError(`--out ${outDir} exists and is not a folder`);
@@ -85,9 +88,6 @@ export async function run(args: string[]): Promise<void> {
     if (err instanceof UsageError) throw err;
   }
 
-  const editMode = v['edit-mode'] ?? 'embedding';
-  if (editMode !== 'embedding' && editMode !== 'weights') throw new UsageError(`--edit-mode must be embedding or weights, got '${editMode}'`);
-  if (v['edit-mode'] !== undefined && v.edit === undefined) throw new UsageError('--edit-mode needs --edit FILE');
   const pipeline = await loadPipeline(v.model, { device, threads });
   // Hook for TIME edits (lib/edit/session.ts): an edited pipeline and options carrying the edit.
   const edited = v.edit === undefined ? undefined : await import('../edit/session.js').then((m) => m.prepareEditFile(pipeline, resolve(v.edit!), editMode)).catch(async (err: unknown) => {
@@ -117,16 +117,25 @@ export async function run(args: string[]): Promise<void> {
     };
     const images = edited === undefined ? await generate(pipeline, genOptions) : await generate(edited.pipeline, await edited.options(genOptions));
     const seconds = (performance.now() - t0) / 1000;
+    const meta: Record<string, string> = {
+      Software: 'time-edit generate', model: pipeline.dir, steps: String(steps), guidance: String(guidance),
+      scheduler: scheduler ?? String(pipeline.schedulerConfig._class_name ?? 'PNDMScheduler'), size: `${width}x${height}`,
+      ...(v['negative-prompt'] !== undefined ? { negative_prompt: v['negative-prompt'] } : {}),
+      ...(v.edit !== undefined ? { edit: resolve(v.edit), edit_mode: editMode } : {}),
+    };
     await mkdir(outDir, { recursive: true });
     const written: { path: string; prompt: string; seed: number }[] = [];
     let grid: string | null = null;
     if (v.grid === true) {
       grid = join(outDir, 'grid.png');
-      await writePng(grid, makeGrid(images, seeds.length));
+      await writePng(grid, makeGrid(images, seeds.length), {
+        ...meta, order: 'rows: prompts in the order given; columns: seeds in the order given',
+        prompts: JSON.stringify(prompts), seeds: JSON.stringify(seeds),
+      });
     } else {
       for (const img of images) {
         const path = join(outDir, imageFileName(img));
-        await writePng(path, img);
+        await writePng(path, img, { ...meta, prompt: img.prompt, seed: String(img.seed) });
         written.push({ path, prompt: img.prompt, seed: img.seed });
       }
     }

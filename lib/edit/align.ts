@@ -38,9 +38,27 @@ export function tokenWord(tok: AlignTokenizer, id: number): string {
 }
 
 function sequence(tok: AlignTokenizer, text: string, aId: number): { ids: number[]; truncated: boolean } {
-  const body = tok.tokenize(text).map((id) => (tokenWord(tok, id) === 'an' ? aId : id));
+  const raw = tok.tokenize(text);
+  // CLIP maps out-of-vocabulary pieces to its end token (unk = eos): name the word instead of aligning garbage.
+  if (raw.includes(tok.eos) || raw.includes(tok.bos)) {
+    const word = text.split(/\s+/).find((w) => w !== '' && tok.tokenize(w).some((id) => id === tok.eos || id === tok.bos)) ?? text;
+    throw new AlignmentError(`the word '${word}' in "${text}" is not in the model's vocabulary`);
+  }
+  const body = raw.map((id) => (tokenWord(tok, id) === 'an' ? aId : id));
   const room = tok.maxLength - 2;
   return { ids: [tok.bos, ...body.slice(0, room), tok.eos], truncated: body.length > room };
+}
+
+/** The whitespace-separated word of `text` that produced body token `index`, when tokenizing word by word agrees. */
+function sourceWordOf(tok: AlignTokenizer, text: string, index: number): string | undefined {
+  const words = text.split(/\s+/).filter((w) => w !== '');
+  let at = 0;
+  for (const w of words) {
+    const n = tok.tokenize(w).length;
+    if (index < at + n) return w;
+    at += n;
+  }
+  return undefined;
 }
 
 /** Aligns source to destination tokens. Throws AlignmentError naming the source word missing from the destination. */
@@ -57,7 +75,7 @@ export function alignTokens(tok: AlignTokenizer, source: string, destination: st
   src.ids.forEach((id, i) => {
     while (j < dst.ids.length && dst.ids[j] !== id) j++;
     if (j >= dst.ids.length) {
-      const word = id === tok.eos ? '<|endoftext|>' : tokenWord(tok, id);
+      const word = id === tok.eos ? '<|endoftext|>' : (sourceWordOf(tok, source, i - 1) ?? tokenWord(tok, id));
       throw new AlignmentError(
         `cannot align "${source}" with "${destination}": the source word '${word}' does not appear in the destination ` +
           '(TIME needs every source word, in order, in the destination prompt; only insertions are allowed)',

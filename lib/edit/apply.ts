@@ -68,10 +68,11 @@ async function nativePatch(): Promise<NativePatch | undefined> {
  * Same result as patchedUnet, but all projections of a path are stacked into one (Σout × d) matrix and, for large
  * models, patched by the native addon (one low-rank product per step: W + (W·Dᵀ)·G in float32 BLAS).
  */
-export async function patchedUnetFast(unet: LoadedModel, map: CrossAttentionMap, edit: Edit): Promise<ModelProto> {
+export async function patchedUnetFast(unet: LoadedModel, map: CrossAttentionMap, edit: Edit, use?: 'native' | 'typescript'): Promise<ModelProto> {
   const rowsPerPath = map.layers.reduce((s, l) => s + l.width, 0);
   const work = edit.steps.reduce((s, st) => s + 2 * rowsPerPath * edit.d * st.rows * 2, 0);
-  const patch = work > NATIVE_PATCH_THRESHOLD ? await nativePatch() : undefined;
+  const patch = use === 'typescript' ? undefined : use === 'native' || work > NATIVE_PATCH_THRESHOLD ? await nativePatch() : undefined;
+  if (use === 'native' && patch === undefined) throw new EditError('the native addon is not built');
   if (patch === undefined) return patchedUnet(unet, map, edit);
   if (map.d !== edit.d) throw new EditError(`the edit has width ${edit.d}, the UNet's conditioning has ${map.d}`);
   const model = decodeModel(unet.bytes);

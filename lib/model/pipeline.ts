@@ -170,6 +170,8 @@ export interface UnetFeeds {
   timestep: number;
   encoderHiddenStates: Feed;
   extraInputs?: Record<string, Feed>;
+  /** hand `sample`'s buffer to the worker instead of copying it (the array is unusable afterwards) */
+  transferSample?: boolean;
 }
 
 export class Pipeline {
@@ -303,7 +305,9 @@ export class Pipeline {
       const vb = latent.shape[0];
       const shared: Shared = {
         dir: root, host, device, threads: opts.threads, tokenizer, textKey, textInfo, textOutput: textOut.name,
-        vaeKey, vaeOutput: vaeOut.name, vaeBatch: typeof vb === 'number' ? vb : null,
+        // fp16 VAE decoders are run one latent at a time, as diffusers' ONNX pipeline does ("strange result for
+        // half-precision vae decoder if batchsize>1").
+        vaeKey, vaeOutput: vaeOut.name, vaeBatch: typeof vb === 'number' && vb > 0 ? vb : latent.type === 'float16' ? 1 : null,
         textWidth: textW ?? unetW ?? 0, latentChannels, schedulerConfig,
         vaeScalingFactor: Number(vaeConfig['scaling_factor'] ?? 0.18215), vaeScaleFactor, defaultSize,
       };
@@ -367,7 +371,8 @@ export class Pipeline {
       if (v === undefined) throw new UsageError(`this UNet needs the extra input '${e.name}': pass it in conditioning.extraInputs`);
       feeds[e.name] = v;
     }
-    const r = await this.shared.host.run(this.unet.key, feeds);
+    const transfer = f.transferSample === true && f.sample.byteOffset === 0 && f.sample.byteLength === f.sample.buffer.byteLength ? [f.sample.buffer as ArrayBuffer] : [];
+    const r = await this.shared.host.run(this.unet.key, feeds, transfer);
     return r.outputs[this.unet.outputName]!.data;
   }
 

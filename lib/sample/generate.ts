@@ -207,7 +207,7 @@ export async function generate(pipeline: Pipeline, o: GenerateOptions): Promise<
       for (let i = 0; i < scheduler.timesteps.length; i++) {
         const xin = scheduler.scaleModelInput(x, i);
         const sample = cfg ? concat([xin, xin]) : xin === x ? new Float32Array(x) : xin;
-        const out = await pipeline.runUnet({ sample, dims: [rows, c, h, w], timestep: scheduler.timesteps[i]!, encoderHiddenStates: ehsFeed, extraInputs: extraFeeds });
+        const out = await pipeline.runUnet({ sample, dims: [rows, c, h, w], timestep: scheduler.timesteps[i]!, encoderHiddenStates: ehsFeed, extraInputs: extraFeeds, transferSample: true });
         let eps: Float32Array;
         if (cfg) {
           eps = new Float32Array(n * perLatent);

@@ -215,11 +215,11 @@ int main(int argc, char** argv) {
       r.wantD = true;
       return r;
     };
-    auto patchRequest = [&]() {
+    auto patchRequest = [&](bool withDense = false) {
       GroupRequest r = lowRankRequest(1);
       r.wantG = false;
       r.wantD = false;
-      r.dense = dM.as<float>();
+      r.dense = withDense ? dM.as<float>() : nullptr;
       r.weights = dW.as<float>();
       r.rows = rows;
       r.patched = dPatched.as<float>();
@@ -230,62 +230,95 @@ int main(int argc, char** argv) {
     std::map<std::string, double> json;
     std::vector<std::string> log;
 
-    // ---- single edit: low-rank form and patched weights, each code path ----
+    // ---- single edit: low-rank form and patched weights, each solve path and each patch route ----
+    using Route = Tuning::PatchRoute;
     struct Variant {
       std::string name;
       Tuning t;
     };
-    std::vector<Variant> singleVariants = {{"single-matrix cuSOLVER", Tuning{0, 2, false}},
-                                           {"batched, blocked nb=64", Tuning{64, 0, false}},
-                                           {"batched, one call", Tuning{4096, 0, false}}};
-    Stats bestLow{1e30}, bestPatch{1e30};
-    std::string bestLowName, bestPatchName;
-    for (const Variant& v : singleVariants) {
+    const std::vector<Variant> solvePaths = {{"single-matrix cuSOLVER", Tuning{0, 2, false, Route::Auto}},
+                                             {"batched, blocked nb=64", Tuning{64, 0, false, Route::Auto}},
+                                             {"batched, one call", Tuning{4096, 0, false, Route::Auto}}};
+    for (const Variant& v : solvePaths) {
       Pipeline p(ctx, v.t);
       const Stats low = timeDevice(st, 3, reps * 2, [&] { restore(1); p.enqueue(lowRankRequest(1)); },
                                    [&] { p.finish(0); });
-      const Stats pat = timeDevice(st, 3, reps, [&] { restore(1); p.enqueue(patchRequest()); }, [&] { p.finish(0); });
+      double patched[2] = {0, 0};
+      for (int route = 0; route < 2; ++route) {
+        Tuning t = v.t;
+        t.patchRoute = route == 0 ? Route::Dense : Route::LowRank;
+        Pipeline q(ctx, t);
+        patched[route] = timeDevice(st, 3, reps, [&] { restore(1); q.enqueue(patchRequest()); },
+                                    [&] { q.finish(0); }).median;
+      }
       char line[256];
-      std::snprintf(line, sizeof line, "single edit via %-24s low-rank %.3f ms   patched %.3f ms", v.name.c_str(),
-                    low.median, pat.median);
+      std::snprintf(line, sizeof line, "single edit via %-24s low-rank %.3f ms   patched via M %.3f ms, via low rank %.3f ms",
+                    v.name.c_str(), low.median, patched[0], patched[1]);
       log.push_back(line);
-      if (low.median < bestLow.median) bestLow = low, bestLowName = v.name;
-      if (pat.median < bestPatch.median) bestPatch = pat, bestPatchName = v.name;
     }
 
-    // Accuracy of the default pipeline's single edit.
+    // Low-rank route: how many multiprocessors to keep free of the side SGEMM while the factorization runs.
+    for (bool early : {false, true}) {
+      for (int reserve : {0, 16, 33, 66}) {
+        Tuning t{0, 2, false, Route::LowRank, reserve, early};
+        Pipeline q(ctx, t);
+        const Stats pr = timeDevice(st, 3, reps, [&] { restore(1); q.enqueue(patchRequest()); }, [&] { q.finish(0); });
+        char line[256];
+        std::snprintf(line, sizeof line,
+                      "single edit patched via low rank, side work enqueued %s, side SGEMM leaves %2d of %d SMs free: "
+                      "%.3f ms", early ? "first" : "last ", reserve, ctx.multiprocessors(), pr.median);
+        log.push_back(line);
+        json[std::string("patchedLowRank") + (early ? "Early" : "Late") + "Reserve" + std::to_string(reserve) + "Ms"] =
+            pr.median;
+      }
+    }
+
+    // The default pipeline (what Solver uses), plus the dense-M route for comparison, with their errors.
     Pipeline pipeline(ctx, Tuning{});
-    restore(1);
-    pipeline.enqueue(lowRankRequest(1));
-    pipeline.finish(0);
+    const Stats low = timeDevice(st, 3, reps * 2, [&] { restore(1); pipeline.enqueue(lowRankRequest(1)); },
+                                 [&] { pipeline.finish(0); });
     const std::vector<float> g0 = toHost(workC.as<float>(), nd);
     const double errG = testref::relError(g0.data(), ref0.g);
+    const Stats pat = timeDevice(st, 3, reps, [&] { restore(1); pipeline.enqueue(patchRequest()); },
+                                 [&] { pipeline.finish(0); });
+    const std::vector<float> wp0 = toHost(dPatched.as<float>(), static_cast<std::size_t>(rows * d));
+    const double errW = patchedError(wp0, w, rows, d, ref0.m, 25);
     restore(1);
-    pipeline.enqueue(patchRequest());
+    pipeline.enqueue(patchRequest(true));
     pipeline.finish(0);
     const std::vector<float> m0 = toHost(dM.as<float>(), static_cast<std::size_t>(d * d));
-    const std::vector<float> wp0 = toHost(dPatched.as<float>(), static_cast<std::size_t>(rows * d));
     const double errM = testref::relError(m0.data(), ref0.m);
-    const double errW = patchedError(wp0, w, rows, d, ref0.m, 25);
+    const bool lowRankRoute = pipeline.patchViaLowRank(d, n);
 
-    table.push_back({"single edit, low-rank (D, G), device", bestLow, "relerr G " + std::to_string(errG).substr(0, 8)});
-    table.push_back({"single edit, patched W' (32 layers), device", bestPatch,
+    Pipeline densePipe(ctx, Tuning{0, 2, false, Route::Dense});
+    const Stats patDense = timeDevice(st, 3, reps, [&] { restore(1); densePipe.enqueue(patchRequest()); },
+                                      [&] { densePipe.finish(0); });
+    const std::vector<float> wpd = toHost(dPatched.as<float>(), static_cast<std::size_t>(rows * d));
+    const double errWDense = patchedError(wpd, w, rows, d, ref0.m, 25);
+
+    table.push_back({"single edit, low-rank (D, G), device", low, "relerr G " + std::to_string(errG).substr(0, 8)});
+    table.push_back({std::string("single edit, patched W' (32 layers), ") + (lowRankRoute ? "W+(WDt)G" : "W*M"), pat,
                      "relerr W' " + std::to_string(errW).substr(0, 8) + ", M " + std::to_string(errM).substr(0, 8)});
-    json["lowRankMedianMs"] = bestLow.median;
-    json["patchedMedianMs"] = bestPatch.median;
-    json["maxRelErrorVsFloat64"] = std::max({errG, errM, errW});
+    table.push_back({"single edit, patched W', route W*M (1 SGEMM)", patDense,
+                     "relerr W' " + std::to_string(errWDense).substr(0, 8)});
+    json["lowRankMedianMs"] = low.median;
+    json["patchedMedianMs"] = pat.median;
+    json["patchedDenseRouteMedianMs"] = patDense.median;
+    json["patchedDenseRouteRelError"] = errWDense;
+    json["patchedRouteLowRank"] = lowRankRoute ? 1 : 0;
+    json["maxRelErrorVsFloat64"] = std::max({errG, errM, errW, errWDense});
     json["relErrorG"] = errG;
     json["relErrorM"] = errM;
     json["relErrorPatched"] = errW;
 
-    // ---- TF32 option (patched SGEMM only): speed and its error ----
+    // ---- TF32 option (patched SGEMMs only): speed and its error ----
     {
-      Pipeline p(ctx, Tuning{0, 2, true});
-      const Stats pat = timeDevice(st, 3, reps, [&] { restore(1); p.enqueue(patchRequest()); }, [&] { p.finish(0); });
+      Pipeline p(ctx, Tuning{0, 2, true, Route::Auto});
+      const Stats tf = timeDevice(st, 3, reps, [&] { restore(1); p.enqueue(patchRequest()); }, [&] { p.finish(0); });
       const std::vector<float> wtf = toHost(dPatched.as<float>(), static_cast<std::size_t>(rows * d));
       const double err = patchedError(wtf, w, rows, d, ref0.m, 25);
-      table.push_back({"single edit, patched W', TF32 option", pat, "relerr W' " + std::to_string(err).substr(0, 8)});
-      json["patchedTf32MedianMs"] = pat.median;
+      table.push_back({"single edit, patched W', TF32 option", tf, "relerr W' " + std::to_string(err).substr(0, 8)});
+      json["patchedTf32MedianMs"] = tf.median;
       json["patchedTf32RelError"] = err;
     }
 
@@ -294,7 +327,7 @@ int main(int argc, char** argv) {
       Stats best{1e30};
       int64_t bestNb = 0;
       for (int64_t nb : {int64_t{32}, int64_t{64}, int64_t{128}, int64_t{4096}}) {
-        Pipeline p(ctx, Tuning{nb, 0, false});
+        Pipeline p(ctx, Tuning{nb, 0, false, Route::Auto});
         const Stats s = timeDevice(st, 2, B >= 1024 ? std::max(5, reps / 3) : reps,
                                    [&] { restore(B); p.enqueue(lowRankRequest(B)); }, [&] { p.finish(0); });
         char line[256];
@@ -304,7 +337,7 @@ int main(int argc, char** argv) {
         if (s.median < best.median) best = s, bestNb = nb;
       }
       // Last edit of the batch against its float64 reference (edit B-1 is a copy of edits[(B-1) % 8]).
-      Pipeline p(ctx, Tuning{bestNb, 0, false});
+      Pipeline p(ctx, Tuning{bestNb, 0, false, Route::Auto});
       restore(B);
       p.enqueue(lowRankRequest(B));
       p.finish(0);
@@ -348,6 +381,96 @@ int main(int argc, char** argv) {
       });
       table.push_back({"floor: DGEMM Gram 308x768 by 768x308", dgemm, ""});
       json["dgemmGramFloorMedianMs"] = dgemm.median;
+
+      // Stages of the single-edit chain and the two SGEMMs of the low-rank patch route, each alone.
+      {
+        DeviceBuffer s0, sw, xw;
+        s0.reserve(static_cast<std::size_t>(n * n) * sizeof(double));
+        sw.reserve(static_cast<std::size_t>(n * n) * sizeof(double));
+        xw.reserve(nd * sizeof(double));
+        check(cublasDgemm(ctx.blas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(n),
+                          static_cast<int>(d), &oned, a.as<double>(), static_cast<int>(d), a.as<double>(),
+                          static_cast<int>(d), &zerod, s0.as<double>(), static_cast<int>(n)),
+              "cublasDgemm");
+        launchAddDiagonal(s0.as<double>(), n, 1, lam.as<double>(), st);
+        int lwork = 0;
+        check(cusolverDnDpotrf_bufferSize(ctx.solver(), CUBLAS_FILL_MODE_LOWER, static_cast<int>(n), sw.as<double>(),
+                                          static_cast<int>(n), &lwork),
+              "cusolverDnDpotrf_bufferSize");
+        DeviceBuffer work, devInfo;
+        work.reserve(static_cast<std::size_t>(std::max(lwork, 1)) * sizeof(double));
+        devInfo.reserve(sizeof(int));
+        const std::size_t sBytes = static_cast<std::size_t>(n * n) * sizeof(double);
+        const Stats potrf = timeDevice(st, 3, reps, [&] {
+          check(cudaMemcpyAsync(sw.as<double>(), s0.as<double>(), sBytes, cudaMemcpyDeviceToDevice, st), "cudaMemcpyAsync");
+          check(cusolverDnDpotrf(ctx.solver(), CUBLAS_FILL_MODE_LOWER, static_cast<int>(n), sw.as<double>(),
+                                 static_cast<int>(n), work.as<double>(), lwork, devInfo.as<int>()),
+                "cusolverDnDpotrf");
+        });
+        table.push_back({"stage: cusolverDnDpotrf n=308 (+0.8 MB restore)", potrf, ""});
+        json["stagePotrfMs"] = potrf.median;
+        const Stats trsm = timeDevice(st, 3, reps, [&] {
+          check(cudaMemcpyAsync(xw.as<double>(), a.as<double>(), nd * sizeof(double), cudaMemcpyDeviceToDevice, st),
+                "cudaMemcpyAsync");
+          check(cublasDtrsm(ctx.blas(), CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, CUBLAS_DIAG_NON_UNIT,
+                            static_cast<int>(d), static_cast<int>(n), &oned, sw.as<double>(), static_cast<int>(n),
+                            xw.as<double>(), static_cast<int>(d)),
+                "cublasDtrsm");
+        });
+        table.push_back({"stage: cublasDtrsm 768x308 (+1.9 MB restore)", trsm, ""});
+        json["stageTrsmMs"] = trsm.median;
+
+        const Stats trsmLeft = timeDevice(st, 3, reps, [&] {
+          check(cudaMemcpyAsync(xw.as<double>(), a.as<double>(), nd * sizeof(double), cudaMemcpyDeviceToDevice, st),
+                "cudaMemcpyAsync");
+          check(cublasDtrsm(ctx.blas(), CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, CUBLAS_DIAG_NON_UNIT,
+                            static_cast<int>(n), static_cast<int>(d), &oned, sw.as<double>(), static_cast<int>(n),
+                            xw.as<double>(), static_cast<int>(n)),
+                "cublasDtrsm");
+        });
+        table.push_back({"stage: cublasDtrsm left 308x768 (+1.9 MB restore)", trsmLeft, ""});
+        json["stageTrsmLeftMs"] = trsmLeft.median;
+        {
+          cusolverDnParams_t params = nullptr;
+          check(cusolverDnCreateParams(&params), "cusolverDnCreateParams");
+          std::size_t dWork = 0, hWork = 0;
+          check(cusolverDnXpotrf_bufferSize(ctx.solver(), params, CUBLAS_FILL_MODE_LOWER, n, CUDA_R_64F, sw.as<double>(),
+                                            n, CUDA_R_64F, &dWork, &hWork),
+                "cusolverDnXpotrf_bufferSize");
+          DeviceBuffer xwork;
+          xwork.reserve(std::max<std::size_t>(dWork, 8));
+          std::vector<char> hbuf(std::max<std::size_t>(hWork, 8));
+          const Stats xp = timeDevice(st, 3, reps, [&] {
+            check(cudaMemcpyAsync(sw.as<double>(), s0.as<double>(), sBytes, cudaMemcpyDeviceToDevice, st),
+                  "cudaMemcpyAsync");
+            check(cusolverDnXpotrf(ctx.solver(), params, CUBLAS_FILL_MODE_LOWER, n, CUDA_R_64F, sw.as<double>(), n,
+                                   CUDA_R_64F, xwork.as<void>(), dWork, hbuf.data(), hWork, devInfo.as<int>()),
+                  "cusolverDnXpotrf");
+          });
+          cusolverDnDestroyParams(params);
+          table.push_back({"stage: cusolverDnXpotrf n=308 (+0.8 MB restore)", xp, ""});
+          json["stageXpotrfMs"] = xp.median;
+        }
+
+        DeviceBuffer t;
+        t.reserve(static_cast<std::size_t>(rows * n) * sizeof(float));
+        const Stats s1 = timeDevice(st, 3, reps, [&] {
+          check(cublasSgemm(ctx.blas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(rows),
+                            static_cast<int>(d), &one, pristineCs.as<float>(), static_cast<int>(d), dW.as<float>(),
+                            static_cast<int>(d), &zero, t.as<float>(), static_cast<int>(n)),
+                "cublasSgemm");
+        });
+        table.push_back({"stage: SGEMM W*Dt (24960x768 by 768x308)", s1, ""});
+        json["stageSgemmWDtMs"] = s1.median;
+        const Stats s2 = timeDevice(st, 3, reps, [&] {
+          check(cublasSgemm(ctx.blas(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(d), static_cast<int>(rows),
+                            static_cast<int>(n), &one, pristineC.as<float>(), static_cast<int>(d), t.as<float>(),
+                            static_cast<int>(n), &one, dPatched.as<float>(), static_cast<int>(d)),
+                "cublasSgemm");
+        });
+        table.push_back({"stage: SGEMM W' += T*G (k=308)", s2, ""});
+        json["stageSgemmTGMs"] = s2.median;
+      }
 
       const int64_t gramB = 1024;
       DeviceBuffer cb;

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <sstream>
@@ -133,7 +134,16 @@ Span span(const Napi::Float32Array& a, const std::string& name, bool output) {
   return {p, p + a.ElementLength() * sizeof(float), name, output};
 }
 
+// Finite-value check: a vectorisable pass over the exponent bits first (77 MB of weights in a few ms), then a
+// scalar pass to name the first bad element only when there is one.
 void checkFinite(const float* data, int64_t count, int64_t d, const std::string& name) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, data + i, sizeof bits);
+    bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  if (bad == 0) return;
   for (int64_t i = 0; i < count; ++i)
     if (!std::isfinite(data[i])) {
       std::ostringstream msg;
@@ -331,7 +341,7 @@ Napi::Value Solve(const Napi::CallbackInfo& info) {
   checkNoOverlap(env, spans);
 
   return Start(std::move(worker), [=]() mutable {
-    time_edit::validateEdits(d, rows.data(), static_cast<int64_t>(rows.size()));
+    // Every backend's solve() starts with validateEdits (finite values, λ, n), before writing anything.
     if (weights != nullptr) checkFinite(weights, weightRows * d, d, "weights");
     Solver& solver = solverFor(backend);
     time_edit::WeightsPatch patch{weights, weightRows, patched.data()};

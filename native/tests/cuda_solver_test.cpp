@@ -330,6 +330,18 @@ int main() {
       checkCombination(*tuned, 64, 50, 7, true, false, 0, std::string("d=64 n=50 B=7 block=") + nb);
     }
     unsetenv("TIME_EDIT_CUDA_BLOCK");
+
+    // Both routes to patched weights, whatever the automatic choice would be: W·M and W + (W·Dᵀ)·G.
+    for (const char* route : {"dense", "lowrank"}) {
+      setenv("TIME_EDIT_CUDA_PATCH", route, 1);
+      std::unique_ptr<time_edit::Solver> tuned = time_edit::makeCudaSolver(0);
+      const std::string tag = std::string(" patch=") + route;
+      checkCombination(*tuned, 768, 308, 7, true, true, 96, "d=768 n=308 B=7" + tag);
+      checkCombination(*tuned, 768, 308, 1, true, false, 96, "d=768 n=308 B=1" + tag);
+      checkCombination(*tuned, 64, 77, 7, true, true, 40, "d=64 n=77 B=7 (n>d)" + tag);
+      checkCombination(*tuned, 1024, 500, 2, false, false, 64, "d=1024 n=500 B=2" + tag);
+    }
+    unsetenv("TIME_EDIT_CUDA_PATCH");
 #ifdef TIME_EDIT_TEST_WITH_CPU
     checkAgainstCpu(*solver);
 #endif

@@ -1,5 +1,7 @@
 // Input validation shared by every backend: run before any work so that bad input never produces partial output.
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <sstream>
 
 #include "time_edit/solver.hpp"
@@ -9,7 +11,20 @@ namespace {
 
 [[noreturn]] void fail(const std::string& message) { throw Error(Error::Kind::InvalidArgument, message); }
 
+// True when every value is finite: an integer test of the exponent bits, which compilers vectorise (a loop of
+// std::isfinite with an early exit does not vectorise, and this runs over every input of every call).
+bool allFinite(const float* data, int64_t count) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, data + i, sizeof bits);
+    bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
 void checkFinite(const float* data, int64_t count, int64_t d, int64_t edit, const char* what) {
+  if (allFinite(data, count)) return;
   for (int64_t i = 0; i < count; ++i) {
     if (!std::isfinite(data[i])) {
       std::ostringstream msg;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda_kernels.hpp"
@@ -36,6 +37,7 @@ Tuning tuningFromEnvironment() {
   t.blockSize = envInt("TIME_EDIT_CUDA_BLOCK", t.blockSize);
   t.loopMaxBatch = envInt("TIME_EDIT_CUDA_LOOP_MAX", t.loopMaxBatch);
   t.tf32 = envInt("TIME_EDIT_CUDA_TF32", 0) != 0;
+  t.sideSmReserve = static_cast<int>(envInt("TIME_EDIT_CUDA_SIDE_SM_RESERVE", t.sideSmReserve));
   if (const char* route = std::getenv("TIME_EDIT_CUDA_PATCH"); route != nullptr && *route != '\0') {
     const std::string r = route;
     if (r == "auto") t.patchRoute = Tuning::PatchRoute::Auto;
@@ -46,14 +48,33 @@ Tuning tuningFromEnvironment() {
   return t;
 }
 
-Context::Context(int device) : device_(device) {
+namespace {
+
+// Priority range of `device` (made current): {least, greatest}; greatest is the numerically smaller.
+std::pair<int, int> priorityRange(int device) {
   check(cudaSetDevice(device), "cudaSetDevice");
+  int least = 0, greatest = 0;
+  check(cudaDeviceGetStreamPriorityRange(&least, &greatest), "cudaDeviceGetStreamPriorityRange");
+  return {least, greatest};
+}
+
+}  // namespace
+
+// The main stream (the factorization chain: many small, latency-bound kernels) gets the highest priority and
+// the side stream (big SGEMMs that fill the GPU) the lowest, so that the block scheduler lets the chain run
+// through while the SGEMM takes the rest of the machine.
+Context::Context(int device)
+    : device_(device),
+      stream_(priorityRange(device).second),
+      side_(priorityRange(device).first),
+      copy_(priorityRange(device).first) {
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
   name_ = prop.name;
+  multiprocessors_ = prop.multiProcessorCount;
   check(cublasSetStream(blas_.get(), stream_.get()), "cublasSetStream");
   check(cusolverDnSetStream(solver_.get(), stream_.get()), "cusolverDnSetStream");
-  // Plain FP32/FP64 arithmetic: no TF32 unless Tuning::tf32 asks for it around the one SGEMM.
+  // Plain FP32/FP64 arithmetic: no TF32 unless Tuning::tf32 asks for it around the patched-weights SGEMMs.
   check(cublasSetMathMode(blas_.get(), CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
   check(cublasSetPointerMode(blas_.get(), CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
   check(cublasSetStream(sideBlas_.get(), side_.get()), "cublasSetStream");
@@ -87,7 +108,7 @@ std::size_t Pipeline::workspaceBytesPerEdit(int64_t d, int64_t n, bool wantDense
 int64_t Pipeline::blockSizeFor(int64_t s, int64_t count) const {
   (void)count;
   int64_t nb = tuning_.blockSize;
-  if (nb <= 0) nb = s <= 128 ? s : 64;
+  if (nb <= 0) nb = s <= 128 ? s : 128;  // measured on an H200: 128 best at B ≥ 256, within 5% elsewhere
   return std::clamp<int64_t>(nb, std::min<int64_t>(16, s), s);
 }
 
@@ -117,6 +138,17 @@ void Pipeline::enqueue(const GroupRequest& r) {
     mDouble_.reserve(static_cast<std::size_t>(count * d * d) * sizeof(double));
     if (r.dense == nullptr) mFloat_.reserve(static_cast<std::size_t>(count * d * d) * sizeof(float));
   }
+  if (lowRankPatch) {  // all allocations before the first launch: a growing buffer's cudaFree waits for the device
+    wdt_.reserve(static_cast<std::size_t>(count * r.rows * n) * sizeof(float));
+    if (!r.wantG) gFloat_.reserve(static_cast<std::size_t>(count * nd) * sizeof(float));
+  }
+  if (!loop) ptrs_.reserve(static_cast<std::size_t>(3 * nblocks * count) * sizeof(double*));
+  if (loop) {
+    const int ls = toInt(s, "Gram size");
+    check(cusolverDnDpotrf_bufferSize(ctx_.solver(), CUBLAS_FILL_MODE_LOWER, ls, gram_.as<double>(), ls, &lwork_),
+          "cusolverDnDpotrf_bufferSize");
+    work_.reserve(static_cast<std::size_t>(std::max(lwork_, 1)) * sizeof(double));
+  }
   double* x = x_.as<double>();
   double* gram = gram_.as<double>();
   int* info = info_.as<int>();
@@ -129,19 +161,24 @@ void Pipeline::enqueue(const GroupRequest& r) {
                 count * nd, st);
 
   const float onef = 1.0f, zerof = 0.0f;
-  if (lowRankPatch) {
-    // Side stream, overlapping the factorization: W' := W for every edit, then T_b = W·D_bᵀ (R × n, row-major),
-    // i.e. column-major Tᵀ = (view D)ᵀ·(view W), one strided-batched SGEMM with W shared (stride 0).
+  // Side streams: W' := W for every edit (copy stream), and T_b = W·D_bᵀ (R × n, row-major), i.e. column-major
+  // Tᵀ = (view D)ᵀ·(view W), one strided-batched SGEMM with W shared (stride 0). It overlaps the factorization.
+  auto enqueueSide = [&]() {
     cudaStream_t side = ctx_.sideStream();
-    wdt_.reserve(static_cast<std::size_t>(count * r.rows * n) * sizeof(float));
-    fork_.record(st);
     check(cudaStreamWaitEvent(side, fork_.get(), 0), "cudaStreamWaitEvent");
+    // W' := W on the copy stream (bandwidth-bound), beside the SGEMM (compute-bound) and the chain.
+    cudaStream_t copy = ctx_.copyStream();
+    check(cudaStreamWaitEvent(copy, fork_.get(), 0), "cudaStreamWaitEvent");
     const std::size_t wBytes = static_cast<std::size_t>(r.rows * d) * sizeof(float);
     for (int64_t b = 0; b < count; ++b) {
-      check(cudaMemcpyAsync(r.patched + b * r.rows * d, r.weights, wBytes, cudaMemcpyDeviceToDevice, side),
+      check(cudaMemcpyAsync(r.patched + b * r.rows * d, r.weights, wBytes, cudaMemcpyDeviceToDevice, copy),
             "cudaMemcpyAsync (W into W')");
     }
+    copied_.record(copy);
     cublasHandle_t hs = ctx_.sideBlas();
+    const int sms = ctx_.multiprocessors();
+    const int reserve = tuning_.sideSmReserve < 0 ? sms / 4 : tuning_.sideSmReserve;
+    check(cublasSetSmCountTarget(hs, reserve > 0 ? std::max(1, sms - reserve) : 0), "cublasSetSmCountTarget");
     if (tuning_.tf32) check(cublasSetMathMode(hs, CUBLAS_TF32_TENSOR_OP_MATH), "cublasSetMathMode (TF32)");
     const cublasStatus_t status = cublasSgemmStridedBatched(
         hs, CUBLAS_OP_T, CUBLAS_OP_N, toInt(n, "n"), toInt(r.rows, "weight rows"), toInt(d, "d"), &onef, r.destination,
@@ -150,6 +187,10 @@ void Pipeline::enqueue(const GroupRequest& r) {
     if (tuning_.tf32) check(cublasSetMathMode(hs, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     check(status, "cublasSgemmStridedBatched (W·Dᵀ)");
     join_.record(side);
+  };
+  if (lowRankPatch) {
+    fork_.record(st);  // the side stream's W·Dᵀ needs only D
+    if (tuning_.sideEarly) enqueueSide();
   }
 
   // Gram on the smaller side (full GEMM: strided-batched DGEMM runs on the FP64 tensor cores; there is no
@@ -175,7 +216,6 @@ void Pipeline::enqueue(const GroupRequest& r) {
     factorLoop(gram, s, count, info);
     solveLoop(r, gram, x);
   } else {
-    ptrs_.reserve(static_cast<std::size_t>(3 * nblocks * count) * sizeof(double*));
     double** ptrs = ptrs_.as<double*>();
     launchFillBlockPointers(ptrs, gram, x, s, d, nd, nb, nblocks, count, st);
     factorBatched(gram, s, count, nb, nblocks, ptrs, info);
@@ -189,14 +229,15 @@ void Pipeline::enqueue(const GroupRequest& r) {
     launchToFloat(x, r.source, count * nd, st);
     gFloat = r.source;
   } else if (lowRankPatch) {
-    gFloat_.reserve(static_cast<std::size_t>(count * nd) * sizeof(float));
     gFloat = gFloat_.as<float>();
     launchToFloat(x, gFloat, count * nd, st);
   }
 
+  if (lowRankPatch && !tuning_.sideEarly) enqueueSide();
   if (lowRankPatch) {
     // W' = W + T·G per edit: column-major W'ᵀ = Wᵀ + (view G)·Tᵀ, beta = 1 on the copies of W.
     check(cudaStreamWaitEvent(st, join_.get(), 0), "cudaStreamWaitEvent");
+    check(cudaStreamWaitEvent(st, copied_.get(), 0), "cudaStreamWaitEvent");
     if (tuning_.tf32) check(cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH), "cublasSetMathMode (TF32)");
     const cublasStatus_t status = cublasSgemmStridedBatched(
         h, CUBLAS_OP_N, CUBLAS_OP_N, toInt(d, "d"), toInt(r.rows, "weight rows"), toInt(n, "n"), &onef, gFloat,
@@ -263,13 +304,9 @@ void Pipeline::factorBatched(double* gram, int64_t s, int64_t count, int64_t nb,
 }
 
 void Pipeline::factorLoop(double* gram, int64_t s, int64_t count, int* info) {
-  int lwork = 0;
   const int ls = toInt(s, "Gram size");
-  check(cusolverDnDpotrf_bufferSize(ctx_.solver(), CUBLAS_FILL_MODE_LOWER, ls, gram, ls, &lwork),
-        "cusolverDnDpotrf_bufferSize");
-  work_.reserve(static_cast<std::size_t>(std::max(lwork, 1)) * sizeof(double));
   for (int64_t b = 0; b < count; ++b) {
-    check(cusolverDnDpotrf(ctx_.solver(), CUBLAS_FILL_MODE_LOWER, ls, gram + b * s * s, ls, work_.as<double>(), lwork,
+    check(cusolverDnDpotrf(ctx_.solver(), CUBLAS_FILL_MODE_LOWER, ls, gram + b * s * s, ls, work_.as<double>(), lwork_,
                            info + b),
           "cusolverDnDpotrf");
   }

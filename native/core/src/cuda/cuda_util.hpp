@@ -75,6 +75,10 @@ class DeviceBuffer {
 class Stream {
  public:
   Stream() { check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags"); }
+  // Lower numbers are higher priority (cudaDeviceGetStreamPriorityRange gives the device's range).
+  explicit Stream(int priority) {
+    check(cudaStreamCreateWithPriority(&s_, cudaStreamNonBlocking, priority), "cudaStreamCreateWithPriority");
+  }
   ~Stream() {
     if (s_ != nullptr) cudaStreamDestroy(s_);
   }
