@@ -38,3 +38,17 @@ export { parseSeeds } from './sample/options.js';
 export { encodePng, decodePng, readPngText, writePng, writeFileAtomic } from './image/png.js';
 export type { RgbImage } from './image/png.js';
 export { makeGrid } from './image/grid.js';
+
+// TIME editing (docs/sections/edit.md).
+export { openEditContext, computeModelEdit, prepareEditedGeneration, prepareEditFile } from './edit/session.js';
+export type { EditContext, ApplyMode, EditedGeneration } from './edit/session.js';
+export { computeEdit, buildRows } from './edit/compute.js';
+export type { EditRequest, PromptEncoder, ComputedEdit } from './edit/compute.js';
+export { composeEdits as composeEditValues, transformRows, transformWeightRows, denseMatrix, EditError } from './edit/edit.js';
+export type { Edit, EditStep, EditMode, EditPair } from './edit/edit.js';
+export { saveEdit, loadEdit } from './edit/edit-file.js';
+export { alignTokens, AlignmentError } from './edit/align.js';
+export { augmentPair, augmentPrompt, DEFAULT_AUGMENTATIONS } from './edit/augment.js';
+export { editedConditioning, patchedUnet, patchedUnetFast, splitConditioningUnet, exportEditedPipeline, V_INPUT } from './edit/apply.js';
+export { findCrossAttention, describeCrossAttention, CrossAttentionError } from './model/cross-attention.js';
+export type { CrossAttentionMap, CrossAttentionLayer, Projection } from './model/cross-attention.js';

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # GPU check of the CUDA backend, in one go: configure + build with plain CMake (tests on, CUDA forced on),
 # ctest, the GPU benchmark, and the PyTorch peer (the paper's per-layer algorithm on the same inputs).
-# Writes env.txt, build.log, ctest.log, bench.log, bench.json, peer.log, peer.json to $OUT (default ./out-device)
+# Writes env.txt, build.log, ctest.log, bench.log, bench.json, peer.log, peer.json to $OUT (default
+# ./build-device-out, ignored by git)
 # and prints a short summary last.
 #
 #   OUT=/tmp/out bash scripts/device-check.sh          # on a machine with an NVIDIA GPU, nvcc, cuBLAS, cuSOLVER
 #   QUICK=1 ...                                         # fewer benchmark repeats
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/out-device}
+OUT=${OUT:-$PWD/build-device-out}
 BUILD=${BUILD_DIR:-build-device}
 JOBS=${JOBS:-16}
 mkdir -p "$OUT"

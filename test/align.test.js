@@ -70,6 +70,11 @@ test('prompts longer than maxLength − 2 tokens are truncated as SD does, and f
   assert.deepEqual(al.sourceIds, [1, 10, 15, 16, 10, 2]);
   assert.equal(al.truncated.source, true);
   assert.deepEqual([...al.map], [0, 1, 2, 3, 4, 5]);
+  // Only the destination is cut: matches are found in the full destination and clamped to the last position.
+  const cut = alignTokens(tok, 'a red dog a', 'a big red dog a');
+  assert.deepEqual(cut.truncated, { source: false, destination: true });
+  assert.deepEqual(cut.destinationIds, [1, 10, 20, 15, 16, 2]);
+  assert.deepEqual([...cut.map], [0, 1, 3, 4, 5, 5]);
 });
 
 test('augmentations: leading "A" lowered inside templates, configurable list', () => {

@@ -215,7 +215,7 @@ test('a UNet with external data: patched weights run from a temp folder that lin
     assert.equal(hasExternalData(patched), true, 'tensors not edited stay in weights.pb');
     const source = await unetSource(patched, unet.dir);
     assert.ok('path' in source);
-    assert.ok(lstatSync(join(source.path, '..', 'weights.pb')).isSymbolicLink());
+    assert.ok(lstatSync(join(source.path, '..', 'weights.pb')).nlink >= 2, 'the weights file is hard-linked, not copied');
     const E = randn(2 * 77 * D, 12);
     const viaTemp = await run(source.path, E);
     source.cleanup();
@@ -232,4 +232,21 @@ test('a UNet with external data: patched weights run from a temp folder that lin
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('composed edits (K+V, then V-only): split embedding mode equals patched weights W·M₁·M₂', async () => {
+  const unet = await loadModel(fixture);
+  const map = findCrossAttention(unet.model.graph);
+  const a = await makeEdit('kv', 20, 41);
+  const b = await makeEdit('v', 15, 43);
+  const { composeEdits } = await import('../lib/edit/edit.js');
+  const edit = composeEdits(a.edit, b.edit);
+  const E = randn(2 * 77 * D, 14);
+  const viaWeights = await run(encodeModel(patchedUnet(unet, map, edit)), E);
+  const cond = editedConditioning(edit, E);
+  const viaSplit = await run(encodeModel(splitConditioningUnet(unet, map)), cond.encoderHiddenStates, cond.extraInputs[V_INPUT]);
+  const onlyFirst = await run(encodeModel(patchedUnet(unet, map, a.edit)), E);
+  const scale = maxAbs(viaWeights);
+  assert.ok(maxAbsDiff(viaSplit, viaWeights) <= 2e-5 * scale, `${maxAbsDiff(viaSplit, viaWeights)}`);
+  assert.ok(maxAbsDiff(onlyFirst, viaWeights) > 1e-3 * scale, 'the second edit has an effect');
 });

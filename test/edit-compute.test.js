@@ -100,3 +100,11 @@ test('computeEdit: native solver (when built) equals the float64 reference; edit
   }
   assert.ok(err <= 1e-4 * scale, `native vs reference G: ${err} (scale ${scale})`);
 });
+
+test('a prompt over 75 tokens is truncated as SD does and produces a warning, not an error', async () => {
+  const long = Array.from({ length: 80 }, (_, i) => (i % 2 ? 'circle' : 'a')).join(' ');
+  const r = await buildRows(fakeEncoder(), { pairs: [{ source: long, destination: `a blue ${long}` }], augmentations: [] });
+  assert.equal(r.rows, 77);
+  assert.equal(r.warnings.length, 2);
+  assert.match(r.warnings[0], /longer than 75 tokens and was truncated, as Stable Diffusion does/);
+});

@@ -37,16 +37,16 @@ test('the embedded model\'s toy TIMED file parses and every target names a colou
   const img = { width: 2, height: 2, rgb: new Uint8Array(12).fill(200) };
   for (const e of entries)
     for (const t of [e.new, ...e.positives.map((p) => p.gt), ...e.negatives.map((p) => p.gt)])
-      assert.equal(typeof colourJudge.success(img, e.old, t), 'boolean', t);
+      assert.equal(typeof colourJudge.success(img, 'generality', e.old, t), 'boolean', t);
 });
 
 test('colour judge: a flat purple image succeeds for a purple target and fails for a red one', () => {
   const rgb = new Uint8Array(8 * 8 * 3);
   for (let i = 0; i < 64; i++) rgb.set(i % 8 < 4 ? [140, 55, 200] : [236, 236, 236], i * 3);
   const img = { width: 8, height: 8, rgb };
-  assert.equal(colourJudge.success(img, 'a circle', 'a purple circle'), true);
-  assert.equal(colourJudge.success(img, 'a circle', 'a red circle'), false);
-  assert.throws(() => colourJudge.success(img, 'a circle', 'a circle'), /names no colour/);
+  assert.equal(colourJudge.success(img, 'efficacy', 'a circle', 'a purple circle'), true);
+  assert.equal(colourJudge.success(img, 'efficacy', 'a circle', 'a red circle'), false);
+  assert.throws(() => colourJudge.success(img, 'efficacy', 'a circle', 'a circle'), /names no colour/);
 });
 
 test('result tables: averages over successful entries, CSV quoting, HTML escaping, errors listed', () => {

@@ -72,8 +72,8 @@ test('generate: bad options fail before any work', async () => {
       [{ seeds: ['seven'] }, /seed must be an integer/],
       [{ seeds: [1.5] }, /seed must be an integer/],
       [{ guidance: NaN }, /guidance must be a number/],
-      [{ height: 18 }, /height must be a positive multiple of 4/],
-      [{ width: 0 }, /width must be a positive multiple of 4/],
+      [{ height: 18 }, /height must be a positive multiple of 4 for this model/],
+      [{ width: 0 }, /width must be a positive multiple of 4 for this model/],
       [{ scheduler: 'lms' }, /unknown scheduler/],
       [{ conditioning: { cond: { encoderHiddenStates: new Float32Array(5) }, uncond: { encoderHiddenStates: new Float32Array(77 * 8) } } }, /conditioning\.cond\.encoderHiddenStates has 5 values/],
       [{ negativePrompt: 'x', conditioning: { cond: { encoderHiddenStates: new Float32Array(77 * 8) }, uncond: { encoderHiddenStates: new Float32Array(77 * 8) } } }, /cannot be combined/],
@@ -149,6 +149,11 @@ test('CLI generate: the embedded model is the default from any working directory
   const j = JSON.parse(r.stdout);
   assert.equal(j.model, embedded);
   assert.deepEqual(readdirSync(join(cwd, 'out')).sort(), ['00-a-circle-seed0.png', '00-a-circle-seed1.png']);
+  // unet/config.json: 3 downsamplings × VAE factor 4 -> sides must be multiples of 32.
+  const bad = spawnSync(process.execPath, [cli, 'generate', 'a circle', '--height', '48', '--out', 'bad/'], { cwd, encoding: 'utf8', timeout: 120000 });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /height must be a positive multiple of 32 for this model/);
+  assert.equal(existsSync(join(cwd, 'bad')), false);
 });
 
 test('CLI tokenize: 77 ids per prompt, from arguments or stdin', () => {

@@ -115,3 +115,23 @@ test('float16 conversion matches hand-computed bit patterns', () => {
   const back = float16ToFloat32(float32ToFloat16(xs));
   for (let i = 0; i < xs.length; i++) assert.ok(Math.abs(back[i] - xs[i]) <= Math.abs(xs[i]) * 2 ** -11 + 2 ** -25);
 });
+
+test('loading a model never touches its external data; a missing or short weights file is a clear error when read', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onnx-lazy-'));
+  try {
+    const model = tinyMatMulModel([1, 2, 3, 4, 5, 6]);
+    saveModel(model, join(dir, 'model.onnx'), { externalData: { location: 'weights.pb', threshold: 0 } });
+    rmSync(join(dir, 'weights.pb'));
+    const loaded = await loadModel(join(dir, 'model.onnx')); // fine: only the graph is read
+    const init = loaded.model.graph.initializer[0];
+    assert.throws(() => tensorToFloat32(init, loaded.dir), /cannot open external data file .*weights\.pb/);
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(join(dir, 'weights.pb'), new Uint8Array(10));
+    assert.throws(() => tensorToFloat32(init, loaded.dir), /is 10 bytes, a tensor needs bytes 0\.\.24/);
+    init.externalData[0].value = '../outside.bin';
+    assert.throws(() => tensorBytes(init, loaded.dir), /must be a path inside the model's folder/);
+    await assert.rejects(loadModel(join(dir, 'weights.pb')), /not a valid ONNX model/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

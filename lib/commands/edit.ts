@@ -143,12 +143,18 @@ export async function run(args: string[]): Promise<void> {
     const prompts = v.prompt ?? [v.source];
     if (v['no-grid'] !== true) {
       const size = pipeline.defaultSize;
+      const tty = process.stderr.isTTY === true && v.json !== true;
+      const bar = (label: string) => (done: number, total: number) => {
+        const fill = Math.round((done / total) * 30);
+        process.stderr.write(`\r${label} [${'#'.repeat(fill)}${'.'.repeat(30 - fill)}] ${done}/${total} UNet calls `);
+        if (done === total) process.stderr.write('\n');
+      };
       const base = { prompts, seeds, steps, guidance, height: size, width: size };
-      const before = await generate(pipeline, base);
+      const before = await generate(pipeline, { ...base, ...(tty ? { onProgress: bar('before') } : {}) });
       const edited = await prepareEditedGeneration(ctx, edit, mode);
       let after;
       try {
-        after = await generate(edited.pipeline, await edited.options(base));
+        after = await generate(edited.pipeline, await edited.options({ ...base, ...(tty ? { onProgress: bar('after ') } : {}) }));
       } finally {
         await edited.close();
       }

@@ -8,7 +8,8 @@ import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sampl
 import { DEFAULT_AUGMENTATIONS } from '../edit/augment.js';
 import { openEditContext, type ApplyMode } from '../edit/session.js';
 import { DatasetError, readTimed } from '../eval/timed-csv.js';
-import { averageScores, colourJudge, resultsCsv, resultsHtml, runTimed, writeTextAtomic } from '../eval/timed.js';
+import { averageScores, colourJudge, resultsCsv, resultsHtml, runTimed, writeTextAtomic, type Judge } from '../eval/timed.js';
+import { ClipJudge } from '../eval/clip-judge.js';
 
 export const summary = 'evaluation: eval timed --dataset FILE.csv (efficacy, generality, specificity vs baseline and oracle)';
 
@@ -21,13 +22,19 @@ const usage = `usage: time-edit eval timed [--dataset FILE.csv] [options]
   --steps N           sampling steps (default 50)   --guidance G (default 7.5)
   --lambda L          λ (default 0.1)   --only-v   --no-augment
   --mode embedding|weights   how the edit is applied (default embedding)
+  --keep-uncond       diagnostic, not TIME as published: leave the unconditional branch unedited
   --out DIR           output folder (default out/timed): images/, results.csv, report.html, summary.json
   --model PATH        SD 1.x ONNX folder (default: the embedded toy-shapes model)
   --device cpu|cuda --threads N
+  --clip DIR          judge with CLIP zero-shot (a Hugging Face CLIPModel ONNX export folder: model.onnx,
+                      tokenizer files, preprocessor_config.json); needed for SD models
+  --clip-tokenizer DIR  CLIP tokenizer folder when the CLIP folder has none
   --json              print the summary as JSON
 
-Judge: the toy world's deterministic colour classifier against the colour named in the target prompt (the CLIP
-zero-shot judge for SD models is not available in this build).
+Judge: on the embedded model, the toy world's deterministic colour classifier against the colour named in the
+target prompt (toy TIMED semantics: gt/gn say what each image should look like). With --clip, the follow-up's
+CLIP protocol (old vs [old, new], positive vs [positive, gt], negative vs [negative, gn]; official TIMED
+semantics: gn is the negative with the edit applied, which must not happen).
 example: time-edit eval timed --seeds 8 --out out/timed`;
 
 export async function run(args: string[]): Promise<void> {
@@ -45,7 +52,7 @@ export async function run(args: string[]): Promise<void> {
         dataset: { type: 'string' }, begin: { type: 'string' }, end: { type: 'string' }, seeds: { type: 'string' }, steps: { type: 'string' },
         guidance: { type: 'string' }, lambda: { type: 'string' }, 'only-v': { type: 'boolean' }, 'no-augment': { type: 'boolean' },
         mode: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
-        json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        json: { type: 'boolean' }, 'keep-uncond': { type: 'boolean' }, clip: { type: 'string' }, 'clip-tokenizer': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (err) {
@@ -68,6 +75,7 @@ export async function run(args: string[]): Promise<void> {
   if (!(lambda > 0)) throw new UsageError(`--lambda must be > 0, got ${v.lambda}`);
   const mode = (v.mode ?? 'embedding') as ApplyMode;
   if (mode !== 'embedding' && mode !== 'weights') throw new UsageError(`--mode must be embedding or weights, got '${v.mode}'`);
+  if (v['keep-uncond'] === true && mode !== 'embedding') throw new UsageError('--keep-uncond needs --mode embedding');
   const outDir = resolve(v.out ?? 'out/timed');
   let entries;
   try {
@@ -81,6 +89,10 @@ export async function run(args: string[]): Promise<void> {
   } catch (err) {
     if (err instanceof UsageError) throw err;
   }
+  if (v.clip === undefined && v.model !== undefined) throw new UsageError('an SD model needs a judge: give --clip DIR (a CLIP ONNX folder); the colour classifier only knows the embedded toy world');
+  const judge: Judge = v.clip === undefined ? colourJudge : await ClipJudge.load(resolve(v.clip), v['clip-tokenizer'] === undefined ? undefined : resolve(v['clip-tokenizer'])).catch((err: unknown) => {
+    throw new UsageError(`cannot load the CLIP judge: ${(err as Error).message}`);
+  });
   const augmentations = v['no-augment'] === true ? [] : [...DEFAULT_AUGMENTATIONS];
   const pipeline = await loadPipeline(v.model, { device: parseDevice(v.device), threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1) });
   try {
@@ -88,12 +100,12 @@ export async function run(args: string[]): Promise<void> {
     await mkdir(outDir, { recursive: true });
     const t0 = performance.now();
     const results = await runTimed(ctx, entries, {
-      seeds, steps, guidance, lambda, augmentations, onlyV: v['only-v'] === true, mode, outDir, judge: colourJudge,
+      seeds, steps, guidance, lambda, augmentations, onlyV: v['only-v'] === true, mode, keepUncond: v['keep-uncond'] === true, outDir, judge,
       onProgress: (m) => console.error(`time-edit: ${m} (${((performance.now() - t0) / 1000).toFixed(0)} s)`),
     });
     const meta = {
       model: pipeline.dir, dataset, entries: `${begin}..${begin + entries.length - 1}`, seeds: seeds.join(','), steps: String(steps), guidance: String(guidance),
-      lambda: String(lambda), augmentations: augmentations.join('|') || 'none', projections: v['only-v'] === true ? 'V only' : 'K and V', mode, judge: colourJudge.name,
+      lambda: String(lambda), augmentations: augmentations.join('|') || 'none', projections: v['only-v'] === true ? 'V only' : 'K and V', mode, unconditional: v['keep-uncond'] === true ? 'unedited (diagnostic)' : 'edited (as published)', judge: judge.name,
     };
     await writeTextAtomic(join(outDir, 'results.csv'), resultsCsv(results));
     await writeTextAtomic(join(outDir, 'report.html'), resultsHtml(results, meta));
@@ -110,5 +122,6 @@ export async function run(args: string[]): Promise<void> {
     }
   } finally {
     await pipeline.close();
+    if (judge instanceof ClipJudge) await judge.close();
   }
 }

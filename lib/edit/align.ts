@@ -3,8 +3,9 @@
 // as "a"; each source token is matched to the next equal destination token (so words inserted in the
 // destination, like "blue" in "a blue circle", are skipped); the source positions after its end token map to
 // the destination positions right after the last match, in order, and once those run past the last position
-// every remaining one maps to the last position (76). Row i of the edit then pairs the source embedding at
-// position i with the destination embedding at position map[i], for all 77 positions.
+// every remaining one maps to the last position (76). Prompts over 75 tokens are truncated as SD truncates them
+// (the last position keeps the end token) and matches are clamped to the last position. Row i of the edit then
+// pairs the source embedding at position i with the destination embedding at position map[i], all 77 positions.
 
 /** The part of lib/model/tokenizer.ts's ClipTokenizer that alignment needs. */
 export interface AlignTokenizer {
@@ -37,7 +38,7 @@ export function tokenWord(tok: AlignTokenizer, id: number): string {
   return tok.tokenString(id).replace(/<\/w>$/, '').trim();
 }
 
-function sequence(tok: AlignTokenizer, text: string, aId: number): { ids: number[]; truncated: boolean } {
+function sequence(tok: AlignTokenizer, text: string, aId: number): { ids: number[]; full: number[]; truncated: boolean } {
   const raw = tok.tokenize(text);
   // CLIP maps out-of-vocabulary pieces to its end token (unk = eos): name the word instead of aligning garbage.
   if (raw.includes(tok.eos) || raw.includes(tok.bos)) {
@@ -46,7 +47,7 @@ function sequence(tok: AlignTokenizer, text: string, aId: number): { ids: number
   }
   const body = raw.map((id) => (tokenWord(tok, id) === 'an' ? aId : id));
   const room = tok.maxLength - 2;
-  return { ids: [tok.bos, ...body.slice(0, room), tok.eos], truncated: body.length > room };
+  return { ids: [tok.bos, ...body.slice(0, room), tok.eos], full: [tok.bos, ...body, tok.eos], truncated: body.length > room };
 }
 
 /** The whitespace-separated word of `text` that produced body token `index`, when tokenizing word by word agrees. */
@@ -71,17 +72,19 @@ export function alignTokens(tok: AlignTokenizer, source: string, destination: st
   const dst = sequence(tok, destination, a[0]!);
   const n = tok.maxLength;
   const map = new Int32Array(n);
+  // The walk runs over the destination before truncation, so that a destination cut by SD's 77-token limit
+  // still pairs each source token with its true counterpart; positions past the last one are clamped to it.
   let j = 0;
   src.ids.forEach((id, i) => {
-    while (j < dst.ids.length && dst.ids[j] !== id) j++;
-    if (j >= dst.ids.length) {
+    while (j < dst.full.length && dst.full[j] !== id) j++;
+    if (j >= dst.full.length) {
       const word = id === tok.eos ? '<|endoftext|>' : (sourceWordOf(tok, source, i - 1) ?? tokenWord(tok, id));
       throw new AlignmentError(
         `cannot align "${source}" with "${destination}": the source word '${word}' does not appear in the destination ` +
           '(TIME needs every source word, in order, in the destination prompt; only insertions are allowed)',
       );
     }
-    map[i] = j++;
+    map[i] = Math.min(j++, n - 1);
   });
   for (let i = src.ids.length; i < n; i++) map[i] = Math.min(j++, n - 1);
   return { sourceIds: src.ids, destinationIds: dst.ids, map, truncated: { source: src.truncated, destination: dst.truncated } };

@@ -4,10 +4,9 @@
 //    second input `encoder_hidden_states_v` (E·M_vᵀ) while K keeps reading `encoder_hidden_states` (E·M_kᵀ);
 //  - weights mode: the K/V initializers are replaced by W·M (a patched copy of the graph, run from memory);
 //  - export: the patched UNet written to a new pipeline folder, everything else linked or copied.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { findCrossAttention, type CrossAttentionMap } from '../model/cross-attention.js';
 import {
   decodeModel, encodeModel, externalDataRef, saveModel, setTensorFloat32, tensorToFloat32, allTensors,
@@ -147,24 +146,42 @@ export function hasExternalData(model: ModelProto): boolean {
   return allTensors(model.graph!).some((t) => externalDataRef(t) !== undefined);
 }
 
-/** What onnxruntime needs to run a rewritten UNet: bytes when self-contained, else a temp folder path. */
-export type UnetSource = { modelBytes: Uint8Array } | { path: string; cleanup: () => void };
+/** What onnxruntime needs to run a rewritten UNet: bytes (plus in-memory external files), or a temp folder path. */
+export type UnetSource =
+  | { modelBytes: Uint8Array; externalData?: { path: string; data: Uint8Array }[] }
+  | { path: string; cleanup: () => void };
+
+function tryLinkedFolder(parent: string, model: ModelProto, originalDir: string, locations: Set<string>): UnetSource | undefined {
+  let dir: string | undefined;
+  try {
+    dir = mkdtempSync(join(parent, '.time-edit-unet-'));
+    for (const loc of locations) {
+      const target = join(dir, loc);
+      mkdirSync(dirname(target), { recursive: true });
+      linkSync(resolve(originalDir, loc), target); // hard link: onnxruntime refuses symlinks leaving the folder
+    }
+    saveModel(model, join(dir, 'model.onnx'));
+    const made = dir;
+    return { path: join(made, 'model.onnx'), cleanup: () => rmSync(made, { recursive: true, force: true }) };
+  } catch {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    return undefined;
+  }
+}
 
 /**
- * Serializes a rewritten UNet for a session. Self-contained models go as bytes; models with external data
- * are written to a temp folder where the original external files are symlinked (nothing big is copied).
+ * Serializes a rewritten UNet for a session. Self-contained models go as bytes. Models with external data are
+ * written to a temp folder holding hard links to the original external files (in the system temp folder, else
+ * next to the original model, which is on the same file system); only if neither works are the external files
+ * read into memory and passed as onnxruntime `externalData`.
  */
 export async function unetSource(model: ModelProto, originalDir: string): Promise<UnetSource> {
   if (!hasExternalData(model)) return { modelBytes: encodeModel(model) };
-  const dir = await mkdtemp(join(tmpdir(), 'time-edit-unet-'));
   const locations = new Set(allTensors(model.graph!).map((t) => externalDataRef(t)?.location).filter((l): l is string => l !== undefined));
-  for (const loc of locations) {
-    const target = join(dir, loc);
-    mkdirSync(dirname(target), { recursive: true });
-    symlinkSync(resolve(originalDir, loc), target);
-  }
-  saveModel(model, join(dir, 'model.onnx'));
-  return { path: join(dir, 'model.onnx'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  const linked = tryLinkedFolder(tmpdir(), model, originalDir, locations) ?? tryLinkedFolder(dirname(resolve(originalDir)), model, originalDir, locations);
+  if (linked !== undefined) return linked;
+  const externalData = [...locations].map((loc) => ({ path: loc, data: readFileSync(resolve(originalDir, loc)) }));
+  return { modelBytes: encodeModel(model), externalData };
 }
 
 /** The conditioning feeds for a batch of text states E ([P·77·d]) under an edit in embedding mode. */
@@ -213,7 +230,8 @@ export async function exportEditedPipeline(pipelineDir: string, unet: LoadedMode
   const tmp = `${out}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   try {
-    copyTree(resolve(pipelineDir), tmp, (rel) => rel === 'unet/model.onnx' || rel === basename(out));
+    const root = resolve(pipelineDir);
+    copyTree(root, tmp, (rel) => rel === 'unet/model.onnx' || [out, tmp].includes(join(root, rel)));
     saveModel(model, join(tmp, 'unet', 'model.onnx'));
     writeFileSync(join(tmp, 'edit.json'), JSON.stringify(options.description ?? { fingerprint: edit.fingerprint, steps: edit.steps.map((s) => ({ pairs: s.pairs, lambda: s.lambda, mode: s.mode, augmentations: s.augmentations, preserve: s.preserve })) }, null, 2) + '\n');
     if (existsSync(out)) rmSync(out, { recursive: true, force: true });

@@ -5,7 +5,7 @@ import { findCrossAttention, type CrossAttentionMap } from '../model/cross-atten
 import { loadModel, type LoadedModel } from '../model/onnx/index.js';
 import type { Pipeline } from '../model/pipeline.js';
 import type { GenerateOptions } from '../sample/generate.js';
-import { editedConditioning, patchedUnetFast, splitConditioningUnet, unetSource } from './apply.js';
+import { editedConditioning, patchedUnetFast, splitConditioningUnet, unetSource, V_INPUT } from './apply.js';
 import { computeEdit, type ComputedEdit, type EditRequest, type PromptEncoder } from './compute.js';
 import { type Edit, EditError, needsSplitConditioning } from './edit.js';
 import { loadEdit } from './edit-file.js';
@@ -59,7 +59,10 @@ export interface EditedGeneration {
  * conditioning of every prompt and of the unconditional branch is replaced by E·Mᵀ. Weights mode: a UNet session
  * with the patched K/V weights; options pass through unchanged.
  */
-export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode: ApplyMode = 'embedding'): Promise<EditedGeneration> {
+export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode: ApplyMode = 'embedding', diagnostics: { keepUncond?: boolean } = {}): Promise<EditedGeneration> {
+  // keepUncond (embedding mode only) leaves the unconditional branch unedited: not TIME as published (the edited
+  // weights see both branches), a diagnostic for models whose text states are nearly collinear.
+  if (diagnostics.keepUncond === true && mode !== 'embedding') throw new EditError('keepUncond needs embedding mode');
   if (edit.fingerprint !== ctx.fingerprint) throw new EditError('this edit was made for a different model');
   let cleanup: (() => void) | undefined;
   let pipeline = ctx.pipeline;
@@ -68,7 +71,7 @@ export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode
     if ('path' in src) {
       cleanup = src.cleanup;
       pipeline = await ctx.pipeline.withUnet({ path: src.path });
-    } else pipeline = await ctx.pipeline.withUnet({ modelBytes: src.modelBytes });
+    } else pipeline = await ctx.pipeline.withUnet(src.externalData ? { modelBytes: src.modelBytes, externalData: src.externalData } : { modelBytes: src.modelBytes });
   };
   if (mode === 'weights') await useModel(await patchedUnetFast(ctx.unet, ctx.map, edit));
   else if (needsSplitConditioning(edit)) await useModel(splitConditioningUnet(ctx.unet, ctx.map));
@@ -83,7 +86,8 @@ export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode
       const E = await ctx.pipeline.encodePrompts([...o.prompts, uncondPrompt]);
       const per = E.length / (o.prompts.length + 1);
       const cond = editedConditioning(edit, E.subarray(0, o.prompts.length * per));
-      const uncond = editedConditioning(edit, E.subarray(o.prompts.length * per));
+      const rawUncond = E.subarray(o.prompts.length * per);
+      const uncond = diagnostics.keepUncond === true ? splitIdentity(edit, rawUncond) : editedConditioning(edit, rawUncond);
       const { negativePrompt: _unused, ...rest } = o;
       return { ...rest, conditioning: { cond, uncond } };
     },
@@ -92,6 +96,12 @@ export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode
       cleanup?.();
     },
   };
+}
+
+/** The unedited conditioning in the shape editedConditioning gives (the split V input too, when needed). */
+function splitIdentity(edit: Edit, E: Float32Array): ReturnType<typeof editedConditioning> {
+  const copy = Float32Array.from(E);
+  return needsSplitConditioning(edit) ? { encoderHiddenStates: copy, extraInputs: { [V_INPUT]: Float32Array.from(E) } } : { encoderHiddenStates: copy };
 }
 
 /** For `generate --edit FILE [--edit-mode embedding|weights]`: load, check and prepare in one call. */

@@ -14,16 +14,25 @@ import { computeModelEdit, prepareEditedGeneration, type ApplyMode, type EditCon
 import { classifyColour, colourNamedIn } from './colour-classifier.js';
 import type { TimedEntry } from './timed-csv.js';
 
-/** Decides whether an image generated for `test` shows what `target` asks for. */
+export type Category = 'efficacy' | 'generality' | 'specificity';
+
+/** Decides whether an image generated for `test` counts as a success against `target` in its category. */
 export interface Judge {
   name: string;
-  success(img: RgbImage, test: string, target: string): boolean;
+  /**
+   * True when a negative's gn prompt describes what the negative should still look like (the toy TIMED file);
+   * false when gn is the negative with the edit applied, i.e. what must not happen (the official TIMED files).
+   * It decides what the oracle samples for negatives: gn itself, or the negative prompt.
+   */
+  readonly specificityTargetIsTruth: boolean;
+  success(img: RgbImage, category: Category, test: string, target: string): boolean | Promise<boolean>;
 }
 
 /** The toy world's judge: the deterministic colour classifier against the colour named in the target prompt. */
 export const colourJudge: Judge = {
   name: 'toy colour classifier',
-  success(img, _test, target) {
+  specificityTargetIsTruth: true,
+  success(img, _category, _test, target) {
     const want = colourNamedIn(target);
     if (want === undefined) throw new Error(`the target prompt "${target}" names no colour: the colour judge cannot score it`);
     return classifyColour(img.rgb, img.width, img.height) === want;
@@ -53,6 +62,8 @@ export interface TimedOptions {
   augmentations: string[];
   onlyV: boolean;
   mode: ApplyMode;
+  /** Diagnostic, not TIME as published: leave the unconditional branch unedited (embedding mode). */
+  keepUncond?: boolean;
   outDir: string;
   judge: Judge;
   batchSize?: number;
@@ -67,7 +78,7 @@ function slug(s: string): string {
 export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: TimedOptions): Promise<EntryResult[]> {
   const pipeline = ctx.pipeline;
   const size = pipeline.defaultSize;
-  const base = { seeds: o.seeds, steps: o.steps, guidance: o.guidance, height: size, width: size, batchSize: o.batchSize ?? 8 };
+  const base = { seeds: o.seeds, steps: o.steps, guidance: o.guidance, height: size, width: size, batchSize: o.batchSize ?? 16 };
   const S = o.seeds.length;
   // Unedited images depend only on the prompt: shared between entries (negatives and oracles repeat).
   const unedited = new Map<string, GeneratedImage[]>();
@@ -90,7 +101,7 @@ export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: Timed
       const t0 = performance.now();
       const { edit } = await computeModelEdit(ctx, { pairs: [{ source: entry.old, destination: entry.new }], lambda: o.lambda, augmentations: o.augmentations, mode: o.onlyV ? 'v' : 'kv' });
       editMs = performance.now() - t0;
-      const g = await prepareEditedGeneration(ctx, edit, o.mode);
+      const g = await prepareEditedGeneration(ctx, edit, o.mode, { keepUncond: o.keepUncond === true });
       try {
         const imgs = await generate(g.pipeline, await g.options({ ...base, prompts: tests }));
         edited = tests.map((_, i) => imgs.slice(i * S, (i + 1) * S));
@@ -102,17 +113,25 @@ export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: Timed
       continue;
     }
     const baseline = await uneditedFor(tests);
-    const oracle = await uneditedFor(targets);
+    // The oracle is the unedited model told the target explicitly; for negatives whose gn is "what must not
+    // happen" (official TIMED), the oracle leaves them alone: it samples the negative prompt itself.
+    const oraclePrompts = targets.map((t, i) => (i >= 6 && !o.judge.specificityTargetIsTruth ? tests[i]! : t));
+    const oracle = await uneditedFor(oraclePrompts);
     const sets: Record<ModelName, GeneratedImage[][]> = { baseline, edited, oracle };
     const scores = {} as Record<ModelName, Scores>;
     const dir = join(o.outDir, 'images', `e${entry.index}-${slug(entry.old)}`);
     for (const model of ['baseline', 'edited', 'oracle'] as const) {
-      const ok = sets[model].map((imgs, i) => imgs.map((img) => o.judge.success(img, tests[i]!, targets[i]!)));
+      const ok: boolean[][] = [];
+      for (const [i, imgs] of sets[model].entries()) {
+        const row: boolean[] = [];
+        for (const img of imgs) row.push(await o.judge.success(img, i === 0 ? 'efficacy' : i <= 5 ? 'generality' : 'specificity', tests[i]!, targets[i]!));
+        ok.push(row);
+      }
       const frac = (rows: boolean[][]) => rows.flat().filter(Boolean).length / Math.max(1, rows.flat().length);
       scores[model] = { efficacy: frac(ok.slice(0, 1)), generality: frac(ok.slice(1, 6)), specificity: frac(ok.slice(6, 11)) };
       await mkdir(join(dir, model), { recursive: true });
       for (const [i, imgs] of sets[model].entries()) {
-        const prompt = model === 'oracle' ? targets[i]! : tests[i]!;
+        const prompt = model === 'oracle' ? oraclePrompts[i]! : tests[i]!;
         for (const img of imgs) await writePng(join(dir, model, `${String(i).padStart(2, '0')}-${slug(prompt)}-seed${img.seed}.png`), img);
         await writePng(join(dir, `${model}-${String(i).padStart(2, '0')}.png`), makeGrid(imgs, S));
       }

@@ -3,7 +3,7 @@
 // is a 2-D initializer [d, out] (PyTorch's Linear weight stored transposed). K and V are told apart by where
 // their output goes: K's reaches the Q·Kᵀ MatMul whose result feeds a Softmax; V's reaches the MatMul that
 // takes the Softmax output. A layer is one (K, V) pair sharing a Softmax.
-import { OnnxError, tensorDims, type GraphProto, type NodeProto, type TensorProto } from './onnx/index.js';
+import { OnnxError, tensorDims, type GraphProto, type TensorProto } from './onnx/index.js';
 
 export class CrossAttentionError extends Error {
   override readonly name = 'CrossAttentionError';
@@ -229,4 +229,3 @@ export function describeCrossAttention(map: CrossAttentionMap): string[] {
   return map.layers.map((l) => `${String(l.index).padStart(2)} ${l.name} width ${l.width} K ${l.k.initializer} V ${l.v.initializer}`);
 }
 
-export type { NodeProto };

@@ -28,7 +28,7 @@ async function load(source: ModelSource, config: SessionConfig, label: string): 
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: config.device === 'cuda' ? [{ name: 'cuda' }, 'cpu'] : ['cpu'],
     graphOptimizationLevel: 'all',
-    logSeverityLevel: 3,
+    logSeverityLevel: 4, // errors reach the caller as exceptions; onnxruntime's own log would repeat them
     // No busy-waiting between ops: on a machine shared with other work, spinning threads steal the cores that
     // the other intra-op threads need (measured: see docs/sections/sampling.md).
     extra: { session: { intra_op: { allow_spinning: config.spinning === true ? '1' : '0' } } },

@@ -55,6 +55,7 @@ interface Shared {
   schedulerConfig: SchedulerConfig;
   vaeScalingFactor: number;
   vaeScaleFactor: number;
+  sizeMultiple: number;
   defaultSize: number;
 }
 
@@ -211,6 +212,13 @@ export class Pipeline {
   get latentChannels(): number {
     return this.shared.latentChannels;
   }
+  /**
+   * image sides must be multiples of this: the VAE factor × 2^(UNet downsamplings) when unet/config.json lists
+   * block_out_channels (64 for SD 1.x, 32 for toy-shapes), else the VAE factor
+   */
+  get sizeMultiple(): number {
+    return this.shared.sizeMultiple;
+  }
   /** default image side in pixels (unet/config.json sample_size × vaeScaleFactor; 512 for SD 1.x) */
   get defaultSize(): number {
     return this.shared.defaultSize;
@@ -299,6 +307,8 @@ export class Pipeline {
       const boc = vaeConfig['block_out_channels'];
       const df = vaeConfig['downsampling_factor'];
       const vaeScaleFactor = typeof df === 'number' && Number.isInteger(df) && df > 0 ? df : Array.isArray(boc) && boc.length > 0 ? 2 ** (boc.length - 1) : 8;
+      const ubc = unetConfig['block_out_channels'];
+      const sizeMultiple = vaeScaleFactor * (Array.isArray(ubc) && ubc.length > 0 ? 2 ** (ubc.length - 1) : 1);
       const sampleSize = unetConfig['sample_size'];
       const h = sample.shape[2];
       const defaultSize = typeof h === 'number' && h > 0 ? h * vaeScaleFactor : typeof sampleSize === 'number' ? sampleSize * vaeScaleFactor : vaeScaleFactor === 8 ? 512 : 64;
@@ -309,7 +319,7 @@ export class Pipeline {
         // half-precision vae decoder if batchsize>1").
         vaeKey, vaeOutput: vaeOut.name, vaeBatch: typeof vb === 'number' && vb > 0 ? vb : latent.type === 'float16' ? 1 : null,
         textWidth: textW ?? unetW ?? 0, latentChannels, schedulerConfig,
-        vaeScalingFactor: Number(vaeConfig['scaling_factor'] ?? 0.18215), vaeScaleFactor, defaultSize,
+        vaeScalingFactor: Number(vaeConfig['scaling_factor'] ?? 0.18215), vaeScaleFactor, sizeMultiple, defaultSize,
       };
       const pipeline = new Pipeline(shared, { ...unet, path: unetPath, key: unetKey }, true);
       if (shared.textWidth === 0) {
@@ -372,8 +382,14 @@ export class Pipeline {
       feeds[e.name] = v;
     }
     const transfer = f.transferSample === true && f.sample.byteOffset === 0 && f.sample.byteLength === f.sample.buffer.byteLength ? [f.sample.buffer as ArrayBuffer] : [];
-    const r = await this.shared.host.run(this.unet.key, feeds, transfer);
-    return r.outputs[this.unet.outputName]!.data;
+    try {
+      const r = await this.shared.host.run(this.unet.key, feeds, transfer);
+      return r.outputs[this.unet.outputName]!.data;
+    } catch (err) {
+      if (err instanceof UsageError) throw err;
+      const [, , h, w] = f.dims;
+      throw new UsageError(`the UNet failed on a ${h}×${w} latent (${h * this.vaeScaleFactor}×${w * this.vaeScaleFactor} image): ${(err as Error).message.split('\n')[0]}`);
+    }
   }
 
   /** VAE decode of n latents [n, c, h, w] (already divided by vaeScalingFactor): images [n, 3, H, W] in [-1, 1]. */

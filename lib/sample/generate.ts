@@ -66,9 +66,9 @@ export function validateGenerateOptions(pipeline: Pipeline, o: GenerateOptions):
   }
   if (!Number.isInteger(o.steps) || o.steps <= 0) fail(`steps must be a positive integer, got ${o.steps}`);
   if (typeof o.guidance !== 'number' || !Number.isFinite(o.guidance) || o.guidance < 0) fail(`guidance must be a number ≥ 0, got ${o.guidance}`);
-  const f = pipeline.vaeScaleFactor;
+  const f = pipeline.sizeMultiple;
   for (const [name, v] of [['height', o.height], ['width', o.width]] as const) {
-    if (!Number.isInteger(v) || v <= 0 || v % f !== 0) fail(`${name} must be a positive multiple of ${f} (the VAE's downsampling factor), got ${v}`);
+    if (!Number.isInteger(v) || v <= 0 || v % f !== 0) fail(`${name} must be a positive multiple of ${f} for this model (VAE factor ${pipeline.vaeScaleFactor} × UNet downsampling), got ${v}`);
   }
   if (o.scheduler !== undefined) parseSchedulerName(o.scheduler);
   if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1)) fail(`batch size must be a positive integer, got ${o.batchSize}`);

@@ -126,6 +126,12 @@ double patchedError(const std::vector<float>& got, const std::vector<float>& w, 
   return std::sqrt(num / den);
 }
 
+std::string sci(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2e", v);
+  return buf;
+}
+
 struct Row {
   std::string what;
   Stats s;
@@ -296,11 +302,11 @@ int main(int argc, char** argv) {
     const std::vector<float> wpd = toHost(dPatched.as<float>(), static_cast<std::size_t>(rows * d));
     const double errWDense = patchedError(wpd, w, rows, d, ref0.m, 25);
 
-    table.push_back({"single edit, low-rank (D, G), device", low, "relerr G " + std::to_string(errG).substr(0, 8)});
+    table.push_back({"single edit, low-rank (D, G), device", low, "relerr G " + sci(errG)});
     table.push_back({std::string("single edit, patched W' (32 layers), ") + (lowRankRoute ? "W+(WDt)G" : "W*M"), pat,
-                     "relerr W' " + std::to_string(errW).substr(0, 8) + ", M " + std::to_string(errM).substr(0, 8)});
+                     "relerr W' " + sci(errW) + ", M " + sci(errM)});
     table.push_back({"single edit, patched W', route W*M (1 SGEMM)", patDense,
-                     "relerr W' " + std::to_string(errWDense).substr(0, 8)});
+                     "relerr W' " + sci(errWDense)});
     json["lowRankMedianMs"] = low.median;
     json["patchedMedianMs"] = pat.median;
     json["patchedDenseRouteMedianMs"] = patDense.median;
@@ -317,7 +323,7 @@ int main(int argc, char** argv) {
       const Stats tf = timeDevice(st, 3, reps, [&] { restore(1); p.enqueue(patchRequest()); }, [&] { p.finish(0); });
       const std::vector<float> wtf = toHost(dPatched.as<float>(), static_cast<std::size_t>(rows * d));
       const double err = patchedError(wtf, w, rows, d, ref0.m, 25);
-      table.push_back({"single edit, patched W', TF32 option", tf, "relerr W' " + std::to_string(err).substr(0, 8)});
+      table.push_back({"single edit, patched W', TF32 option", tf, "relerr W' " + sci(err)});
       json["patchedTf32MedianMs"] = tf.median;
       json["patchedTf32RelError"] = err;
     }
@@ -347,7 +353,7 @@ int main(int argc, char** argv) {
       const double eps = B * 1000.0 / best.median;
       table.push_back({"batch B=" + std::to_string(B) + ", low-rank, device", best,
                        std::to_string(static_cast<long long>(eps)) + " edits/s (nb=" + std::to_string(bestNb) +
-                           "), relerr G " + std::to_string(err).substr(0, 8)});
+                           "), relerr G " + sci(err)});
       json["batchEditsPerSec_B" + std::to_string(B)] = eps;
       json["batchRelErrorG_B" + std::to_string(B)] = err;
       json["batchBestBlock_B" + std::to_string(B)] = static_cast<double>(bestNb);

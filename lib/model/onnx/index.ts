@@ -6,7 +6,7 @@
 // weights live in weights.pb costs only its graph proto to load.
 import { closeSync, existsSync, openSync, readSync, fstatSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { decodeMessage, encodeMessageTo, ModelSchema, TensorSchema, GraphSchema, NodeSchema } from './schema.js';
 import { DataType, elementSize, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from './types.js';
 import type { Int64 } from './wire.js';
@@ -343,9 +343,4 @@ export function saveModel(model: ModelProto, path: string, options: SaveOptions 
     for (const t of temps) if (existsSync(t)) rmSync(t, { force: true });
     throw err;
   }
-}
-
-/** File name helper for error messages. */
-export function describeModel(path: string): string {
-  return basename(dirname(path)) + '/' + basename(path);
 }

@@ -64,10 +64,7 @@ std::pair<int, int> priorityRange(int device) {
 // the side stream (big SGEMMs that fill the GPU) the lowest, so that the block scheduler lets the chain run
 // through while the SGEMM takes the rest of the machine.
 Context::Context(int device)
-    : device_(device),
-      stream_(priorityRange(device).second),
-      side_(priorityRange(device).first),
-      copy_(priorityRange(device).first) {
+    : device_(device), stream_(priorityRange(device).second), side_(priorityRange(device).first) {
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
   name_ = prop.name;
@@ -161,20 +158,16 @@ void Pipeline::enqueue(const GroupRequest& r) {
                 count * nd, st);
 
   const float onef = 1.0f, zerof = 0.0f;
-  // Side streams: W' := W for every edit (copy stream), and T_b = W·D_bᵀ (R × n, row-major), i.e. column-major
+  // Side stream: W' := W for every edit, then T_b = W·D_bᵀ (R × n, row-major), i.e. column-major
   // Tᵀ = (view D)ᵀ·(view W), one strided-batched SGEMM with W shared (stride 0). It overlaps the factorization.
   auto enqueueSide = [&]() {
     cudaStream_t side = ctx_.sideStream();
     check(cudaStreamWaitEvent(side, fork_.get(), 0), "cudaStreamWaitEvent");
-    // W' := W on the copy stream (bandwidth-bound), beside the SGEMM (compute-bound) and the chain.
-    cudaStream_t copy = ctx_.copyStream();
-    check(cudaStreamWaitEvent(copy, fork_.get(), 0), "cudaStreamWaitEvent");
     const std::size_t wBytes = static_cast<std::size_t>(r.rows * d) * sizeof(float);
     for (int64_t b = 0; b < count; ++b) {
-      check(cudaMemcpyAsync(r.patched + b * r.rows * d, r.weights, wBytes, cudaMemcpyDeviceToDevice, copy),
+      check(cudaMemcpyAsync(r.patched + b * r.rows * d, r.weights, wBytes, cudaMemcpyDeviceToDevice, side),
             "cudaMemcpyAsync (W into W')");
     }
-    copied_.record(copy);
     cublasHandle_t hs = ctx_.sideBlas();
     const int sms = ctx_.multiprocessors();
     const int reserve = tuning_.sideSmReserve < 0 ? sms / 4 : tuning_.sideSmReserve;
@@ -237,7 +230,6 @@ void Pipeline::enqueue(const GroupRequest& r) {
   if (lowRankPatch) {
     // W' = W + T·G per edit: column-major W'ᵀ = Wᵀ + (view G)·Tᵀ, beta = 1 on the copies of W.
     check(cudaStreamWaitEvent(st, join_.get(), 0), "cudaStreamWaitEvent");
-    check(cudaStreamWaitEvent(st, copied_.get(), 0), "cudaStreamWaitEvent");
     if (tuning_.tf32) check(cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH), "cublasSetMathMode (TF32)");
     const cublasStatus_t status = cublasSgemmStridedBatched(
         h, CUBLAS_OP_N, CUBLAS_OP_N, toInt(d, "d"), toInt(r.rows, "weight rows"), toInt(n, "n"), &onef, gFloat,

@@ -36,8 +36,8 @@ struct Tuning {
   // -1: automatic (a quarter of the GPU's multiprocessors); 0: no limit.
   int sideSmReserve = -1;
   // Enqueue the side-stream work before the factorization chain (true) or after it (false: then no host-side
-  // wait inside a cuSOLVER/cuBLAS call can hold the chain back behind the side SGEMM).
-  bool sideEarly = false;
+  // wait inside a cuSOLVER/cuBLAS call could hold it back). On an H200 the two are within run-to-run noise.
+  bool sideEarly = true;
 };
 
 // Tuning from the environment: TIME_EDIT_CUDA_BLOCK, TIME_EDIT_CUDA_LOOP_MAX, TIME_EDIT_CUDA_TF32=1,
@@ -56,8 +56,6 @@ class Context {
   // A second stream with its own cuBLAS handle, for work that overlaps the main stream's.
   cudaStream_t sideStream() const noexcept { return side_.get(); }
   cublasHandle_t sideBlas() const noexcept { return sideBlas_.get(); }
-  // A third stream for copies that overlap both.
-  cudaStream_t copyStream() const noexcept { return copy_.get(); }
   int multiprocessors() const noexcept { return multiprocessors_; }
 
  private:
@@ -69,7 +67,6 @@ class Context {
   SolverHandle solver_;
   Stream side_;
   BlasHandle sideBlas_;
-  Stream copy_;
 };
 
 // One group of edits that share n (and d). All pointers are device pointers.
@@ -126,7 +123,7 @@ class Pipeline {
   DeviceBuffer work_;     // cusolverDnDpotrf workspace (loop path)
   DeviceBuffer gFloat_;   // count × n × d float32: G for the low-rank patch when the caller gave no G output
   DeviceBuffer wdt_;      // count × R × n float32: W·Dᵀ (low-rank patch route)
-  Event fork_{Event::OrderingOnly{}}, join_{Event::OrderingOnly{}}, copied_{Event::OrderingOnly{}};
+  Event fork_{Event::OrderingOnly{}}, join_{Event::OrderingOnly{}};
   int lwork_ = 0;         // doubles in work_
   int64_t pendingCount_ = 0;
   int64_t pendingBlocks_ = 0;
