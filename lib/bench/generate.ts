@@ -7,11 +7,12 @@ import { generate } from '../sample/generate.js';
 import { parseDevice, parseNumber, parsePositiveInt, parseScheduler } from '../sample/options.js';
 
 const usage = `usage: time-edit bench generate [--model PATH] [--batch 8] [--steps 50] [--guidance 7.5] [--size 64]
-                               [--scheduler pndm] [--threads 2] [--runs 1] [--device cpu|cuda] [--json]
+                               [--scheduler pndm] [--threads 2] [--runs 1] [--device cpu|cuda] [--spinning] [--json]
 
 Times one warm-up run (2 steps) then --runs runs of --batch images (seeds 0…batch-1, one prompt) and prints
 images/s, the time inside onnxruntime's session.run, the worker's dtype conversions, the thread hop and the
-JavaScript outside onnxruntime (scheduler, guidance, noise, RGB conversion) as a share of the total.`;
+JavaScript outside onnxruntime (scheduler, guidance, noise, RGB conversion) as a share of the total.
+--spinning lets onnxruntime's idle threads busy-wait (its default; off otherwise) for comparison.`;
 
 export async function run(args: string[]): Promise<void> {
   let parsed;
@@ -21,7 +22,7 @@ export async function run(args: string[]): Promise<void> {
       options: {
         model: { type: 'string' }, batch: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' },
         size: { type: 'string' }, scheduler: { type: 'string' }, threads: { type: 'string' }, runs: { type: 'string' },
-        device: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        device: { type: 'string' }, json: { type: 'boolean' }, spinning: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (err) {
@@ -41,7 +42,8 @@ export async function run(args: string[]): Promise<void> {
   const scheduler = parseScheduler(v.scheduler ?? 'pndm');
   const device = parseDevice(v.device);
   const tLoad = performance.now();
-  const pipeline = await loadPipeline(v.model, { device, threads });
+  const spinning = v.spinning === true;
+  const pipeline = await loadPipeline(v.model, { device, threads, spinning });
   const loadMs = performance.now() - tLoad;
   try {
     const seeds = Array.from({ length: batch }, (_, i) => i);
@@ -64,12 +66,12 @@ export async function run(args: string[]): Promise<void> {
       });
     }
     const best = results.reduce((a, b) => (b.totalMs < a.totalMs ? b : a));
-    const report = { model: pipeline.dir, device, threads, size, steps, scheduler, guidance, loadMs, runs: results, best };
+    const report = { model: pipeline.dir, device, threads, spinning, size, steps, scheduler, guidance, loadMs, runs: results, best };
     if (v.json === true) {
       console.log(JSON.stringify(report, null, 2));
       return;
     }
-    console.log(`model ${pipeline.dir} (${device}, ${threads} threads), ${size}×${size}, ${steps} ${scheduler} steps, guidance ${guidance}, batch ${batch}`);
+    console.log(`model ${pipeline.dir} (${device}, ${threads} threads${spinning ? ', spinning' : ''}), ${size}×${size}, ${steps} ${scheduler} steps, guidance ${guidance}, batch ${batch}`);
     console.log(`load ${loadMs.toFixed(0)} ms`);
     for (const r of results) {
       console.log(

@@ -20,6 +20,8 @@ export interface PipelineOptions {
   device?: Device;
   /** onnxruntime intra-op threads per session (default: onnxruntime's choice, one per core) */
   threads?: number;
+  /** let idle intra-op threads spin (onnxruntime's default; off here, see docs/sections/sampling.md) */
+  spinning?: boolean;
 }
 
 /** How the UNet's timestep input wants its value. */
@@ -43,6 +45,7 @@ interface Shared {
   host: SessionHost;
   device: Device;
   threads: number | undefined;
+  spinning: boolean;
   tokenizer: ClipTokenizer;
   textKey: string;
   textInfo: SessionInfo;
@@ -277,7 +280,7 @@ export class Pipeline {
 
     const host = new SessionHost();
     try {
-      const config = { device, threads: opts.threads };
+      const config = { device, threads: opts.threads, spinning: opts.spinning === true };
       const textKey = host.newKey('text_encoder');
       const unetKey = host.newKey('unet');
       const vaeKey = host.newKey('vae_decoder');
@@ -314,7 +317,7 @@ export class Pipeline {
       const defaultSize = typeof h === 'number' && h > 0 ? h * vaeScaleFactor : typeof sampleSize === 'number' ? sampleSize * vaeScaleFactor : vaeScaleFactor === 8 ? 512 : 64;
       const vb = latent.shape[0];
       const shared: Shared = {
-        dir: root, host, device, threads: opts.threads, tokenizer, textKey, textInfo, textOutput: textOut.name,
+        dir: root, host, device, threads: opts.threads, spinning: opts.spinning === true, tokenizer, textKey, textInfo, textOutput: textOut.name,
         // fp16 VAE decoders are run one latent at a time, as diffusers' ONNX pipeline does ("strange result for
         // half-precision vae decoder if batchsize>1").
         vaeKey, vaeOutput: vaeOut.name, vaeBatch: typeof vb === 'number' && vb > 0 ? vb : latent.type === 'float16' ? 1 : null,
@@ -436,7 +439,7 @@ export class Pipeline {
     const marker = await findPackedMarker('path' in source ? source : { bytes: source.modelBytes });
     if (marker !== null) throw new UsageError(`${label} is an onnxruntime "GPU-optimized" UNet (found ${marker}); use an unoptimized export`);
     const key = this.shared.host.newKey('unet');
-    const info = await this.shared.host.load(key, source, { device: this.shared.device, threads: this.shared.threads }, 'path' in source ? basename(dirname(source.path)) + '/' + basename(source.path) : label);
+    const info = await this.shared.host.load(key, source, { device: this.shared.device, threads: this.shared.threads, spinning: this.shared.spinning }, 'path' in source ? basename(dirname(source.path)) + '/' + basename(source.path) : label);
     try {
       const unet = checkUnet(info, label, true);
       const w = lastDim(info.inputs.find((i) => i.name === 'encoder_hidden_states'));
