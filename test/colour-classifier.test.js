@@ -149,3 +149,30 @@ test('colourNamedIn reads TIMED ground-truth prompts; defaults are not purple/or
   const defaults = new Set(Object.values(TOY_DEFAULT_COLOUR));
   assert.ok(!defaults.has('purple') && !defaults.has('orange'));
 });
+
+test('model samples (models/toy-shapes-train/samples.png) classify as the grid layout says', async () => {
+  const { readFileSync } = await import('node:fs');
+  const { PNG } = (await import('pngjs')).default;
+  const png = PNG.sync.read(readFileSync(new URL('../models/toy-shapes-train/samples.png', import.meta.url)));
+  // 12x12 cells of 64x64 (32x32 samples upscaled 2x), 2-pixel gaps. Rows 0-7: cols 0-5 the named colours,
+  // cols 6-11 an unnamed prompt (the shape's default); rows 8-11: the edited source prompts (purple).
+  const named = TOY_COLOURS.map((c) => c.name);
+  const defaults = ['red', 'blue', 'green', 'yellow'];
+  const cell = 64;
+  let checked = 0;
+  for (let i = 0; i < 12; i++) {
+    for (let j = 0; j < 12; j++) {
+      const rgb = new Uint8Array(cell * cell * 3);
+      for (let y = 0; y < cell; y++) {
+        for (let x = 0; x < cell; x++) {
+          const o = ((2 + i * (cell + 2) + y) * png.width + 2 + j * (cell + 2) + x) * 4;
+          rgb.set(png.data.subarray(o, o + 3), (y * cell + x) * 3);
+        }
+      }
+      const expected = i >= 8 ? 'purple' : j < 6 ? named[j] : defaults[i % 4];
+      assert.equal(classifyColour(rgb, cell, cell), expected, `cell ${i},${j}`);
+      checked++;
+    }
+  }
+  assert.equal(checked, 144);
+});
