@@ -1,7 +1,7 @@
 // `time-edit bench generate`: images/s of the sampling loop (issue 3 target: embedded model, 64×64, 50 PNDM steps,
 // guidance 7.5, batch 8, cond+uncond in one UNet call) and the share of time spent outside onnxruntime.
-import { parseArgs } from 'node:util';
 import { UsageError } from '../cli-errors.js';
+import { parseCommandLine } from '../cli-args.js';
 import { loadPipeline } from '../model/pipeline.js';
 import { generate } from '../sample/generate.js';
 import { parseDevice, parseNumber, parsePositiveInt, parseScheduler } from '../sample/options.js';
@@ -15,19 +15,17 @@ JavaScript outside onnxruntime (scheduler, guidance, noise, RGB conversion) as a
 --spinning lets onnxruntime's idle threads busy-wait (its default; off otherwise) for comparison.`;
 
 export async function run(args: string[]): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
+  const parsed = parseCommandLine(
+    {
       args,
       options: {
         model: { type: 'string' }, batch: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' },
         size: { type: 'string' }, scheduler: { type: 'string' }, threads: { type: 'string' }, runs: { type: 'string' },
         device: { type: 'string' }, json: { type: 'boolean' }, spinning: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
-    });
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}\n${usage}`);
-  }
+    },
+    usage,
+  );
   const v = parsed.values;
   if (v.help === true) {
     console.log(usage);

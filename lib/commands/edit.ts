@@ -2,8 +2,8 @@
 // write a before/after grid of the prompts you want to see (default: the source prompt).
 import { mkdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { UsageError } from '../cli-errors.js';
+import { parseCommandLine } from '../cli-args.js';
 import { makeGrid } from '../image/grid.js';
 import { writePng } from '../image/png.js';
 import { loadPipeline } from '../model/pipeline.js';
@@ -54,9 +54,8 @@ function parsePair(text: string): { source: string; destination: string } {
 }
 
 export async function run(args: string[]): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
+  const parsed = parseCommandLine(
+    {
       args,
       allowPositionals: false,
       options: {
@@ -68,10 +67,9 @@ export async function run(args: string[]): Promise<void> {
         device: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, batch: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
-    });
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}\n${usage}`);
-  }
+    },
+    usage,
+  );
   const v = parsed.values;
   if (v.help === true) {
     console.log(usage);

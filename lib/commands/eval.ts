@@ -1,8 +1,8 @@
 // `time-edit eval timed`: the TIMED evaluation (baseline, edited, oracle) with images, CSV and HTML report.
 import { mkdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { UsageError } from '../cli-errors.js';
+import { parseCommandLine } from '../cli-args.js';
 import { loadPipeline, defaultModelDir } from '../model/pipeline.js';
 import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sample/options.js';
 import { DEFAULT_AUGMENTATIONS } from '../edit/augment.js';
@@ -44,9 +44,8 @@ export async function run(args: string[]): Promise<void> {
     return;
   }
   if (what !== 'timed') throw new UsageError(`unknown evaluation '${what}'; available: timed`);
-  let parsed;
-  try {
-    parsed = parseArgs({
+  const parsed = parseCommandLine(
+    {
       args: rest,
       options: {
         dataset: { type: 'string' }, begin: { type: 'string' }, end: { type: 'string' }, seeds: { type: 'string' }, steps: { type: 'string' },
@@ -54,10 +53,9 @@ export async function run(args: string[]): Promise<void> {
         mode: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
         json: { type: 'boolean' }, 'keep-uncond': { type: 'boolean' }, clip: { type: 'string' }, 'clip-tokenizer': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
-    });
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}\n${usage}`);
-  }
+    },
+    usage,
+  );
   const v = parsed.values;
   if (v.help === true) {
     console.log(usage);

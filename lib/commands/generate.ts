@@ -1,8 +1,8 @@
 // `time-edit generate`: prompts × seeds → PNG files (or one grid PNG), with the embedded model by default.
 import { mkdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { UsageError } from '../cli-errors.js';
+import { parseCommandLine } from '../cli-args.js';
 import { makeGrid } from '../image/grid.js';
 import { writePng } from '../image/png.js';
 import { loadPipeline } from '../model/pipeline.js';
@@ -44,9 +44,8 @@ export function imageFileName(img: Pick<GeneratedImage, 'prompt' | 'promptIndex'
 }
 
 export async function run(args: string[]): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
+  const parsed = parseCommandLine(
+    {
       args,
       allowPositionals: true,
       options: {
@@ -57,10 +56,9 @@ export async function run(args: string[]): Promise<void> {
         edit: { type: 'string' }, 'edit-mode': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
-    });
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}\n${usage}`);
-  }
+    },
+    usage,
+  );
   const { values: v, positionals: prompts } = parsed;
   if (v.help === true) {
     console.log(usage);

@@ -1,8 +1,8 @@
 // `time-edit tokenize`: the 77 ids SD's text encoder would receive for each prompt, one JSON array per line.
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { UsageError } from '../cli-errors.js';
+import { parseCommandLine } from '../cli-args.js';
 import { defaultModelDir } from '../model/paths.js';
 import { ClipTokenizer } from '../model/tokenizer.js';
 
@@ -25,16 +25,14 @@ async function readStdin(): Promise<string> {
 }
 
 export async function run(args: string[]): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
+  const parsed = parseCommandLine(
+    {
       args,
       allowPositionals: true,
       options: { model: { type: 'string' }, tokenizer: { type: 'string' }, tokens: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-    });
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}\n${usage}`);
-  }
+    },
+    usage,
+  );
   const { values, positionals } = parsed;
   if (values.help === true) {
     console.log(usage);

@@ -60,57 +60,43 @@ export function needsSplitConditioning(edit: Edit): boolean {
 export function transformRows(edit: Edit, rows: Float32Array, path: 'k' | 'v'): Float32Array {
   const d = edit.d;
   if (rows.length % d !== 0) throw new EditError(`conditioning of ${rows.length} values is not a multiple of d = ${d}`);
-  const count = rows.length / d;
   const cur = Float64Array.from(rows);
+  // E·(M₁·…·M_s)ᵀ = E·M_sᵀ·…·M₁ᵀ: the last step first, each E ← E + (E·Gᵀ)·D.
   for (let s = edit.steps.length - 1; s >= 0; s--) {
     const step = edit.steps[s]!;
-    if (!stepEdits(step, path)) continue;
-    const n = step.rows;
-    const proj = new Float64Array(n);
-    for (let r = 0; r < count; r++) {
-      const off = r * d;
-      for (let i = 0; i < n; i++) {
-        let acc = 0;
-        const g = i * d;
-        for (let k = 0; k < d; k++) acc += cur[off + k]! * step.G[g + k]!;
-        proj[i] = acc;
-      }
-      for (let i = 0; i < n; i++) {
-        const p = proj[i]!;
-        if (p === 0) continue;
-        const dd = i * d;
-        for (let k = 0; k < d; k++) cur[off + k]! += p * step.D[dd + k]!;
-      }
-    }
+    if (stepEdits(step, path)) addLowRankInPlace(cur, d, step.G, step.D, step.rows);
   }
   return Float32Array.from(cur);
+}
+
+/** rows ← rows + (rows·Aᵀ)·B in float64, for n × d factors A and B: one low-rank step on every d-wide row. */
+function addLowRankInPlace(rows: Float64Array, d: number, a: Float32Array, b: Float32Array, n: number): void {
+  const count = rows.length / d;
+  const proj = new Float64Array(n);
+  for (let r = 0; r < count; r++) {
+    const off = r * d;
+    for (let i = 0; i < n; i++) {
+      let acc = 0;
+      const ai = i * d;
+      for (let k = 0; k < d; k++) acc += rows[off + k]! * a[ai + k]!;
+      proj[i] = acc;
+    }
+    for (let i = 0; i < n; i++) {
+      const p = proj[i]!;
+      if (p === 0) continue;
+      const bi = i * d;
+      for (let k = 0; k < d; k++) rows[off + k]! += p * b[bi + k]!;
+    }
+  }
 }
 
 /** Dense M (d × d, row-major) of the whole edit for a path: M₁·M₂·…, in float64. */
 export function denseMatrix(edit: Edit, path: 'k' | 'v'): Float64Array {
   const d = edit.d;
-  let m = new Float64Array(d * d);
+  const m = new Float64Array(d * d);
   for (let i = 0; i < d; i++) m[i * d + i] = 1;
-  for (const step of edit.steps) {
-    if (!stepEdits(step, path)) continue;
-    // m ← m·(I + DᵀG) = m + (m·Dᵀ)·G
-    const n = step.rows;
-    const mdT = new Float64Array(d * n);
-    for (let r = 0; r < d; r++)
-      for (let i = 0; i < n; i++) {
-        let acc = 0;
-        for (let k = 0; k < d; k++) acc += m[r * d + k]! * step.D[i * d + k]!;
-        mdT[r * n + i] = acc;
-      }
-    const next = Float64Array.from(m);
-    for (let r = 0; r < d; r++)
-      for (let i = 0; i < n; i++) {
-        const a = mdT[r * n + i]!;
-        if (a === 0) continue;
-        for (let c = 0; c < d; c++) next[r * d + c]! += a * step.G[i * d + c]!;
-      }
-    m = next;
-  }
+  // m ← m·(I + DᵀG) = m + (m·Dᵀ)·G, row by row.
+  for (const step of edit.steps) if (stepEdits(step, path)) addLowRankInPlace(m, d, step.D, step.G, step.rows);
   return m;
 }
 
@@ -129,27 +115,7 @@ export function composeEdits(first: Edit, second: Edit): Edit {
 export function transformWeightRows(edit: Edit, rows: Float32Array, path: 'k' | 'v'): Float32Array {
   const d = edit.d;
   if (rows.length % d !== 0) throw new EditError(`weights of ${rows.length} values are not a multiple of d = ${d}`);
-  const count = rows.length / d;
   const cur = Float64Array.from(rows);
-  for (const step of edit.steps) {
-    if (!stepEdits(step, path)) continue;
-    const n = step.rows;
-    const proj = new Float64Array(n);
-    for (let r = 0; r < count; r++) {
-      const off = r * d;
-      for (let i = 0; i < n; i++) {
-        let acc = 0;
-        const b = i * d;
-        for (let k = 0; k < d; k++) acc += cur[off + k]! * step.D[b + k]!;
-        proj[i] = acc;
-      }
-      for (let i = 0; i < n; i++) {
-        const p = proj[i]!;
-        if (p === 0) continue;
-        const b = i * d;
-        for (let k = 0; k < d; k++) cur[off + k]! += p * step.G[b + k]!;
-      }
-    }
-  }
+  for (const step of edit.steps) if (stepEdits(step, path)) addLowRankInPlace(cur, d, step.D, step.G, step.rows);
   return Float32Array.from(cur);
 }
