@@ -52,7 +52,13 @@ interface Timing {
 // Runs the given functions in turn, `repeats` rounds (after one warm-up round), so that every function sees the
 // same background load: on a shared machine the ratios between them stay meaningful even when absolute times drift.
 async function timeInterleaved(repeats: number, fns: (() => Promise<unknown>)[]): Promise<Timing[]> {
-  for (const fn of fns) await fn();  // warm-up: first touch of outputs, BLAS thread start-up
+  // Warm-up: first touch of outputs, BLAS thread start-up, CPU clocks ramping up. One round is not enough for
+  // millisecond calls (measured: the median of 21 calls after one warm-up call was 20% above the steady state),
+  // so rounds repeat until 250 ms have passed.
+  const warmUpStart = performance.now();
+  do {
+    for (const fn of fns) await fn();
+  } while (performance.now() - warmUpStart < 250);
   const samples: number[][] = fns.map(() => []);
   for (let i = 0; i < repeats; i++) {
     for (const [k, fn] of fns.entries()) {
@@ -179,12 +185,12 @@ export async function run(args: string[]): Promise<void> {
 
   console.log(`\n  ${'(median / min / max, ms)'.padEnd(44)} ${'median'.padStart(8)} ${'min'.padStart(8)} ${'max'.padStart(8)}`);
   // (a) and (b) write into reused output buffers (opts.out); (a) is also timed with fresh arrays, whose first
-  // touch (page faults) is part of what a caller that does not reuse buffers pays.
+  // touch (page faults) is part of what a caller that does not reuse buffers pays. The two are timed one after
+  // the other, not interleaved: the fresh arrays' allocations and page faults would otherwise evict the reused
+  // buffers from the caches and bill (a) for the other variant's costs.
   const lowRankOut = { D: new Float32Array(n * d), G: new Float32Array(n * d) };
-  const [lowRank, lowRankFresh] = await timeInterleaved(repeats, [
-    () => solveEdits(d, [edit], { lowRank: true, backend: kind, out: [lowRankOut] }),
-    () => solveEdits(d, [edit], { lowRank: true, backend: kind }),
-  ]) as [Timing, Timing];
+  const lowRank = await timeIt(repeats, () => solveEdits(d, [edit], { lowRank: true, backend: kind, out: [lowRankOut] }));
+  const lowRankFresh = await timeIt(repeats, () => solveEdits(d, [edit], { lowRank: true, backend: kind }));
   console.log(row('(a) one edit, low-rank form (D, G)', lowRank));
   console.log(row('    same, fresh output arrays every call', lowRankFresh));
   const denseOut = { dense: new Float32Array(d * d) };
