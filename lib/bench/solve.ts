@@ -35,7 +35,7 @@ and reports median/min/max, ratios from the same run, each result's relative err
 and the peak memory of (c) relative to the weights' size.
 
 options:
-  --repeats N           timed repeats of (a)-(e) (default 7)
+  --repeats N           timed repeats of (a)-(e) (default 7; the millisecond ones, (a) and (b), run at least 60 times)
   --baseline-repeats N  timed repeats of (f) (default 3)
   --batch N             edits in (d) (default 64)
   --threads N           BLAS threads (default: OpenBLAS's own, i.e. OPENBLAS_NUM_THREADS or all cores)
@@ -189,12 +189,14 @@ export async function run(args: string[]): Promise<void> {
   // the other, not interleaved: the fresh arrays' allocations and page faults would otherwise evict the reused
   // buffers from the caches and bill (a) for the other variant's costs.
   const lowRankOut = { D: new Float32Array(n * d), G: new Float32Array(n * d) };
-  const lowRank = await timeIt(repeats, () => solveEdits(d, [edit], { lowRank: true, backend: kind, out: [lowRankOut] }));
-  const lowRankFresh = await timeIt(repeats, () => solveEdits(d, [edit], { lowRank: true, backend: kind }));
+  // Millisecond calls get more samples: their medians over 7-21 calls were 5-15% above those over 60+ here.
+  const fastRepeats = Math.max(repeats, 60);
+  const lowRank = await timeIt(fastRepeats, () => solveEdits(d, [edit], { lowRank: true, backend: kind, out: [lowRankOut] }));
+  const lowRankFresh = await timeIt(fastRepeats, () => solveEdits(d, [edit], { lowRank: true, backend: kind }));
   console.log(row('(a) one edit, low-rank form (D, G)', lowRank));
   console.log(row('    same, fresh output arrays every call', lowRankFresh));
   const denseOut = { dense: new Float32Array(d * d) };
-  const dense = await timeIt(repeats, () => solveEdits(d, [edit], { lowRank: false, dense: true, backend: kind, out: [denseOut] }));
+  const dense = await timeIt(fastRepeats, () => solveEdits(d, [edit], { lowRank: false, dense: true, backend: kind, out: [denseOut] }));
   console.log(row('(b) one edit, dense M (768 x 768)', dense));
   // (c) and (e) are timed interleaved (same background load); M for the floor comes from the solver itself.
   const [denseEdit] = await solveEdits(d, [edit], { lowRank: false, dense: true, backend: kind });
