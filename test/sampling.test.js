@@ -6,7 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gaussianNoise, philox4x32 } from '../lib/sample/noise.js';
-import { fromHalf, toHalf } from '../lib/model/fp16.js';
+import { float16ToFloat32 as fromHalf, float32ToFloat16 as toHalf } from '../lib/model/onnx/float16.js';
 import { decodePng, encodePng, readPngText, writePng } from '../lib/image/png.js';
 import { makeGrid } from '../lib/image/grid.js';
 import { parseSeeds, parseNumber, parsePositiveInt } from '../lib/sample/options.js';

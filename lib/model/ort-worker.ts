@@ -2,7 +2,7 @@
 // never stalls the main thread's event loop (progress bar, signals, other work).
 import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import { fromHalf, toHalf } from './fp16.js';
+import { float16ToFloat32 as fromHalf, float32ToFloat16 as toHalf } from './onnx/float16.js';
 import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, ValueInfo, WireTensor } from './wire.js';
 
 if (parentPort === null) throw new Error('ort-worker.js must run in a worker thread');
@@ -55,7 +55,7 @@ function toOrt(t: WireTensor, type: string): ort.Tensor {
     case 'float32':
       return new ort.Tensor('float32', t.data instanceof Float32Array ? t.data : Float32Array.from(t.data), t.dims);
     case 'float16':
-      return new ort.Tensor('float16', toHalf(t.data instanceof Float32Array ? t.data : Float32Array.from(t.data)), t.dims);
+      return new ort.Tensor('float16', toHalf(t.data), t.dims);
     case 'int32':
       return new ort.Tensor('int32', t.data instanceof Int32Array ? t.data : Int32Array.from(t.data, Math.round), t.dims);
     case 'int64':
