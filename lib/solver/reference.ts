@@ -1,5 +1,6 @@
-// A plain-TypeScript float64 reference of the TIME solve, for `bench solve` to measure each native result's error.
-// Independent of the native code (own Cholesky and substitutions); slow (O(n²d + d²n) in JS), so only for checks.
+// A plain-TypeScript float64 reference of the TIME solve: what `bench solve` measures each native result against,
+// and the edit layer's fallback solver when the addon is not built. Independent of the native code (own Cholesky
+// and substitutions); slow (O(n²d + d²n) in JS).
 
 /** G = (λI + C·Cᵀ)⁻¹·C in float64 for C n × d (Cholesky of the n × n matrix, forward and back substitution). */
 export function referenceG(C: Float32Array, n: number, d: number, lambda: number): Float64Array {
@@ -14,6 +15,7 @@ export function referenceG(C: Float32Array, n: number, d: number, lambda: number
   for (let j = 0; j < n; j++) {  // S = L·Lᵀ in place (lower triangle)
     let s = S[j * n + j]!;
     for (let p = 0; p < j; p++) s -= S[j * n + p]! ** 2;
+    if (!(s > 0)) throw new RangeError('the Gram matrix λI + C·Cᵀ is not positive definite (non-finite embeddings?)');
     const diag = Math.sqrt(s);
     S[j * n + j] = diag;
     for (let i = j + 1; i < n; i++) {
