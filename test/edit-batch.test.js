@@ -8,17 +8,8 @@ import { join } from 'node:path';
 import { runBatchWith, parseBatchLine } from '../lib/edit/batch.js';
 import { loadEdit } from '../lib/edit/edit-file.js';
 import { referenceSolver } from '../lib/edit/solve.js';
+import { fakeTokenizer as tokenizer } from './fake-tokenizer.js';
 
-const vocab = ['a', 'an', 'blue', 'circle', 'photo', 'of', 'image', 'picture', 'square', 'orange'];
-const tokenizer = {
-  bos: 1, eos: 2, maxLength: 77,
-  tokenize: (t) => t.toLowerCase().split(/\s+/).filter(Boolean).map((w) => {
-    const i = vocab.indexOf(w);
-    if (i < 0) throw new Error(`fake vocab lacks ${w}`);
-    return i + 10;
-  }),
-  tokenString: (id) => (id === 1 ? '<|startoftext|>' : id === 2 ? '<|endoftext|>' : `${vocab[id - 10]}</w>`),
-};
 function fakeCtx() {
   const calls = [];
   return {

@@ -5,17 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildRows, computeEdit } from '../lib/edit/compute.js';
 import { referenceSolver, defaultSolver } from '../lib/edit/solve.js';
+import { fakeTokenizer as tokenizer } from './fake-tokenizer.js';
 
-const vocab = ['a', 'an', 'blue', 'circle', 'photo', 'of', 'image', 'picture', 'square'];
-const tokenizer = {
-  bos: 1, eos: 2, maxLength: 77,
-  tokenize: (t) => t.toLowerCase().split(/\s+/).filter(Boolean).map((w) => {
-    const i = vocab.indexOf(w);
-    if (i < 0) throw new Error(`fake vocab lacks ${w}`);
-    return i + 10;
-  }),
-  tokenString: (id) => (id === 1 ? '<|startoftext|>' : id === 2 ? '<|endoftext|>' : `${vocab[id - 10]}</w>`),
-};
 const d = 4;
 // Embedding of prompt p at position i: [promptIndex, i, hash(p), 1] (promptIndex counted over every call).
 function fakeEncoder() {
