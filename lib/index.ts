@@ -24,7 +24,7 @@ export type {
   OutputOptions,
 } from './native.js';
 
-// Sampling (issue 3): tokenizer, pipeline folders, schedulers, seeded noise, generation, PNG output.
+// Sampling: tokenizer, pipeline folders, schedulers, seeded noise, generation, PNG output.
 export { ClipTokenizer } from './model/tokenizer.js';
 export type { Encoded } from './model/tokenizer.js';
 export { loadPipeline, Pipeline, defaultModelDir } from './model/pipeline.js';
@@ -39,7 +39,7 @@ export { encodePng, decodePng, readPngText, writePng, writeFileAtomic } from './
 export type { RgbImage } from './image/png.js';
 export { makeGrid } from './image/grid.js';
 
-// TIME editing (docs/sections/edit.md).
+// TIME editing: prompts -> aligned embeddings -> solve -> Edit, and its application modes.
 export { openEditContext, computeModelEdit, prepareEditedGeneration, prepareEditFile } from './edit/session.js';
 export type { EditContext, ApplyMode, EditedGeneration } from './edit/session.js';
 export { computeEdit, buildRows } from './edit/compute.js';

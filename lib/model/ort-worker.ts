@@ -30,7 +30,7 @@ async function load(source: ModelSource, config: SessionConfig, label: string): 
     graphOptimizationLevel: 'all',
     logSeverityLevel: 4, // errors reach the caller as exceptions; onnxruntime's own log would repeat them
     // No busy-waiting between ops: on a machine shared with other work, spinning threads steal the cores that
-    // the other intra-op threads need (measured: see docs/sections/sampling.md).
+    // the other intra-op threads need (measured: see README, "Threads and devices").
     extra: { session: { intra_op: { allow_spinning: config.spinning === true ? '1' : '0' } } },
   };
   if (config.threads !== undefined) options.intraOpNumThreads = config.threads;

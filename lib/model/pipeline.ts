@@ -20,7 +20,7 @@ export interface PipelineOptions {
   device?: Device;
   /** onnxruntime intra-op threads per session (default: onnxruntime's choice, one per core) */
   threads?: number;
-  /** let idle intra-op threads spin (onnxruntime's default; off here, see docs/sections/sampling.md) */
+  /** let idle intra-op threads spin (onnxruntime's default; off here, see README, "Threads and devices") */
   spinning?: boolean;
 }
 
