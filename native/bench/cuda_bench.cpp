@@ -238,13 +238,21 @@ int main(int argc, char** argv) {
 
     // ---- single edit: low-rank form and patched weights, each solve path and each patch route ----
     using Route = Tuning::PatchRoute;
+    // The fused substitution kernel instead of the cuBLAS triangular solves (Tuning::SolveKernel::Fused).
+    auto fusedTuning = [](int64_t blockSize, int64_t loopMax) {
+      Tuning t{blockSize, loopMax, false, Route::Auto};
+      t.solveKernel = Tuning::SolveKernel::Fused;
+      return t;
+    };
     struct Variant {
       std::string name;
       Tuning t;
     };
     const std::vector<Variant> solvePaths = {{"single-matrix cuSOLVER", Tuning{0, 2, false, Route::Auto}},
                                              {"batched, blocked nb=64", Tuning{64, 0, false, Route::Auto}},
-                                             {"batched, one call", Tuning{4096, 0, false, Route::Auto}}};
+                                             {"batched, one call", Tuning{4096, 0, false, Route::Auto}},
+                                             {"single-matrix, fused solve", fusedTuning(0, 2)},
+                                             {"batched nb=128, fused solve", fusedTuning(128, 0)}};
     for (const Variant& v : solvePaths) {
       Pipeline p(ctx, v.t);
       const Stats low = timeDevice(st, 3, reps * 2, [&] { restore(1); p.enqueue(lowRankRequest(1)); },
@@ -278,6 +286,19 @@ int main(int argc, char** argv) {
             pr.median;
       }
     }
+    for (int reserve : {16, 33, 66}) {  // the same with the fused solve kernel (its 96 blocks want free SMs)
+      Tuning t = fusedTuning(0, 2);
+      t.patchRoute = Route::LowRank;
+      t.sideSmReserve = reserve;
+      Pipeline q(ctx, t);
+      const Stats pr = timeDevice(st, 3, reps, [&] { restore(1); q.enqueue(patchRequest()); }, [&] { q.finish(0); });
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "single edit patched via low rank, fused solve, side SGEMM leaves %2d of %d SMs free: %.3f ms",
+                    reserve, ctx.multiprocessors(), pr.median);
+      log.push_back(line);
+      json["patchedFusedReserve" + std::to_string(reserve) + "Ms"] = pr.median;
+    }
 
     // The default pipeline (what Solver uses), plus the dense-M route for comparison, with their errors.
     Pipeline pipeline(ctx, Tuning{});
@@ -307,6 +328,25 @@ int main(int argc, char** argv) {
                      "relerr W' " + sci(errW) + ", M " + sci(errM)});
     table.push_back({"single edit, patched W', route W*M (1 SGEMM)", patDense,
                      "relerr W' " + sci(errWDense)});
+
+    // The same two single-edit rows with the fused substitution kernel (the default uses cuBLAS trsm).
+    {
+      Pipeline fused(ctx, fusedTuning(0, 2));
+      const Stats lowF = timeDevice(st, 3, reps * 2, [&] { restore(1); fused.enqueue(lowRankRequest(1)); },
+                                    [&] { fused.finish(0); });
+      const double errGF = testref::relError(toHost(workC.as<float>(), nd).data(), ref0.g);
+      const Stats patF = timeDevice(st, 3, reps, [&] { restore(1); fused.enqueue(patchRequest()); },
+                                    [&] { fused.finish(0); });
+      const double errWF =
+          patchedError(toHost(dPatched.as<float>(), static_cast<std::size_t>(rows * d)), w, rows, d, ref0.m, 25);
+      table.push_back({"single edit, low-rank, fused solve kernel", lowF, "relerr G " + sci(errGF)});
+      table.push_back({"single edit, patched W', fused solve kernel", patF, "relerr W' " + sci(errWF)});
+      json["lowRankFusedMedianMs"] = lowF.median;
+      json["patchedFusedMedianMs"] = patF.median;
+      json["relErrorGFused"] = errGF;
+      json["relErrorPatchedFused"] = errWF;
+      json["maxRelErrorFused"] = std::max(errGF, errWF);
+    }
     json["lowRankMedianMs"] = low.median;
     json["patchedMedianMs"] = pat.median;
     json["patchedDenseRouteMedianMs"] = patDense.median;
@@ -357,6 +397,17 @@ int main(int argc, char** argv) {
       json["batchEditsPerSec_B" + std::to_string(B)] = eps;
       json["batchRelErrorG_B" + std::to_string(B)] = err;
       json["batchBestBlock_B" + std::to_string(B)] = static_cast<double>(bestNb);
+
+      Pipeline fused(ctx, fusedTuning(bestNb, 0));
+      const Stats fs = timeDevice(st, 2, B >= 1024 ? std::max(5, reps / 3) : reps,
+                                  [&] { restore(B); fused.enqueue(lowRankRequest(B)); }, [&] { fused.finish(0); });
+      const std::vector<float> gf = toHost(workC.as<float>() + (B - 1) * nd, nd);
+      const double errF = testref::relError(gf.data(), refl.g);
+      table.push_back({"batch B=" + std::to_string(B) + ", low-rank, fused solve kernel", fs,
+                       std::to_string(static_cast<long long>(B * 1000.0 / fs.median)) + " edits/s, relerr G " +
+                           sci(errF)});
+      json["batchEditsPerSecFused_B" + std::to_string(B)] = B * 1000.0 / fs.median;
+      json["batchRelErrorGFused_B" + std::to_string(B)] = errF;
     }
 
     // ---- floors, same run ----
@@ -436,6 +487,15 @@ int main(int argc, char** argv) {
         });
         table.push_back({"stage: cublasDtrsm left 308x768 (+1.9 MB restore)", trsmLeft, ""});
         json["stageTrsmLeftMs"] = trsmLeft.median;
+
+        // Both substitutions in one launch (what the two cublasDtrsm above do), on the factor sw.
+        const Stats fusedSolve = timeDevice(st, 3, reps, [&] {
+          check(cudaMemcpyAsync(xw.as<double>(), a.as<double>(), nd * sizeof(double), cudaMemcpyDeviceToDevice, st),
+                "cudaMemcpyAsync");
+          launchCholeskySubstitution(sw.as<double>(), xw.as<double>(), n, d, 1, st);
+        });
+        table.push_back({"stage: fused substitution kernel, both solves (+1.9 MB restore)", fusedSolve, ""});
+        json["stageFusedSolveMs"] = fusedSolve.median;
         {
           cusolverDnParams_t params = nullptr;
           check(cusolverDnCreateParams(&params), "cusolverDnCreateParams");
@@ -560,6 +620,12 @@ int main(int argc, char** argv) {
     std::printf("low-rank throughput at B=1024: %.0f edits/s (target >= 20000)\n", json["batchEditsPerSec_B1024"]);
     std::printf("max rel error vs float64: %.2e (target <= 1e-6)\n", json["maxRelErrorVsFloat64"]);
     json["patchedOverSgemmFloor"] = ratio;
+    const double fusedRatio = json["patchedFusedMedianMs"] / json["sgemmFloorMedianMs"];
+    std::printf("with the fused solve kernel (TIME_EDIT_CUDA_SOLVE=fused): patched %.3f ms = %.2fx the floor, "
+                "B=1024 %.0f edits/s, max rel error %.2e\n",
+                json["patchedFusedMedianMs"], fusedRatio, json["batchEditsPerSecFused_B1024"],
+                json["maxRelErrorFused"]);
+    json["patchedFusedOverSgemmFloor"] = fusedRatio;
 
     if (!jsonPath.empty()) {
       std::ofstream f(jsonPath);

@@ -342,6 +342,35 @@ int main() {
       checkCombination(*tuned, 1024, 500, 2, false, false, 64, "d=1024 n=500 B=2" + tag);
     }
     unsetenv("TIME_EDIT_CUDA_PATCH");
+
+    // The fused substitution kernel for G = S⁻¹C (n ≤ 512, n ≤ d), on the single-edit and batched paths and
+    // with both patch routes; n > 512 and n > d fall back to the library solves under the same setting.
+    for (const char* variable : {"TIME_EDIT_CUDA_SOLVE", "TIME_EDIT_CUDA_PATCH"}) {
+      setenv(variable, "bogus", 1);
+      expectThrows([] { time_edit::makeCudaSolver(0); }, Error::Kind::InvalidArgument, variable,
+                   std::string("makeCudaSolver with ") + variable + "=bogus");
+      unsetenv(variable);
+    }
+    setenv("TIME_EDIT_CUDA_SOLVE", "fused", 1);
+    {
+      std::unique_ptr<time_edit::Solver> fused = time_edit::makeCudaSolver(0);
+      checkCombination(*fused, 768, 308, 1, true, true, 96, "d=768 n=308 B=1 solve=fused");
+      checkCombination(*fused, 768, 308, 7, true, true, 96, "d=768 n=308 B=7 solve=fused");
+      checkCombination(*fused, 768, 77, 256, true, false, 0, "d=768 n=77 B=256 solve=fused");
+      checkCombination(*fused, 1024, 512, 2, true, true, 64, "d=1024 n=512 B=2 solve=fused (largest n)");
+      checkCombination(*fused, 64, 1, 7, false, true, 40, "d=64 n=1 B=7 solve=fused");
+      checkCombination(*fused, 100, 33, 3, true, true, 40, "d=100 n=33 B=3 solve=fused (partial tile and panel)");
+      checkCombination(*fused, 1024, 600, 1, true, false, 0, "d=1024 n=600 B=1 solve=fused (falls back)");
+      checkCombination(*fused, 64, 77, 7, true, true, 40, "d=64 n=77 B=7 (n>d) solve=fused (falls back)");
+      checkBatchEqualsSingles(*fused);
+    }
+    for (const char* route : {"dense", "lowrank"}) {
+      setenv("TIME_EDIT_CUDA_PATCH", route, 1);
+      std::unique_ptr<time_edit::Solver> fused = time_edit::makeCudaSolver(0);
+      checkCombination(*fused, 768, 308, 1, true, false, 96, std::string("d=768 n=308 B=1 solve=fused patch=") + route);
+    }
+    unsetenv("TIME_EDIT_CUDA_PATCH");
+    unsetenv("TIME_EDIT_CUDA_SOLVE");
 #ifdef TIME_EDIT_TEST_WITH_CPU
     checkAgainstCpu(*solver);
 #endif

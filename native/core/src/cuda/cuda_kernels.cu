@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "substitution_tile.hpp"
 
 namespace time_edit::cuda {
 namespace {
@@ -86,7 +87,39 @@ __global__ void fillBlockPointersKernel(double** out, double* gram, double* x, i
   }
 }
 
+// The execution interface of substitution_tile.hpp on the GPU: one CUDA thread block.
+struct BlockExec {
+  __device__ int thread() const { return static_cast<int>(threadIdx.x); }
+  __device__ int threads() const { return static_cast<int>(blockDim.x); }
+  __device__ void sync() const { __syncthreads(); }
+  __device__ double shuffle(double v, int lane) const { return __shfl_sync(0xffffffffu, v, lane); }
+};
+
+constexpr int kSubstitutionThreads = 256;
+
+__global__ void __launch_bounds__(kSubstitutionThreads)
+    choleskySubstitutionKernel(const double* __restrict__ factors, double* x, int n, int d, int64_t firstEdit) {
+  extern __shared__ double shared[];
+  tile::substituteBlock(BlockExec{}, static_cast<int>(blockIdx.x), firstEdit + blockIdx.y, factors, x, n, d, shared);
+}
+
 }  // namespace
+
+void launchCholeskySubstitution(const double* factors, double* x, int64_t n, int64_t d, int64_t count,
+                                cudaStream_t stream) {
+  if (n < 1 || n > tile::kMaxRows || d < 1 || d > 0x7fffffff) {
+    throwLaunchError("choleskySubstitutionKernel (n must be 1..512)", cudaErrorInvalidValue);
+  }
+  const unsigned tiles = static_cast<unsigned>((d + tile::kColumns - 1) / tile::kColumns);
+  const std::size_t shared = tile::sharedBytes(static_cast<int>(n));
+  constexpr int64_t kMaxGridY = 65535;
+  for (int64_t first = 0; first < count; first += kMaxGridY) {
+    const unsigned edits = static_cast<unsigned>(std::min(kMaxGridY, count - first));
+    choleskySubstitutionKernel<<<dim3(tiles, edits), kSubstitutionThreads, shared, stream>>>(
+        factors, x, static_cast<int>(n), static_cast<int>(d), first);
+    checkLaunch("choleskySubstitutionKernel launch");
+  }
+}
 
 void launchPrepare(const float* source, float* dest, double* sourceD, double* diffD, bool writeDiff,
                    int64_t total, cudaStream_t stream) {

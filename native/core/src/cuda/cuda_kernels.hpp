@@ -25,6 +25,12 @@ void launchAddDiagonal(double* a, int64_t s, int64_t count, const double* lambda
 // pivot that a batched factorization may leave unreported.
 void launchCheckDiagonal(const double* a, int64_t s, int64_t count, int* flags, cudaStream_t stream);
 
+// For each of the `count` edits b: x_b := x_b L_b⁻ᵀ L_b⁻¹ (x_b: d × n column-major at x + b·n·d; L_b: the
+// n × n lower Cholesky factor at factors + b·n·n), i.e. G = S⁻¹C, in one launch (substitution_tile.hpp).
+// Requires 1 ≤ n ≤ tile::kMaxRows.
+void launchCholeskySubstitution(const double* factors, double* x, int64_t n, int64_t d, int64_t count,
+                                cudaStream_t stream);
+
 // dst[i] = float(src[i]) for i < total.
 void launchToFloat(const double* src, float* dst, int64_t total, cudaStream_t stream);
 

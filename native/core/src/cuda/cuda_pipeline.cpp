@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cuda_kernels.hpp"
+#include "substitution_tile.hpp"
 
 namespace time_edit::cuda {
 namespace {
@@ -44,6 +45,12 @@ Tuning tuningFromEnvironment() {
     else if (r == "dense") t.patchRoute = Tuning::PatchRoute::Dense;
     else if (r == "lowrank") t.patchRoute = Tuning::PatchRoute::LowRank;
     else throw Error(Error::Kind::InvalidArgument, "TIME_EDIT_CUDA_PATCH must be auto, dense or lowrank, got '" + r + "'");
+  }
+  if (const char* solve = std::getenv("TIME_EDIT_CUDA_SOLVE"); solve != nullptr && *solve != '\0') {
+    const std::string v = solve;
+    if (v == "trsm") t.solveKernel = Tuning::SolveKernel::Trsm;
+    else if (v == "fused") t.solveKernel = Tuning::SolveKernel::Fused;
+    else throw Error(Error::Kind::InvalidArgument, "TIME_EDIT_CUDA_SOLVE must be trsm or fused, got '" + v + "'");
   }
   return t;
 }
@@ -87,6 +94,10 @@ bool Pipeline::patchViaLowRank(int64_t d, int64_t n) const {
     case Tuning::PatchRoute::LowRank: return true;
     default: return 2 * n < d;
   }
+}
+
+bool Pipeline::solveFused(int64_t d, int64_t n) const {
+  return tuning_.solveKernel == Tuning::SolveKernel::Fused && n <= d && n <= tile::kMaxRows;
 }
 
 std::size_t Pipeline::workspaceBytesPerEdit(int64_t d, int64_t n, bool wantDense, int64_t rows) const {
@@ -205,15 +216,17 @@ void Pipeline::enqueue(const GroupRequest& r) {
   }
   launchAddDiagonal(gram, s, count, r.lambda, st);
 
+  const bool fused = solveFused(d, n);
   if (loop) {
     factorLoop(gram, s, count, info);
-    solveLoop(r, gram, x);
+    if (!fused) solveLoop(r, gram, x);
   } else {
     double** ptrs = ptrs_.as<double*>();
     launchFillBlockPointers(ptrs, gram, x, s, d, nd, nb, nblocks, count, st);
     factorBatched(gram, s, count, nb, nblocks, ptrs, info);
-    solveBatched(r, gram, x, nb, nblocks, ptrs);
+    if (!fused) solveBatched(r, gram, x, nb, nblocks, ptrs);
   }
+  if (fused) launchCholeskySubstitution(gram, x, n, d, count, st);
   launchCheckDiagonal(gram, s, count, pivotFlags, st);
   // x now holds Gᵀ (d × n column-major) = G (n × d row-major).
 

@@ -38,10 +38,17 @@ struct Tuning {
   // Enqueue the side-stream work before the factorization chain (true) or after it (false: then no host-side
   // wait inside a cuSOLVER/cuBLAS call could hold it back). On an H200 the two are within run-to-run noise.
   bool sideEarly = true;
+  // How G = S⁻¹C is formed from the Cholesky factor on the n ≤ d side:
+  //   Trsm:  cuBLAS triangular solves (two cublasDtrsm per edit, or blocked trsmBatched/GEMM for batches);
+  //   Fused: one launch of the substitution kernel (substitution_tile.hpp) for all edits, when n ≤ 512
+  //          (larger n, and the d < n side, use Trsm). Tested on the CPU by emulation; measured by the GPU
+  //          check script; the default stays Trsm until a GPU run shows it faster.
+  enum class SolveKernel { Trsm, Fused };
+  SolveKernel solveKernel = SolveKernel::Trsm;
 };
 
 // Tuning from the environment: TIME_EDIT_CUDA_BLOCK, TIME_EDIT_CUDA_LOOP_MAX, TIME_EDIT_CUDA_TF32=1,
-// TIME_EDIT_CUDA_PATCH=auto|dense|lowrank, TIME_EDIT_CUDA_SIDE_SM_RESERVE.
+// TIME_EDIT_CUDA_PATCH=auto|dense|lowrank, TIME_EDIT_CUDA_SIDE_SM_RESERVE, TIME_EDIT_CUDA_SOLVE=trsm|fused.
 Tuning tuningFromEnvironment();
 
 // cuBLAS + cuSOLVER handles bound to one stream on one device. Not thread-safe: callers serialize.
@@ -100,6 +107,8 @@ class Pipeline {
   std::size_t workspaceBytesPerEdit(int64_t d, int64_t n, bool wantDense, int64_t rows) const;
   // Whether patched weights of an n-row edit take the low-rank route.
   bool patchViaLowRank(int64_t d, int64_t n) const;
+  // Whether G of an n-row edit (width d) is solved by the fused substitution kernel.
+  bool solveFused(int64_t d, int64_t n) const;
   // The panel width actually used for Gram size s at batch `count`.
   int64_t blockSizeFor(int64_t s, int64_t count) const;
   const Tuning& tuning() const noexcept { return tuning_; }
