@@ -31,6 +31,30 @@ else()
       set(_time_edit_cuda_missing "CUDAToolkit not found")
     elseif(NOT TARGET CUDA::cublas OR NOT TARGET CUDA::cusolver)
       set(_time_edit_cuda_missing "CUDA toolkit ${CUDAToolkit_VERSION} at ${CUDAToolkit_LIBRARY_DIR} has no cuBLAS/cuSOLVER libraries")
+    else()
+      # The host sources must compile and link against the headers and libraries found. A machine with two
+      # CUDA installs (e.g. nvcc 13 in /usr/local, Debian's 11.8 cuBLAS headers in /usr/include) can pass the
+      # checks above and still mix the two: then AUTO builds CPU-only instead of failing `npm install`.
+      include(CheckCXXSourceCompiles)
+      unset(TIME_EDIT_CUDA_HOST_LINKS CACHE)
+      set(CMAKE_REQUIRED_LIBRARIES CUDA::cudart CUDA::cublas CUDA::cusolver)
+      set(CMAKE_REQUIRED_QUIET ON)
+      check_cxx_source_compiles([[
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+int main() {
+  cublasHandle_t blas = nullptr;
+  cusolverDnHandle_t solver = nullptr;
+  cudaStream_t stream = nullptr;
+  return cublasCreate(&blas) == CUBLAS_STATUS_SUCCESS && cusolverDnCreate(&solver) == CUSOLVER_STATUS_SUCCESS &&
+         cudaStreamCreate(&stream) == cudaSuccess ? 0 : 1;
+}]] TIME_EDIT_CUDA_HOST_LINKS)
+      unset(CMAKE_REQUIRED_LIBRARIES)
+      unset(CMAKE_REQUIRED_QUIET)
+      if(NOT TIME_EDIT_CUDA_HOST_LINKS)
+        set(_time_edit_cuda_missing "the CUDA ${CUDAToolkit_VERSION} runtime headers (${CUDAToolkit_INCLUDE_DIRS}) and the cuBLAS/cuSOLVER headers and libraries found do not compile and link together (two CUDA installs mixed? point CMAKE_CUDA_COMPILER and CUDAToolkit_ROOT at one toolkit; details in CMakeFiles/CMakeError.log)")
+      endif()
     endif()
   endif()
 
