@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check of the CUDA backend, in one go: configure + build with plain CMake (tests on, CUDA forced on),
 # ctest, the GPU benchmark, and the PyTorch peer (the paper's per-layer algorithm on the same inputs).
-# Writes env.txt, build.log, ctest.log, bench.log, bench.json, peer.log, peer.json to $OUT (default
+# Writes env.txt, build.log, ctest.log, bench.log, bench.json, peer.log, peer.json (and node-build.log,
+# node-tests.log, node-bench.log/json when Node or the .device bundle is there) to $OUT (default
 # ./build-device-out, ignored by git)
 # and prints a short summary last.
 #
@@ -26,8 +27,11 @@ DUMP=$(mktemp -d)
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
+# CMAKE_EXTRA: more -D options for every configure (e.g. a host compiler for an older nvcc).
+read -r -a cmake_extra <<<"${CMAKE_EXTRA:-}"
 configure() {
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTIME_EDIT_BUILD_TESTS=ON -DTIME_EDIT_CUDA=ON "$@"
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTIME_EDIT_BUILD_TESTS=ON -DTIME_EDIT_CUDA=ON \
+    "${cmake_extra[@]}" "$@"
 }
 if ! configure >"$OUT/build.log" 2>&1; then
   # The toolkit may ship cuBLAS/cuSOLVER only as Python wheels (nvidia-cublas, nvidia-cusolver): point CMake there.
@@ -43,9 +47,9 @@ if ! configure >"$OUT/build.log" 2>&1; then
   flags=""
   for i in $incs; do flags="$flags -I$i"; done
   rm -rf "$BUILD"
-  configure -DCUDA_cublas_LIBRARY="$LIBS/libcublas.so" -DCUDA_cublasLt_LIBRARY="$LIBS/libcublasLt.so" \
-    -DCUDA_cusolver_LIBRARY="$LIBS/libcusolver.so" -DCMAKE_CXX_FLAGS="$flags" \
-    -DCMAKE_BUILD_RPATH="$LIBS" >>"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  cmake_extra+=(-DCUDA_cublas_LIBRARY="$LIBS/libcublas.so" -DCUDA_cublasLt_LIBRARY="$LIBS/libcublasLt.so"
+    -DCUDA_cusolver_LIBRARY="$LIBS/libcusolver.so" -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_BUILD_RPATH="$LIBS")
+  configure >>"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 fi
 grep -E "time-edit:" "$OUT/build.log"
 if ! cmake --build "$BUILD" -j"$JOBS" >>"$OUT/build.log" 2>&1; then
@@ -66,10 +70,45 @@ PYTHONUNBUFFERED=1 "$PY" native/bench/paper_peer.py "$DUMP" "$OUT/bench.json" "$
 peer_rc=${PIPESTATUS[0]}
 rm -rf "$DUMP"
 
+# The Node side with the CUDA backend: the addon built by plain CMake the way cmake-js would (Node-API headers,
+# node-addon-api), then the JS solver tests on the GPU and `bench solve`. Machines without Node use the bundle
+# that scripts/device-bundle.sh packs into .device/ (carry it).
+node_rc=skipped
+if ! command -v node >/dev/null && [ -f .device/node-bundle.tar.xz ]; then
+  NB=$(mktemp -d)
+  xz -dc .device/node-bundle.tar.xz | tar -C "$NB" -xf -
+  export PATH="$NB/bin:$PATH"
+  NAPI_INC="$NB/napi-include"
+  mkdir -p node_modules && cp -rn "$NB/node_modules/." node_modules/
+  [ -f lib/index.js ] || xz -dc .device/lib-js.tar.xz | tar -xf -
+fi
+if command -v node >/dev/null && [ -f lib/index.js ] && [ -d node_modules/node-addon-api ]; then
+  NAPI_INC=${NAPI_INC:-$(dirname "$(dirname "$(command -v node)")")/include/node}
+  {
+    cmake -S . -B "$BUILD-node" -DCMAKE_BUILD_TYPE=Release -DTIME_EDIT_CUDA=ON -DCMAKE_JS_VERSION=device-check \
+      -DCMAKE_JS_INC="$NAPI_INC" "${cmake_extra[@]}" && cmake --build "$BUILD-node" -j"$JOBS" --target time_edit_addon
+  } >"$OUT/node-build.log" 2>&1
+  if [ -f "$BUILD-node/time_edit.node" ]; then
+    export TIME_EDIT_ADDON="$PWD/$BUILD-node/time_edit.node"
+    TIME_EDIT_TEST_CUDA=1 node --test --test-concurrency=1 test/solver*.test.js >"$OUT/node-tests.log" 2>&1
+    node_rc=$?
+    node lib/cli.js bench solve --repeats 20 --baseline-repeats 2 --batch 64 --json "$OUT/node-bench.json" \
+      >"$OUT/node-bench.log" 2>&1 || node_rc="$node_rc, bench failed"
+  else
+    node_rc="addon build failed (node-build.log)"
+    tail -20 "$OUT/node-build.log"
+  fi
+fi
+
 echo
 echo "==== summary ===="
 grep -E "checks, |tests passed|FAIL" "$OUT/ctest.log" | tail -8
 sed -n '/^TIME on/,$p' "$OUT/bench.log"
 grep -E "^peer" "$OUT/peer.log"
-echo "ctest rc=$ctest_rc bench rc=$bench_rc peer rc=$peer_rc"
+if [ -f "$OUT/node-tests.log" ]; then
+  echo "node (JS solver tests with TIME_EDIT_TEST_CUDA=1):"
+  grep -E "^# (tests|pass|fail|skipped)|^not ok" "$OUT/node-tests.log" | head -12
+  grep -iE "backend|low-rank|patched|ratio" "$OUT/node-bench.log" | head -12
+fi
+echo "ctest rc=$ctest_rc bench rc=$bench_rc peer rc=$peer_rc node rc=$node_rc"
 [ "$ctest_rc" = 0 ] && [ "$bench_rc" = 0 ] && [ "$peer_rc" = 0 ]
