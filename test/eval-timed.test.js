@@ -1,8 +1,11 @@
 // TIMED CSV parsing (quoting, column order, missing columns, ranges) and the result tables.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { parseCsv, parseTimed, TIMED_COLUMNS } from '../lib/eval/timed-csv.js';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseCsv, parseTimed, readTimedDataset, TIMED_COLUMNS } from '../lib/eval/timed-csv.js';
 import { averageScores, resultsCsv, resultsHtml, colourJudge } from '../lib/eval/timed.js';
 
 test('CSV: quoted fields with commas and doubled quotes, CRLF, trailing newline', () => {
@@ -28,6 +31,23 @@ test('TIMED: columns by name in any order, entries and ranges, clear errors', ()
   const missing = timedText([{ old: 'x', new: 'y' }], TIMED_COLUMNS.filter((c) => c !== 'gn3' && c !== 'positive2'));
   assert.throws(() => parseTimed(missing, 'm.csv'), /m\.csv lacks the TIMED column\(s\) positive2, gn3/);
   assert.throws(() => parseTimed(timedText([{ old: 'x', new: '' }]), 'e.csv'), /row 2 has an empty 'new'/);
+});
+
+test('TIMED file: entries of the range and the sha256 of the bytes (what a resumed eval checks); unreadable file named', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'timed-csv-'));
+  try {
+    const path = join(dir, 't.csv');
+    const text = timedText([{ old: 'a circle', new: 'a purple circle' }, { old: 'a square', new: 'a purple square' }]);
+    writeFileSync(path, text);
+    const d = await readTimedDataset(path, 1);
+    assert.deepEqual(d.entries.map((e) => e.old), ['a square']);
+    assert.equal(d.sha256, createHash('sha256').update(text).digest('hex'));
+    writeFileSync(path, text + '\n');
+    assert.notEqual((await readTimedDataset(path, 1)).sha256, d.sha256, 'any byte changes the hash');
+    await assert.rejects(readTimedDataset(join(dir, 'none.csv')), /cannot read .*none\.csv/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 const toyTimed = new URL('../models/toy-shapes/toy_timed.csv', import.meta.url).pathname;

@@ -1,5 +1,5 @@
 // `time-edit eval timed`: the TIMED evaluation (baseline, edited, oracle) with images, CSV and HTML report.
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../cli-errors.js';
 import { parseCommandLine } from '../cli-args.js';
@@ -7,8 +7,9 @@ import { loadPipeline, defaultModelDir } from '../model/pipeline.js';
 import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sample/options.js';
 import { DEFAULT_AUGMENTATIONS } from '../edit/augment.js';
 import { openEditContext, type ApplyMode } from '../edit/session.js';
-import { DatasetError, readTimed } from '../eval/timed-csv.js';
-import { averageScores, colourJudge, resultsCsv, resultsHtml, runTimed, writeTextAtomic, type Judge } from '../eval/timed.js';
+import { DatasetError, readTimedDataset, type TimedEntry } from '../eval/timed-csv.js';
+import { averageScores, colourJudge, DEFAULT_TIMED_BATCH, resultsCsv, resultsHtml, runTimed, writeTextAtomic, type EntryResult, type Judge } from '../eval/timed.js';
+import { appendToRunLog, isForeignFile, readRunLog, RUN_LOG_NAME, RunLogError, settingsDifferences, startRunLog, type RunLogContents, type TimedRunSettings } from '../eval/timed-log.js';
 import { ClipJudge } from '../eval/clip-judge.js';
 
 export const summary = 'evaluation: eval timed --dataset FILE.csv (efficacy, generality, specificity vs baseline and oracle)';
@@ -23,7 +24,10 @@ const usage = `usage: time-edit eval timed [--dataset FILE.csv] [options]
   --lambda L          λ (default 0.1)   --only-v   --no-augment
   --mode embedding|weights   how the edit is applied (default embedding)
   --keep-uncond       diagnostic, not TIME as published: leave the unconditional branch unedited
-  --out DIR           output folder (default out/timed): images/, results.csv, report.html, summary.json
+  --out DIR           output folder (default out/timed): results.jsonl, images/, results.csv, report.html,
+                      summary.json
+  --restart           discard the results of an earlier run in --out (results.jsonl, the tables, images/)
+                      and start over
   --model PATH        SD 1.x ONNX folder (default: the embedded toy-shapes model)
   --device cpu|cuda --threads N
   --clip DIR          judge with CLIP zero-shot (a Hugging Face CLIPModel ONNX export folder: model.onnx,
@@ -35,6 +39,11 @@ Judge: on the embedded model, the toy world's deterministic colour classifier ag
 target prompt (toy TIMED semantics: gt/gn say what each image should look like). With --clip, the follow-up's
 CLIP protocol (old vs [old, new], positive vs [positive, gt], negative vs [negative, gn]; official TIMED
 semantics: gn is the negative with the edit applied, which must not happen).
+
+Resuming: each entry is recorded in OUT/results.jsonl as it finishes, with the run's settings on its first line.
+Rerun the same command (any --begin/--end) to go on after an interruption: entries already done are skipped, and
+the tables are rebuilt from every entry recorded in --out, with the numbers an uninterrupted run gives. A rerun
+with other settings (seeds, steps, λ, dataset contents, model, judge, …) is refused, naming what differs.
 example: time-edit eval timed --seeds 8 --out out/timed`;
 
 export async function run(args: string[]): Promise<void> {
@@ -51,7 +60,7 @@ export async function run(args: string[]): Promise<void> {
         dataset: { type: 'string' }, begin: { type: 'string' }, end: { type: 'string' }, seeds: { type: 'string' }, steps: { type: 'string' },
         guidance: { type: 'string' }, lambda: { type: 'string' }, 'only-v': { type: 'boolean' }, 'no-augment': { type: 'boolean' },
         mode: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
-        json: { type: 'boolean' }, 'keep-uncond': { type: 'boolean' }, clip: { type: 'string' }, 'clip-tokenizer': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+        json: { type: 'boolean' }, restart: { type: 'boolean' }, 'keep-uncond': { type: 'boolean' }, clip: { type: 'string' }, 'clip-tokenizer': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     },
     usage,
@@ -61,7 +70,8 @@ export async function run(args: string[]): Promise<void> {
     console.log(usage);
     return;
   }
-  const modelDir = v.model ?? defaultModelDir;
+  const restart = v.restart === true;
+  const modelDir = resolve(v.model ?? defaultModelDir);
   const dataset = resolve(v.dataset ?? join(modelDir, 'toy_timed.csv'));
   if (v.begin !== undefined && !/^\d+$/.test(v.begin.trim())) throw new UsageError(`--begin must be an integer ≥ 0, got '${v.begin}'`);
   const begin = v.begin === undefined ? 0 : Number(v.begin);
@@ -74,41 +84,72 @@ export async function run(args: string[]): Promise<void> {
   const mode = (v.mode ?? 'embedding') as ApplyMode;
   if (mode !== 'embedding' && mode !== 'weights') throw new UsageError(`--mode must be embedding or weights, got '${v.mode}'`);
   if (v['keep-uncond'] === true && mode !== 'embedding') throw new UsageError('--keep-uncond needs --mode embedding');
+  const device = parseDevice(v.device);
   const outDir = resolve(v.out ?? 'out/timed');
-  let entries;
+  let data;
   try {
-    entries = await readTimed(dataset, begin, end);
+    data = await readTimedDataset(dataset, begin, end);
   } catch (err) {
     if (err instanceof DatasetError) throw new UsageError(err.message);
     throw err;
   }
+  const entries = data.entries;
   try {
     if (!(await stat(outDir)).isDirectory()) throw new UsageError(`--out ${outDir} exists and is not a folder`);
   } catch (err) {
     if (err instanceof UsageError) throw err;
   }
   if (v.clip === undefined && v.model !== undefined) throw new UsageError('an SD model needs a judge: give --clip DIR (a CLIP ONNX folder); the colour classifier only knows the embedded toy world');
-  const judge: Judge = v.clip === undefined ? colourJudge : await ClipJudge.load(resolve(v.clip), v['clip-tokenizer'] === undefined ? undefined : resolve(v['clip-tokenizer'])).catch((err: unknown) => {
+  const clipDir = v.clip === undefined ? undefined : resolve(v.clip);
+  const clipTokenizer = v['clip-tokenizer'] === undefined ? undefined : resolve(v['clip-tokenizer']);
+  const augmentations = v['no-augment'] === true ? [] : [...DEFAULT_AUGMENTATIONS];
+  const onlyV = v['only-v'] === true;
+  const keepUncond = v['keep-uncond'] === true;
+  // Everything that changes the numbers but the model's fingerprint, which needs the model loaded.
+  const settings: Omit<TimedRunSettings, 'modelFingerprint'> = {
+    model: modelDir, datasetSha256: data.sha256, seeds, steps, guidance, lambda, augmentations, onlyV, mode, keepUncond,
+    judge: clipDir === undefined ? colourJudge.name : `CLIP ${clipDir}${clipTokenizer === undefined ? '' : ` (tokenizer ${clipTokenizer})`}`,
+    device, batchSize: DEFAULT_TIMED_BATCH,
+  };
+  const logPath = join(outDir, RUN_LOG_NAME);
+  // An earlier run's log is checked before any model is loaded, so that a mismatch fails fast.
+  if (restart && isForeignFile(logPath)) throw new UsageError(`--restart discards eval timed results only, and ${logPath} is not one (its first line is no eval timed header): pick another --out`);
+  const earlier = restart ? undefined : readEarlierRun(logPath, settings);
+  const judge: Judge = clipDir === undefined ? colourJudge : await ClipJudge.load(clipDir, clipTokenizer).catch((err: unknown) => {
     throw new UsageError(`cannot load the CLIP judge: ${(err as Error).message}`);
   });
-  const augmentations = v['no-augment'] === true ? [] : [...DEFAULT_AUGMENTATIONS];
-  const pipeline = await loadPipeline(v.model, { device: parseDevice(v.device), threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1) });
+  const pipeline = await loadPipeline(v.model, { device, threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1) });
   try {
     const ctx = await openEditContext(pipeline);
+    const fullSettings: TimedRunSettings = { ...settings, modelFingerprint: ctx.fingerprint };
+    if (earlier !== undefined) refuseDifferences(logPath, earlier.settings, { modelFingerprint: ctx.fingerprint });
+    if (restart) await discardEarlierRun(outDir);
     await mkdir(outDir, { recursive: true });
+    const recorded = earlier?.results ?? new Map<number, EntryResult>();
+    const todo = entries.filter((e) => recorded.get(e.index)?.scores === undefined);
+    reportResume(logPath, entries, recorded, todo);
+    startRunLog(logPath, fullSettings, [...recorded.values()]);
     const t0 = performance.now();
-    const results = await runTimed(ctx, entries, {
-      seeds, steps, guidance, lambda, augmentations, onlyV: v['only-v'] === true, mode, keepUncond: v['keep-uncond'] === true, outDir, judge,
+    const computed = await runTimed(ctx, todo, {
+      seeds, steps, guidance, lambda, augmentations, onlyV, mode, keepUncond, outDir, judge, batchSize: DEFAULT_TIMED_BATCH,
+      earlier: [...recorded.values()],
+      onEntry: (r) => appendToRunLog(logPath, r),
       onProgress: (m) => console.error(`time-edit: ${m} (${((performance.now() - t0) / 1000).toFixed(0)} s)`),
     });
+    // The tables cover every entry recorded in this --out, whichever run computed it.
+    const all = new Map(recorded);
+    for (const r of computed) all.set(r.entry.index, r);
+    const results = [...all.values()].sort((a, b) => a.entry.index - b.entry.index);
     const meta = {
-      model: pipeline.dir, dataset, entries: `${begin}..${begin + entries.length - 1}`, seeds: seeds.join(','), steps: String(steps), guidance: String(guidance),
-      lambda: String(lambda), augmentations: augmentations.join('|') || 'none', projections: v['only-v'] === true ? 'V only' : 'K and V', mode, unconditional: v['keep-uncond'] === true ? 'unedited (diagnostic)' : 'edited (as published)', judge: judge.name,
+      model: pipeline.dir, dataset, entries: indexRanges(results.map((r) => r.entry.index)), seeds: seeds.join(','), steps: String(steps), guidance: String(guidance),
+      lambda: String(lambda), augmentations: augmentations.join('|') || 'none', projections: onlyV ? 'V only' : 'K and V', mode, unconditional: keepUncond ? 'unedited (diagnostic)' : 'edited (as published)', judge: judge.name,
     };
     await writeTextAtomic(join(outDir, 'results.csv'), resultsCsv(results));
     await writeTextAtomic(join(outDir, 'report.html'), resultsHtml(results, meta));
     const avg = averageScores(results);
-    const summaryJson = { ...meta, summary: avg ?? null, errors: results.filter((r) => r.error).map((r) => ({ index: r.entry.index, error: r.error })), seconds: (performance.now() - t0) / 1000 };
+    // seconds: the time spent on the entries, summed over the runs that computed them.
+    const seconds = results.reduce((s, r) => s + (r.seconds ?? 0), 0);
+    const summaryJson = { ...meta, summary: avg ?? null, errors: results.filter((r) => r.error).map((r) => ({ index: r.entry.index, error: r.error })), seconds };
     await writeTextAtomic(join(outDir, 'summary.json'), JSON.stringify(summaryJson, null, 2) + '\n');
     if (v.json === true) console.log(JSON.stringify(summaryJson, null, 2));
     else {
@@ -122,4 +163,63 @@ export async function run(args: string[]): Promise<void> {
     await pipeline.close();
     if (judge instanceof ClipJudge) await judge.close();
   }
+}
+
+/** The log of an earlier run in this --out, checked against this run's settings; undefined when there is none. */
+function readEarlierRun(logPath: string, settings: Partial<TimedRunSettings>): RunLogContents | undefined {
+  let read;
+  try {
+    read = readRunLog(logPath);
+  } catch (err) {
+    if (err instanceof RunLogError && err.kind === 'foreign') throw new UsageError(`${err.message}; pick another --out`);
+    if (err instanceof RunLogError) throw new UsageError(`${err.message}. Fix or remove the file, pick another --out, or pass --restart to discard the earlier results`);
+    throw err;
+  }
+  if (read.tornLine !== undefined) console.error(`time-edit: ${logPath} line ${read.tornLine} was cut short (an interrupted run): ignored; its entry is computed again`);
+  if (read.log !== undefined) refuseDifferences(logPath, read.log.settings, settings);
+  return read.log;
+}
+
+function refuseDifferences(logPath: string, recorded: Record<string, unknown>, current: Partial<TimedRunSettings>): void {
+  const diffs = settingsDifferences(recorded, current);
+  if (diffs.length > 0)
+    throw new UsageError(`${logPath} holds results made with other settings: ${diffs.join('; ')}. Pick another --out, or pass --restart to discard those results and start over`);
+}
+
+/** --restart: removes what an earlier run wrote to this --out (and only that). */
+async function discardEarlierRun(outDir: string): Promise<void> {
+  for (const name of [RUN_LOG_NAME, 'results.csv', 'summary.json', 'report.html', 'images']) await rm(join(outDir, name), { recursive: true, force: true });
+}
+
+/** Tells which entries of this run's range are skipped (done earlier), redone (failed earlier) or computed. */
+function reportResume(logPath: string, entries: TimedEntry[], recorded: Map<number, EntryResult>, todo: TimedEntry[]): void {
+  if (recorded.size === 0) return;
+  const inRange = new Set(entries.map((e) => e.index));
+  const done = entries.filter((e) => recorded.get(e.index)?.scores !== undefined).map((e) => e.index);
+  const failed = todo.filter((e) => recorded.has(e.index));
+  const outside = [...recorded.keys()].filter((i) => !inRange.has(i));
+  const parts = [`resuming from ${logPath}: ${done.length > 0 ? `${entriesLabel(done)} already done (skipped)` : 'no entry of this range done yet'}`];
+  if (failed.length > 0) parts.push(`${entriesLabel(failed.map((e) => e.index))} failed before and ${failed.length === 1 ? 'is' : 'are'} computed again`);
+  parts.push(todo.length > 0 ? `computing ${indexRanges(todo.map((e) => e.index))}` : 'nothing left to compute');
+  if (outside.length > 0) parts.push(`the tables also include ${entriesLabel(outside)} recorded earlier`);
+  console.error(`time-edit: ${parts.join('; ')}`);
+  for (const e of failed) console.error(`time-edit: entry ${e.index} failed before: ${recorded.get(e.index)!.error}`);
+}
+
+/** "entry 3" or "entries 0..2, 5" */
+function entriesLabel(indices: number[]): string {
+  return `${indices.length === 1 ? 'entry' : 'entries'} ${indexRanges(indices)}`;
+}
+
+/** [0, 1, 2, 5] → "0..2, 5" */
+function indexRanges(indices: number[]): string {
+  const sorted = [...new Set(indices)].sort((a, b) => a - b);
+  const out: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    out.push(i === j ? String(sorted[i]) : `${sorted[i]}..${sorted[j]}`);
+    i = j + 1;
+  }
+  return out.join(', ');
 }

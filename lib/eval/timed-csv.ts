@@ -1,5 +1,6 @@
 // TIMED dataset files: old,new,positive1..5,gt1..5,negative1..5,gn1..5 (columns found by header name, any order),
 // RFC 4180 quoting ("a, b" and doubled quotes).
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 
 export class DatasetError extends Error {
@@ -91,12 +92,22 @@ export function parseTimed(text: string, what = 'dataset', begin = 0, end?: numb
   return out;
 }
 
-export async function readTimed(path: string, begin = 0, end?: number): Promise<TimedEntry[]> {
-  let text: string;
+/** A TIMED file's entries [begin, end) and the sha256 of its bytes (a resumed eval checks the file is unchanged). */
+export interface TimedDataset {
+  entries: TimedEntry[];
+  sha256: string;
+}
+
+export async function readTimedDataset(path: string, begin = 0, end?: number): Promise<TimedDataset> {
+  let bytes: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (err) {
     throw new DatasetError(`cannot read ${path}: ${(err as Error).message}`);
   }
-  return parseTimed(text, path, begin, end);
+  return { entries: parseTimed(bytes.toString('utf8'), path, begin, end), sha256: createHash('sha256').update(bytes).digest('hex') };
+}
+
+export async function readTimed(path: string, begin = 0, end?: number): Promise<TimedEntry[]> {
+  return (await readTimedDataset(path, begin, end)).entries;
 }

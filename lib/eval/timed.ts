@@ -5,6 +5,8 @@
 //   generality  — images of each positive that show its gt's attribute;
 //   specificity — images of each negative that still show its gn's (unchanged) attribute.
 // The oracle row scores images of the target prompts themselves (an upper reference for the judge and model).
+// Each finished entry is handed to the caller as it completes (the CLI records it: timed-log.ts), and a resumed run
+// passes the entries done earlier, whose unedited images are read back rather than sampled again.
 import { mkdir, writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeGrid } from '../image/grid.js';
@@ -13,6 +15,7 @@ import { generate, type GeneratedImage } from '../sample/generate.js';
 import { computeModelEdit, prepareEditedGeneration, type ApplyMode, type EditContext } from '../edit/session.js';
 import { classifyColour, colourNamedIn } from './colour-classifier.js';
 import type { TimedEntry } from './timed-csv.js';
+import { UneditedImages } from './unedited-images.js';
 
 export type Category = 'efficacy' | 'generality' | 'specificity';
 
@@ -52,6 +55,8 @@ export interface EntryResult {
   scores?: Record<ModelName, Scores>;
   error?: string;
   editMs?: number;
+  /** wall time of the whole entry (edit, sampling, judging, images) */
+  seconds?: number;
 }
 
 export interface TimedOptions {
@@ -68,37 +73,75 @@ export interface TimedOptions {
   judge: Judge;
   batchSize?: number;
   onProgress?: (message: string) => void;
+  /** Entries finished by an earlier run with the same settings (a resumed run): their unedited PNGs are reused. */
+  earlier?: EntryResult[];
+  /** Called as each entry finishes, after all its images are written: where the caller records it. */
+  onEntry?: (result: EntryResult) => void | Promise<void>;
 }
+
+/** Images per UNet call when the caller gives none; recorded with a run's settings since it is part of how images are made. */
+export const DEFAULT_TIMED_BATCH = 16;
 
 function slug(s: string): string {
   return s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 50) || 'empty';
 }
 
-/** Runs the evaluation; images go to outDir/images, the caller writes the tables. */
+/** The test prompts of an entry (1 efficacy, 5 generality, 5 specificity) and the target each is judged against. */
+function entryPrompts(entry: TimedEntry): { tests: string[]; targets: string[] } {
+  const tests = [entry.old, ...entry.positives.map((p) => p.test), ...entry.negatives.map((p) => p.test)];
+  const targets = [entry.new, ...entry.positives.map((p) => p.gt), ...entry.negatives.map((p) => p.gt)];
+  return { tests, targets };
+}
+
+/**
+ * What the oracle samples: the unedited model told the target explicitly; for negatives whose gn is "what must not
+ * happen" (official TIMED), the oracle leaves them alone: it samples the negative prompt itself.
+ */
+function oraclePromptsOf(tests: string[], targets: string[], judge: Judge): string[] {
+  return targets.map((t, i) => (i >= 6 && !judge.specificityTargetIsTruth ? tests[i]! : t));
+}
+
+function entryDir(outDir: string, entry: TimedEntry): string {
+  return join(outDir, 'images', `e${entry.index}-${slug(entry.old)}`);
+}
+
+/** The PNG of one image: `<entry dir>/<model>/<NN>-<prompt>-seed<S>.png`. */
+function imagePath(dir: string, model: ModelName, i: number, prompt: string, seed: number): string {
+  return join(dir, model, `${String(i).padStart(2, '0')}-${slug(prompt)}-seed${seed}.png`);
+}
+
+/** Tells the store where an entry's unedited images are, once they are on disk. */
+function rememberUnedited(store: UneditedImages, dir: string, entry: TimedEntry, o: TimedOptions): void {
+  const { tests, targets } = entryPrompts(entry);
+  const oraclePrompts = oraclePromptsOf(tests, targets, o.judge);
+  for (const [model, prompts] of [['baseline', tests], ['oracle', oraclePrompts]] as const)
+    prompts.forEach((p, i) => store.remember(p, o.seeds.map((s) => imagePath(dir, model, i, p, s))));
+}
+
+/**
+ * Evaluates `entries`; images go to outDir/images, each finished entry is handed to `onEntry`, the caller writes
+ * the tables. Returns the results of `entries` in order.
+ */
 export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: TimedOptions): Promise<EntryResult[]> {
   const pipeline = ctx.pipeline;
   const size = pipeline.defaultSize;
-  const base = { seeds: o.seeds, steps: o.steps, guidance: o.guidance, height: size, width: size, batchSize: o.batchSize ?? 16 };
+  const base = { seeds: o.seeds, steps: o.steps, guidance: o.guidance, height: size, width: size, batchSize: o.batchSize ?? DEFAULT_TIMED_BATCH };
   const S = o.seeds.length;
-  // Unedited images depend only on the prompt: shared between entries (negatives and oracles repeat).
-  const unedited = new Map<string, GeneratedImage[]>();
-  const uneditedFor = async (prompts: string[]): Promise<GeneratedImage[][]> => {
-    const todo = [...new Set(prompts.filter((p) => !unedited.has(p)))];
-    if (todo.length > 0) {
-      const imgs = await generate(pipeline, { ...base, prompts: todo });
-      todo.forEach((p, i) => unedited.set(p, imgs.slice(i * S, (i + 1) * S)));
-    }
-    return prompts.map((p) => unedited.get(p)!);
-  };
+  const unedited = new UneditedImages(o.seeds, { width: size, height: size }, (prompts) => generate(pipeline, { ...base, prompts }), o.onProgress);
+  for (const r of o.earlier ?? []) if (r.scores !== undefined) rememberUnedited(unedited, entryDir(o.outDir, r.entry), r.entry, o);
   const results: EntryResult[] = [];
+  const finish = async (r: EntryResult) => {
+    results.push(r);
+    await o.onEntry?.(r);
+  };
   for (const [k, entry] of entries.entries()) {
-    o.onProgress?.(`entry ${k + 1}/${entries.length}: "${entry.old}" → "${entry.new}"`);
-    const tests = [entry.old, ...entry.positives.map((p) => p.test), ...entry.negatives.map((p) => p.test)];
-    const targets = [entry.new, ...entry.positives.map((p) => p.gt), ...entry.negatives.map((p) => p.gt)];
+    o.onProgress?.(`entry ${entry.index} (${k + 1}/${entries.length}): "${entry.old}" → "${entry.new}"`);
+    const t0 = performance.now();
+    const { tests, targets } = entryPrompts(entry);
+    const oraclePrompts = oraclePromptsOf(tests, targets, o.judge);
     let edited: GeneratedImage[][];
     let editMs: number;
     try {
-      const t0 = performance.now();
       const { edit } = await computeModelEdit(ctx, { pairs: [{ source: entry.old, destination: entry.new }], lambda: o.lambda, augmentations: o.augmentations, mode: o.onlyV ? 'v' : 'kv' });
       editMs = performance.now() - t0;
       const g = await prepareEditedGeneration(ctx, edit, o.mode, { keepUncond: o.keepUncond === true });
@@ -109,17 +152,14 @@ export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: Timed
         await g.close();
       }
     } catch (err) {
-      results.push({ entry, error: (err as Error).message });
+      await finish({ entry, error: (err as Error).message, seconds: (performance.now() - t0) / 1000 });
       continue;
     }
-    const baseline = await uneditedFor(tests);
-    // The oracle is the unedited model told the target explicitly; for negatives whose gn is "what must not
-    // happen" (official TIMED), the oracle leaves them alone: it samples the negative prompt itself.
-    const oraclePrompts = targets.map((t, i) => (i >= 6 && !o.judge.specificityTargetIsTruth ? tests[i]! : t));
-    const oracle = await uneditedFor(oraclePrompts);
-    const sets: Record<ModelName, GeneratedImage[][]> = { baseline, edited, oracle };
+    // One call for both rows: a prompt shared by the baseline and the oracle is sampled once.
+    const both = await unedited.get([...tests, ...oraclePrompts]);
+    const sets: Record<ModelName, GeneratedImage[][]> = { baseline: both.slice(0, tests.length), edited, oracle: both.slice(tests.length) };
     const scores = {} as Record<ModelName, Scores>;
-    const dir = join(o.outDir, 'images', `e${entry.index}-${slug(entry.old)}`);
+    const dir = entryDir(o.outDir, entry);
     for (const model of ['baseline', 'edited', 'oracle'] as const) {
       const ok: boolean[][] = [];
       for (const [i, imgs] of sets[model].entries()) {
@@ -132,11 +172,12 @@ export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: Timed
       await mkdir(join(dir, model), { recursive: true });
       for (const [i, imgs] of sets[model].entries()) {
         const prompt = model === 'oracle' ? oraclePrompts[i]! : tests[i]!;
-        for (const img of imgs) await writePng(join(dir, model, `${String(i).padStart(2, '0')}-${slug(prompt)}-seed${img.seed}.png`), img);
+        for (const img of imgs) await writePng(imagePath(dir, model, i, prompt, img.seed), img);
         await writePng(join(dir, `${model}-${String(i).padStart(2, '0')}.png`), makeGrid(imgs, S));
       }
     }
-    results.push({ entry, scores, editMs });
+    rememberUnedited(unedited, dir, entry, o);
+    await finish({ entry, scores, editMs, seconds: (performance.now() - t0) / 1000 });
   }
   return results;
 }
@@ -182,8 +223,7 @@ export function resultsHtml(results: EntryResult[], meta: Record<string, string>
     const e = r.entry;
     if (r.error !== undefined) return `<h3>${e.index}: ${esc(e.old)} → ${esc(e.new)}</h3><p class="err">error: ${esc(r.error)}</p>`;
     const dir = `images/e${e.index}-${slug(e.old)}`;
-    const tests = [e.old, ...e.positives.map((p) => p.test), ...e.negatives.map((p) => p.test)];
-    const targets = [e.new, ...e.positives.map((p) => p.gt), ...e.negatives.map((p) => p.gt)];
+    const { tests, targets } = entryPrompts(e);
     const cat = (i: number) => (i === 0 ? 'efficacy' : i <= 5 ? 'generality' : 'specificity');
     const trs = tests.map((t, i) => `<tr><td>${cat(i)}</td><td>${esc(t)}<br><small>target: ${esc(targets[i]!)}</small></td>` +
       (['baseline', 'edited', 'oracle'] as const).map((m) => `<td><img src="${dir}/${m}-${String(i).padStart(2, '0')}.png"></td>`).join('') + '</tr>').join('\n');

@@ -1,0 +1,258 @@
+// The run log of `eval timed`: OUT/results.jsonl. Line 1 records the run's settings (everything that changes the
+// numbers); every further line is one finished entry (its scores, or its error), appended with a single write and
+// an fsync as the entry finishes, after its images are on disk. A rerun with the same --out reads the log, refuses
+// if the settings differ, and skips the entries already done, so an interrupted run resumes where it stopped.
+// A kill can only cut the last line short: such a line is dropped (its entry is computed again); any other damage
+// is reported by file and line, since it means the file was not written by this code alone.
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { EntryResult, ModelName, Scores } from './timed.js';
+import type { TimedEntry } from './timed-csv.js';
+
+export const RUN_LOG_NAME = 'results.jsonl';
+const LOG_KIND = 'time-edit eval timed';
+const LOG_FORMAT = 1;
+
+/** Everything that changes an eval's numbers; a resumed run must match it exactly. */
+export interface TimedRunSettings {
+  /** absolute path of the model folder */
+  model: string;
+  /** the edit fingerprint of the model (text encoder and UNet K/V weights), known once the model is loaded */
+  modelFingerprint: string;
+  datasetSha256: string;
+  seeds: number[];
+  steps: number;
+  guidance: number;
+  lambda: number;
+  augmentations: string[];
+  onlyV: boolean;
+  mode: string;
+  keepUncond: boolean;
+  /** the judge and where it came from (the CLIP folder) */
+  judge: string;
+  device: string;
+  /** images per UNet call */
+  batchSize: number;
+}
+
+/** How each setting is named to the user: the flag that sets it. */
+const SETTING_NAMES: Record<keyof TimedRunSettings, string> = {
+  model: '--model',
+  modelFingerprint: '--model (the model files changed: text encoder or UNet)',
+  datasetSha256: '--dataset (the file\'s contents, sha256)',
+  seeds: '--seeds',
+  steps: '--steps',
+  guidance: '--guidance',
+  lambda: '--lambda',
+  augmentations: '--no-augment',
+  onlyV: '--only-v',
+  mode: '--mode',
+  keepUncond: '--keep-uncond',
+  judge: '--clip',
+  device: '--device',
+  batchSize: 'images per UNet call (set by time-edit itself)',
+};
+
+export class RunLogError extends Error {
+  override readonly name = 'RunLogError';
+  /** 'foreign': the file is not an eval timed log at all (e.g. the results.jsonl of `edit --batch`) */
+  constructor(message: string, readonly kind: 'damaged' | 'foreign' = 'damaged') {
+    super(message);
+  }
+}
+
+export interface RunLogContents {
+  settings: Record<string, unknown>;
+  /** the latest record of each entry index (an entry that failed and was retried has two) */
+  results: Map<number, EntryResult>;
+}
+
+export interface ReadRunLog {
+  /** undefined when there is no log yet (no file, an empty one, or only a header cut short) */
+  log?: RunLogContents;
+  /** 1-based number of a last line that was cut short and ignored */
+  tornLine?: number;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+const isPrompt = (v: unknown): v is string => typeof v === 'string' && v !== '';
+
+function checkEntry(v: unknown): TimedEntry {
+  const pairs = (x: unknown) => Array.isArray(x) && x.length === 5 && x.every((p) => isObject(p) && isPrompt(p['test']) && isPrompt(p['gt']));
+  if (!isObject(v) || !Number.isSafeInteger(v['index']) || (v['index'] as number) < 0 || !isPrompt(v['old']) || !isPrompt(v['new']) || !pairs(v['positives']) || !pairs(v['negatives']))
+    throw new Error('"entry" is not a TIMED entry (index, old, new, 5 positives, 5 negatives)');
+  return v as unknown as TimedEntry;
+}
+
+function checkScores(v: unknown): Record<ModelName, Scores> {
+  const fraction = (x: unknown) => typeof x === 'number' && x >= 0 && x <= 1;
+  const ok = isObject(v) && (['baseline', 'edited', 'oracle'] as const).every((m) => {
+    const s = v[m];
+    return isObject(s) && fraction(s['efficacy']) && fraction(s['generality']) && fraction(s['specificity']);
+  });
+  if (!ok) throw new Error('"scores" must give efficacy, generality and specificity in [0, 1] for baseline, edited and oracle');
+  return v as unknown as Record<ModelName, Scores>;
+}
+
+/** One entry line back into a result; throws with what is wrong. */
+function parseEntryLine(v: unknown): EntryResult {
+  if (!isObject(v)) throw new Error('not a JSON object');
+  const entry = checkEntry(v['entry']);
+  const r: EntryResult = { entry };
+  if (v['error'] !== undefined) {
+    if (typeof v['error'] !== 'string') throw new Error('"error" must be a string');
+    r.error = v['error'];
+  } else r.scores = checkScores(v['scores']);
+  for (const k of ['editMs', 'seconds'] as const) {
+    if (v[k] === undefined) continue;
+    if (typeof v[k] !== 'number' || !Number.isFinite(v[k])) throw new Error(`"${k}" must be a number`);
+    r[k] = v[k];
+  }
+  return r;
+}
+
+/** Parses a log's text; `path` names the file in errors. */
+export function parseRunLog(text: string, path: string): ReadRunLog {
+  const lines = text.split('\n');
+  const numbered = lines.map((t, i) => ({ no: i + 1, text: t })).filter((l) => l.text.trim() !== '');
+  // The last line is cut short when a kill interrupted its write: then it lacks its newline, or is not JSON.
+  const last = numbered.at(-1);
+  let tornLine: number | undefined;
+  if (last !== undefined) {
+    let whole = true;
+    try {
+      JSON.parse(last.text);
+    } catch {
+      whole = false;
+    }
+    if (!whole) {
+      tornLine = last.no;
+      numbered.pop();
+    }
+  }
+  if (numbered.length === 0) return { tornLine };
+  const [head, ...rest] = numbered;
+  const notHeader = () => new RunLogError(`${path} line ${head!.no} is not the header of a '${LOG_KIND}' log: this folder holds something else`, 'foreign');
+  let header: unknown;
+  try {
+    header = JSON.parse(head!.text);
+  } catch {
+    throw notHeader();
+  }
+  if (!isObject(header) || header['log'] !== LOG_KIND || !isObject(header['settings'])) throw notHeader();
+  if (header['format'] !== LOG_FORMAT) throw new RunLogError(`${path} is a log of format ${String(header['format'])}; this time-edit reads format ${LOG_FORMAT}`);
+  const results = new Map<number, EntryResult>();
+  for (const l of rest) {
+    let r: EntryResult;
+    try {
+      r = parseEntryLine(JSON.parse(l.text));
+    } catch (err) {
+      throw new RunLogError(`${path} line ${l.no} is damaged (${(err as Error).message}); only a last line cut short by a kill is dropped automatically`);
+    }
+    results.set(r.entry.index, r);
+  }
+  return { log: { settings: header['settings'], results }, tornLine };
+}
+
+/**
+ * True when `path` is a file whose first line is whole JSON but not an eval timed header: someone else's file, which
+ * --restart must not delete.
+ */
+export function isForeignFile(path: string): boolean {
+  try {
+    readRunLog(path);
+    return false;
+  } catch (err) {
+    return err instanceof RunLogError && err.kind === 'foreign';
+  }
+}
+
+/** Reads OUT/results.jsonl; no file is no log. */
+export function readRunLog(path: string): ReadRunLog {
+  if (!existsSync(path)) return {};
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new RunLogError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  return parseRunLog(text, path);
+}
+
+function show(v: unknown): string {
+  if (v === undefined) return '(not recorded)';
+  if (Array.isArray(v)) return v.length === 0 ? '(none)' : v.join(',');
+  return String(v);
+}
+
+/**
+ * The settings that differ between a log and this run, as "--lambda was 0.1 there and is 1 now"; only the keys
+ * present in `current` are compared (the model fingerprint is known only after loading the model).
+ */
+export function settingsDifferences(recorded: Record<string, unknown>, current: Partial<TimedRunSettings>): string[] {
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(current) as [keyof TimedRunSettings, unknown][]) {
+    if (JSON.stringify(recorded[key]) !== JSON.stringify(value)) out.push(`${SETTING_NAMES[key]} was ${show(recorded[key])} there and is ${show(value)} now`);
+  }
+  return out;
+}
+
+/** Writes `text` to `path` so that a crash leaves either the old file or the new one, never a mix. */
+function replaceDurably(path: string, text: string): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  try {
+    const fd = openSync(tmp, 'w');
+    try {
+      writeAll(fd, Buffer.from(text, 'utf8'));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  try {
+    const dir = openSync(dirname(path), 'r');
+    try {
+      fsyncSync(dir); // the rename itself
+    } finally {
+      closeSync(dir);
+    }
+  } catch {
+    // Folders cannot be opened for fsync on some platforms (Windows); the rename is still atomic there.
+  }
+}
+
+function writeAll(fd: number, bytes: Buffer): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
+}
+
+function entryLine(r: EntryResult): string {
+  const { entry, scores, error, editMs, seconds } = r;
+  return JSON.stringify({ entry, ...(error !== undefined ? { error } : { scores }), editMs, seconds }) + '\n';
+}
+
+/**
+ * Starts the log for this run: the header and the results kept from an earlier run, written in one piece (this
+ * also drops a line cut short, so that appends start on a fresh line).
+ */
+export function startRunLog(path: string, settings: TimedRunSettings, kept: EntryResult[]): void {
+  const header = JSON.stringify({ log: LOG_KIND, format: LOG_FORMAT, settings }) + '\n';
+  replaceDurably(path, header + [...kept].sort((a, b) => a.entry.index - b.entry.index).map(entryLine).join(''));
+}
+
+/** Appends one finished entry: one write, then fsync, so the line is whole on disk before the next entry starts. */
+export function appendToRunLog(path: string, result: EntryResult): void {
+  const fd = openSync(path, 'a');
+  try {
+    writeAll(fd, Buffer.from(entryLine(result), 'utf8'));
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
