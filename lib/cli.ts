@@ -43,6 +43,12 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError) {
     console.error(`time-edit: ${err.message}`);
     process.exitCode = err.exitCode;
+  } else if (err instanceof Error && process.env.TIME_EDIT_DEBUG !== '1') {
+    // Errors reaching here name their problem (a missing file, a bad model, an unavailable backend); a stack
+    // trace would bury that line. TIME_EDIT_DEBUG=1 restores it for bug reports.
+    console.error(`time-edit: ${err.message}`);
+    console.error('(set TIME_EDIT_DEBUG=1 to see where it was thrown)');
+    process.exitCode = 1;
   } else {
     console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
     process.exitCode = 1;

@@ -26,4 +26,21 @@ describe('bench solve CLI', () => {
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     }
   });
+  it('an error that is not a usage error prints its message without a stack trace, unless TIME_EDIT_DEBUG=1', async () => {
+    const { availableBackends } = await import('../lib/index.js');
+    if (availableBackends().some((b) => b.kind === 'cuda')) return; // the error needs a machine without CUDA
+    const run = (debug) =>
+      spawnSync(process.execPath, ['lib/cli.js', 'bench', 'solve'], {
+        encoding: 'utf8',
+        env: { ...process.env, TIME_EDIT_BACKEND: 'cuda', TIME_EDIT_DEBUG: debug },
+      });
+    const plain = run('0');
+    assert.equal(plain.status, 1, plain.stderr);
+    assert.match(plain.stderr, /^time-edit: TIME_EDIT_BACKEND=cuda, but (this build of time-edit has no CUDA backend|no CUDA device)/);
+    assert.doesNotMatch(plain.stderr, /\n\s+at /, 'a stack trace was printed');
+    assert.match(plain.stderr, /TIME_EDIT_DEBUG=1/);
+    const debug = run('1');
+    assert.equal(debug.status, 1);
+    assert.match(debug.stderr, /\n\s+at .*native\.js/, 'TIME_EDIT_DEBUG=1 shows the stack');
+  });
 });
