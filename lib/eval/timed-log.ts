@@ -6,7 +6,7 @@
 // is reported by file and line, since it means the file was not written by this code alone.
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import type { EntryResult, ModelName, Scores } from './timed.js';
+import type { EntryResult, ModelName, Scores, TimedOptions } from './timed.js';
 import type { TimedEntry } from './timed-csv.js';
 
 export const RUN_LOG_NAME = 'results.jsonl';
@@ -14,18 +14,13 @@ const LOG_KIND = 'time-edit eval timed';
 const LOG_FORMAT = 1;
 
 /** Everything that changes an eval's numbers; a resumed run must match it exactly. */
-export interface TimedRunSettings {
+export interface TimedRunSettings
+  extends Pick<TimedOptions, 'seeds' | 'steps' | 'guidance' | 'lambda' | 'augmentations' | 'onlyV'> {
   /** absolute path of the model folder */
   model: string;
   /** the edit fingerprint of the model (text encoder and UNet K/V weights), known once the model is loaded */
   modelFingerprint: string;
   datasetSha256: string;
-  seeds: number[];
-  steps: number;
-  guidance: number;
-  lambda: number;
-  augmentations: string[];
-  onlyV: boolean;
   mode: string;
   keepUncond: boolean;
   /** the judge and where it came from (the CLIP folder) */
