@@ -173,3 +173,16 @@ test('CLI tokenize: 77 ids per prompt, from arguments or stdin', () => {
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /tokenizer folder .*nope does not exist/);
 });
+
+test('CLI generate: a long command line (many long prompts) works instead of crashing onnxruntime', () => {
+  // onnxruntime walks /proc/self/cmdline recursively when it creates a session: a 4 MB worker stack overflowed
+  // (SIGSEGV) at ~12 KB. 12 prompts of 4,000 characters make a 48 KB command line.
+  const out = join(tmp(), 'long');
+  const prompt = 'red '.repeat(1000);
+  const prompts = Array.from({ length: 12 }, (_, i) => `${i} ${prompt}`);
+  const r = runCli(['generate', ...prompts, '--model', fx('tiny-sd'), '--seeds', '0', '--steps', '1', '--height', '16', '--width', '16', '--out', out, '--threads', '1']);
+  assert.equal(r.signal, null, `killed by ${r.signal}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(readdirSync(out).filter((f) => f.endsWith('.png')).length, 12);
+  assert.match(r.stderr, /prompt 1 has more than \d+ tokens and was truncated/);
+});

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { RgbImage } from '../image/png.js';
 import { ClipTokenizer } from '../model/tokenizer.js';
+import { assertCommandLineFitsMainThread } from '../model/worker-stack.js';
 
 export interface ClipPreprocess {
   size: number;
@@ -81,6 +82,7 @@ export class ClipJudge {
   static async load(dir: string, tokenizerDir?: string): Promise<ClipJudge> {
     const modelPath = join(dir, 'model.onnx');
     if (!existsSync(modelPath)) throw new Error(`CLIP folder ${dir} has no model.onnx (a Hugging Face CLIPModel ONNX export)`);
+    assertCommandLineFitsMainThread('CLIP judge');
     const session = await ort.InferenceSession.create(modelPath);
     for (const need of ['input_ids', 'pixel_values']) if (!session.inputNames.includes(need)) throw new Error(`${modelPath} has no input '${need}' (inputs: ${session.inputNames.join(', ')})`);
     if (!session.outputNames.includes('logits_per_image')) throw new Error(`${modelPath} has no output 'logits_per_image'`);

@@ -4,6 +4,7 @@
 import { Worker } from 'node:worker_threads';
 import { UsageError } from '../cli-errors.js';
 import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, WireTensor } from './wire.js';
+import { sessionWorkerStackMb } from './worker-stack.js';
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
 type Body = Request extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
@@ -28,7 +29,9 @@ export class SessionHost {
   readonly stats: HostStats = { runs: 0, ortMs: 0, workerMs: 0, roundTripMs: 0 };
 
   constructor() {
-    this.worker = new Worker(new URL('./ort-worker.js', import.meta.url));
+    this.worker = new Worker(new URL('./ort-worker.js', import.meta.url), {
+      resourceLimits: { stackSizeMb: sessionWorkerStackMb() },
+    });
     this.worker.unref();
     this.worker.on('message', (res: Response) => {
       const p = this.pending.get(res.id);
