@@ -88,3 +88,19 @@ test('result tables: averages over successful entries, CSV quoting, HTML escapin
   assert.match(html, /<th>edited<\/th><td>75\.0%<\/td><td>50\.0%<\/td><td>50\.0%<\/td>/);
   assert.match(html, /error: source word/);
 });
+
+test('the real TIMED files (../shared): the three edit sets parse fully, the gender set is named as such', async (t) => {
+  const dir = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', 'shared', 'data', 'TIMED');
+  if (!existsSync(dir)) return t.skip('../shared/data/TIMED is not here');
+  // Row counts of the published files (header excluded), every entry with 5 positives and 5 negatives.
+  for (const [name, rows] of [['TIMED_test_set.csv', 147], ['TIMED_test_set_filtered_SD14.csv', 104], ['TIMED_validation_set.csv', 8]]) {
+    const { entries } = await readTimedDataset(join(dir, name));
+    assert.equal(entries.length, rows, name);
+    for (const e of entries) {
+      assert.ok(e.old && e.new, `${name}: entry ${e.index} has old and new`);
+      assert.equal(e.positives.length, 5);
+      assert.equal(e.negatives.length, 5);
+    }
+  }
+  await assert.rejects(readTimedDataset(join(dir, 'TIMED_gender_test_set.csv')), /is the TIMED gender set .*not implemented/);
+});

@@ -68,6 +68,15 @@ export function parseTimed(text: string, what = 'dataset', begin = 0, end?: numb
   const header = rows[0]!.map((h) => h.trim());
   const col = new Map(header.map((h, i) => [h, i]));
   const missing = TIMED_COLUMNS.filter((c) => !col.has(c));
+  if (missing.length > 0 && ['validation', 'ex1'].every((c) => header.includes(c))) {
+    // TIMED_gender_test_set.csv: professions (old, new, validation, ex1..ex5), scored by the share of each gender
+    // in the images, a different protocol from efficacy/generality/specificity.
+    throw new DatasetError(
+      `${what} is the TIMED gender set (columns old,new,validation,ex1..ex5: professions, judged by the gender ratio of the images); ` +
+        '`eval timed` runs the efficacy/generality/specificity protocol of TIMED_test_set.csv, TIMED_test_set_filtered_SD14.csv and TIMED_validation_set.csv, ' +
+        'and the gender-ratio protocol is not implemented',
+    );
+  }
   if (missing.length > 0) throw new DatasetError(`${what} lacks the TIMED column(s) ${missing.join(', ')} (header: ${header.join(',')})`);
   const data = rows.slice(1);
   const stop = end ?? data.length;
