@@ -3,7 +3,8 @@
 // an edit with C* = C changes nothing; an edit file made for another model is refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, readdirSync } from 'node:fs';
+import { loadModel, saveModel } from '../lib/model/onnx/index.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadPipeline, defaultModelDir } from '../lib/model/pipeline.js';
@@ -80,6 +81,37 @@ test('embedded model: 16 layers; embedding, weights and export modes agree; C* =
     const fromFile = await prepareEditFile(pipeline, mine);
     const imgF = await generate(fromFile.pipeline, await fromFile.options(opts));
     for (let i = 0; i < imgF.length; i++) assert.deepEqual(imgF[i].rgb, imgE[i].rgb);
+  } finally {
+    await pipeline.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('weights mode on a UNet with external data: the temp folder is gone once the session exists, and sampling works', { skip, timeout: 120000 }, async () => {
+  // The embedded model with its UNet weights moved to an external file, as large SD exports store them.
+  const dir = mkdtempSync(join(tmpdir(), 'edit-ext-'));
+  for (const part of ['model_index.json', 'scheduler', 'text_encoder', 'tokenizer', 'vae_decoder']) cpSync(join(defaultModelDir, part), join(dir, part), { recursive: true });
+  const unet = await loadModel(join(defaultModelDir, 'unet', 'model.onnx'));
+  mkdirSync(join(dir, 'unet'));
+  saveModel(unet.model, join(dir, 'unet', 'model.onnx'), { externalData: { location: 'weights.pb', threshold: 1024 } });
+  const pipeline = await loadPipeline(dir, { threads: 1 });
+  const tempFolders = () => readdirSync(tmpdir()).filter((n) => n.startsWith('.time-edit-unet-')).sort();
+  const before = tempFolders();
+  try {
+    const ctx = await openEditContext(pipeline);
+    const { edit } = await computeModelEdit(ctx, { pairs: [{ source: 'a circle', destination: 'a purple circle' }] });
+    const weights = await prepareEditedGeneration(ctx, edit, 'weights');
+    try {
+      assert.deepEqual(tempFolders(), before, 'no .time-edit-unet-* folder is left while the edited session is open');
+      const opts = { prompts: ['a circle'], seeds: [0], steps: 2, guidance: 7.5, height: 32, width: 32 };
+      const emb = await prepareEditedGeneration(ctx, edit, 'embedding');
+      const [a] = await generate(weights.pipeline, await weights.options(opts));
+      const [b] = await generate(emb.pipeline, await emb.options(opts));
+      await emb.close();
+      assert.ok(maxAbsDiff(a.rgb, b.rgb) <= 2, 'weights mode (session from the removed folder) draws what embedding mode draws');
+    } finally {
+      await weights.close();
+    }
   } finally {
     await pipeline.close();
     rmSync(dir, { recursive: true, force: true });

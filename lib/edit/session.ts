@@ -70,7 +70,21 @@ export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode
     const src = await unetSource(model, ctx.unet.dir);
     if ('path' in src) {
       cleanup = src.cleanup;
-      pipeline = await ctx.pipeline.withUnet({ path: src.path });
+      try {
+        pipeline = await ctx.pipeline.withUnet({ path: src.path });
+      } catch (err) {
+        src.cleanup();
+        throw err;
+      }
+      // The session has read (or mapped) the files: remove the folder now rather than at close(), so that a run
+      // killed while sampling leaves no hidden folder behind (it may be inside the user's model folder). Where
+      // open files cannot be removed (Windows), close() does it.
+      try {
+        src.cleanup();
+        cleanup = undefined;
+      } catch {
+        // keep `cleanup` for close()
+      }
     } else pipeline = await ctx.pipeline.withUnet(src.externalData ? { modelBytes: src.modelBytes, externalData: src.externalData } : { modelBytes: src.modelBytes });
   };
   if (mode === 'weights') await useModel(await patchedUnetFast(ctx.unet, ctx.map, edit));
