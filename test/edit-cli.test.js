@@ -2,17 +2,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { saveEdit } from '../lib/edit/edit-file.js';
+import { loadEdit, saveEdit } from '../lib/edit/edit-file.js';
 
 const cli = new URL('../lib/cli.js', import.meta.url).pathname;
 const modelPresent = existsSync(new URL('../models/toy-shapes/model_index.json', import.meta.url).pathname);
 
 function run(args) {
   const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120000 });
-  return { code: r.status, err: r.stderr.trim() };
+  return { code: r.status, err: r.stderr.trim(), out: r.stdout };
 }
 
 test('edit: bad flags are refused before any model work, and nothing is written', () => {
@@ -27,6 +27,7 @@ test('edit: bad flags are refused before any model work, and nothing is written'
       [['--source', 'a circle', '--dest', 'a purple circle', '--mode', 'magic', '--out', out], /--mode must be embedding or weights/],
       [['--source', 'a circle', '--dest', 'a purple circle', '--seeds', 'x', '--out', out], /seeds/],
       [['--source', 'a circle', '--dest', 'a purple circle', '--pair', 'nonsense', '--out', out], /--pair must look like/],
+      [['--source', 'a circle', '--dest', 'a purple circle', '--no-augment', '--augmentations', 'A photo of ', '--out', out], /--no-augment and --augmentations contradict/],
     ];
     for (const [args, re] of cases) {
       const r = run(['edit', ...args]);
@@ -34,6 +35,60 @@ test('edit: bad flags are refused before any model work, and nothing is written'
       assert.match(r.err.split('\n')[0], re);
       assert.equal(existsSync(out), false, `${args.join(' ')} wrote ${out}`);
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('edit --batch: flags without meaning in a batch are refused by name, exit 2, nothing written', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'edit-cli-'));
+  try {
+    const out = join(dir, 'out');
+    const file = join(dir, 'e.jsonl');
+    writeFileSync(file, '{"source":"a circle","destination":"a purple circle"}\n');
+    const cases = [
+      [['--prompt', 'a square'], /^time-edit: --prompt cannot be combined with --batch \(a batch draws no before\/after grid\)$/],
+      [['--seeds', '0-3', '--steps', '5'], /^time-edit: --seeds, --steps cannot be combined with --batch/],
+      [['--source', 'a circle', '--dest', 'a red circle'], /^time-edit: --source, --dest cannot be combined with --batch \(each line of the batch file gives its own source and destination\)$/],
+      [['--pair', 'a=>b a', '--on', join(dir, 'x.safetensors'), '--mode', 'weights', '--guidance', '3'], /--pair, --on, --mode, --guidance cannot be combined with --batch \(.*source and destination; a batch does not compose onto an existing edit; a batch draws no before\/after grid\)$/],
+      [['--export', join(dir, 'exp'), '--force'], /--export, --force cannot be combined with --batch \(a batch exports no edited pipeline\)$/],
+      [['--lambda', '0'], /--lambda must be > 0/],
+    ];
+    for (const [args, re] of cases) {
+      const r = run(['edit', '--batch', file, ...args, '--out', out]);
+      assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}, ${r.err}`);
+      assert.equal(r.err.split('\n').length, 1, r.err);
+      assert.match(r.err, re);
+      assert.equal(existsSync(out), false, `${args.join(' ')} wrote ${out}`);
+      assert.equal(existsSync(join(dir, 'exp')), false);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('edit --batch on the embedded model: --lambda/--only-v/--no-augment are line defaults; a rerun with another --lambda recomputes those lines', { skip: modelPresent ? false : 'no embedded model' }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'edit-cli-'));
+  try {
+    const file = join(dir, 'e.jsonl');
+    writeFileSync(file, ['{"source":"a circle","destination":"a purple circle"}', '{"source":"a circle","destination":"a purple circle","lambda":0.2,"onlyV":false}'].join('\n') + '\n');
+    const out = join(dir, 'nested', 'out');
+    const r1 = run(['edit', '--batch', file, '--lambda', '1', '--only-v', '--no-augment', '--no-grid', '--json', '--out', out]);
+    assert.equal(r1.code, 0, r1.err);
+    const s1 = JSON.parse(r1.out);
+    assert.deepEqual([s1.total, s1.ok, s1.errors, s1.skipped], [2, 2, 0, 0]);
+    const step = async (line) => (await loadEdit(join(out, 'edits', `line-0000${line}.safetensors`))).steps[0];
+    const [a, b] = [await step(1), await step(2)];
+    assert.deepEqual([a.lambda, a.mode, a.augmentations], [1, 'v', []], 'the line without λ/onlyV/augmentations takes the flags');
+    assert.deepEqual([b.lambda, b.mode, b.augmentations], [0.2, 'kv', []], 'a line\'s own λ and onlyV win');
+    const rows = () => readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(rows().map((x) => [x.line, x.lambda, x.onlyV]), [[1, 1, true], [2, 0.2, false]]);
+
+    const r2 = run(['edit', '--batch', file, '--lambda', '3', '--only-v', '--no-augment', '--out', out]);
+    assert.equal(r2.code, 0, r2.err);
+    assert.match(r2.err, /1 edits written, 0 errors \(1 recomputed because their λ, only-v, augmentations, preserve or the model changed\), 1 lines already done \(of 2\)/);
+    assert.deepEqual(rows().map((x) => [x.line, x.lambda]), [[1, 3], [2, 0.2]]);
+    assert.equal((await step(1)).lambda, 3);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

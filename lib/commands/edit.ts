@@ -16,6 +16,7 @@ import { exportEditedPipeline } from '../edit/apply.js';
 import { computeModelEdit, loadEditFor, openEditContext, prepareEditedGeneration, type ApplyMode } from '../edit/session.js';
 import { describeCrossAttention } from '../model/cross-attention.js';
 import { AlignmentError } from '../edit/align.js';
+import type { BatchDefaults } from '../edit/batch.js';
 
 export const summary = 'TIME edit: --source "a circle" --dest "a purple circle" → edit file + before/after grid';
 
@@ -45,7 +46,26 @@ const usage = `usage: time-edit edit --source TEXT --dest TEXT [options]
   --json                  print a JSON summary on stdout
 
 Grid layout: for each prompt, one row before and one row after the edit; one column per seed.
+With --batch, each line gives its own source and destination; --lambda, --only-v, --no-augment, --augmentations
+and --preserve are defaults for the lines that do not set that field ("lambda", "onlyV", "augmentations",
+"preserve"); --model, --device, --threads, --out, --json apply to the run; --no-grid is accepted (a batch draws
+no grid); --pair, --on, --prompt, --seeds, --mode, --steps, --guidance, --export and --force are refused.
 example: time-edit edit --source "a circle" --dest "a purple circle" --seeds 0-7 --out out/`;
+
+/** Flags that have no meaning with --batch, and why (the refusal names them). */
+const NOT_WITH_BATCH: Record<string, string> = {
+  source: 'each line of the batch file gives its own source and destination',
+  dest: 'each line of the batch file gives its own source and destination',
+  pair: 'each line of the batch file gives its own source and destination',
+  on: 'a batch does not compose onto an existing edit',
+  prompt: 'a batch draws no before/after grid',
+  seeds: 'a batch draws no before/after grid',
+  mode: 'a batch draws no before/after grid',
+  steps: 'a batch draws no before/after grid',
+  guidance: 'a batch draws no before/after grid',
+  export: 'a batch exports no edited pipeline',
+  force: 'a batch exports no edited pipeline',
+};
 
 function parsePair(text: string): { source: string; destination: string } {
   const i = text.indexOf('=>');
@@ -75,30 +95,46 @@ export async function run(args: string[]): Promise<void> {
     console.log(usage);
     return;
   }
-  if (v.batch !== undefined) {
-    const { runBatch } = await import('../edit/batch.js');
-    await runBatch(v.batch, resolve(v.out ?? 'out'), { model: v.model, device: parseDevice(v.device), threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1) });
-    return;
-  }
-  if (v.source === undefined || v.dest === undefined) throw new UsageError(`--source and --dest are required\n${usage}`);
-  const pairs = [{ source: v.source, destination: v.dest }, ...(v.pair ?? []).map(parsePair)];
-  for (const p of pairs) if (p.source.trim() === '' || p.destination.trim() === '') throw new UsageError('source and destination prompts must not be empty');
+  if (v['no-augment'] === true && v.augmentations !== undefined) throw new UsageError('--no-augment and --augmentations contradict each other: give one of them');
   const lambda = parseNumber(v.lambda, '--lambda', 0.1);
   if (!(lambda > 0)) throw new UsageError(`--lambda must be > 0, got ${v.lambda}`);
   const augmentations = v['no-augment'] === true ? [] : v.augmentations !== undefined ? v.augmentations.split('|') : [...DEFAULT_AUGMENTATIONS];
-  const seeds = parseSeeds(v.seeds ?? '0-7');
-  const steps = parsePositiveInt(v.steps, '--steps', 50);
-  const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
-  const mode = (v.mode ?? 'embedding') as ApplyMode;
-  if (mode !== 'embedding' && mode !== 'weights') throw new UsageError(`--mode must be embedding or weights, got '${v.mode}'`);
   const device = parseDevice(v.device);
   const threads = v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1);
+  if (v.batch !== undefined) {
+    const refused = Object.keys(NOT_WITH_BATCH).filter((f) => (v as Record<string, unknown>)[f] !== undefined);
+    if (refused.length > 0) {
+      const why = [...new Set(refused.map((f) => NOT_WITH_BATCH[f]!))].join('; ');
+      throw new UsageError(`${refused.map((f) => `--${f}`).join(', ')} cannot be combined with --batch (${why})`);
+    }
+  }
   const outDir = resolve(v.out ?? 'out');
   try {
     if (!(await stat(outDir)).isDirectory()) throw new UsageError(`--out ${outDir} exists and is not a folder`);
   } catch (err) {
     if (err instanceof UsageError) throw err;
   }
+  if (v.batch !== undefined) {
+    // Flags a line can set are defaults for the lines that do not set them; only the flags given are passed on,
+    // so that an unset flag leaves the library's defaults (λ 0.1, K and V, the paper's templates, no preserve).
+    const defaults: BatchDefaults = {
+      ...(v.lambda !== undefined ? { lambda } : {}),
+      ...(v['only-v'] === true ? { onlyV: true } : {}),
+      ...(v['no-augment'] === true || v.augmentations !== undefined ? { augmentations } : {}),
+      ...(v.preserve !== undefined ? { preserve: v.preserve } : {}),
+    };
+    const { runBatch } = await import('../edit/batch.js');
+    await runBatch(v.batch, outDir, { model: v.model, device, threads, defaults, json: v.json === true });
+    return;
+  }
+  if (v.source === undefined || v.dest === undefined) throw new UsageError(`--source and --dest are required\n${usage}`);
+  const pairs = [{ source: v.source, destination: v.dest }, ...(v.pair ?? []).map(parsePair)];
+  for (const p of pairs) if (p.source.trim() === '' || p.destination.trim() === '') throw new UsageError('source and destination prompts must not be empty');
+  const seeds = parseSeeds(v.seeds ?? '0-7');
+  const steps = parsePositiveInt(v.steps, '--steps', 50);
+  const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
+  const mode = (v.mode ?? 'embedding') as ApplyMode;
+  if (mode !== 'embedding' && mode !== 'weights') throw new UsageError(`--mode must be embedding or weights, got '${v.mode}'`);
   const exportDir = v.export === undefined ? undefined : resolve(v.export);
   if (exportDir !== undefined && v.force !== true) {
     const exists = await stat(exportDir).then(() => true, () => false);

@@ -1,12 +1,18 @@
 // `edit --batch EDITS.jsonl --out DIR`: one edit per JSONL line, for servers that compute many edits.
 // Lines are processed in chunks: every prompt of a chunk is encoded in one text-encoder pass and every edit of a
 // chunk is solved in one batched native call. Each line gets an edit file (DIR/edits/line-NNNNN.safetensors) and
-// one row in DIR/results.jsonl (status, timings, layers edited, or the error). A bad line does not stop the
-// others. Reruns are resumable: a line whose row (same line number, same text) is already in results.jsonl is
-// skipped; rows are appended only after their edit file is in place, a torn last row is dropped on restart, and
-// rows of lines that changed are discarded, so nothing is lost or duplicated.
+// one row in DIR/results.jsonl (status, timings, the line's effective settings and the model fingerprint, or the
+// error). A bad line does not stop the others. A line may leave out λ, onlyV, augmentations and preserve: the
+// run's defaults (the CLI's --lambda, --only-v, --no-augment/--augmentations, --preserve) fill them in.
+// Reruns are resumable: a line counts as done when its latest row (same line number, same text) is 'ok' and
+// records the same effective settings (λ, onlyV, augmentations, preserve) and model fingerprint as this run
+// would use; every other line is computed again: failed lines are retried, lines whose settings changed (another
+// --lambda, another model) are recomputed. Rows are appended only after their edit file is in place; the last row
+// of a line is its result. On start and at the end the file is rewritten compactly (atomically): one row per line,
+// a torn last row dropped, rows of changed or removed lines (and their edit files) discarded, so nothing is lost,
+// duplicated or silently mixed.
 import { createHash } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../cli-errors.js';
 import { loadPipeline } from '../model/pipeline.js';
@@ -18,7 +24,20 @@ import { DEFAULT_AUGMENTATIONS } from './augment.js';
 import { openEditContext, type EditContext } from './session.js';
 import { defaultSolver, type EditSolver } from './solve.js';
 
+/**
+ * Values for the fields a line leaves out (a line's own value wins). Unset: λ 0.1, onlyV false, the paper's
+ * augmentation templates, no preserve prompts.
+ */
+export interface BatchDefaults {
+  lambda?: number;
+  onlyV?: boolean;
+  augmentations?: string[];
+  preserve?: string[];
+}
+
 export interface BatchOptions {
+  /** Defaults for the fields a line leaves out. */
+  defaults?: BatchDefaults;
   model?: string;
   device?: 'cpu' | 'cuda';
   threads?: number;
@@ -26,6 +45,8 @@ export interface BatchOptions {
   chunk?: number;
   /** Quiet: no progress bar, no summary on stderr. */
   quiet?: boolean;
+  /** runBatch: print the summary as JSON on stdout instead of a line on stderr. */
+  json?: boolean;
 }
 
 export interface BatchRow {
@@ -38,6 +59,10 @@ export interface BatchRow {
   destination?: string;
   lambda?: number;
   onlyV?: boolean;
+  augmentations?: string[];
+  preserve?: string[];
+  /** edit fingerprint of the model the edit was computed for */
+  fingerprint?: string;
   rows?: number;
   layers?: number;
   encodeMs?: number;
@@ -46,10 +71,17 @@ export interface BatchRow {
 }
 
 export interface BatchSummary {
+  /** lines in the file (blank lines and comments aside) */
   total: number;
+  /** lines already done by an earlier run with the same settings (not computed again) */
   skipped: number;
+  /** lines computed by this run that succeeded / failed (ok + errors + skipped = total) */
   ok: number;
   errors: number;
+  /** of the lines computed by this run: those whose latest earlier attempt had failed */
+  retried: number;
+  /** of the lines computed by this run: those done earlier with other settings (λ, onlyV, augmentations, preserve, model) */
+  recomputed: number;
   seconds: number;
   solveSeconds: number;
   editsPerSecond: number;
@@ -61,8 +93,8 @@ function lineKey(text: string): string {
   return createHash('sha1').update(text).digest('hex').slice(0, 16);
 }
 
-/** Parses one JSONL line into an edit request; throws EditError with a clear message. */
-export function parseBatchLine(text: string): EditRequest & { onlyV: boolean } {
+/** Parses one JSONL line into an edit request, filling in `defaults` for the fields it leaves out; throws EditError with a clear message. */
+export function parseBatchLine(text: string, defaults: BatchDefaults = {}): EditRequest & { onlyV: boolean; lambda: number; augmentations: string[]; preserve: string[] } {
   let v: unknown;
   try {
     v = JSON.parse(text);
@@ -74,27 +106,57 @@ export function parseBatchLine(text: string): EditRequest & { onlyV: boolean } {
   const source = o['source'];
   const destination = o['destination'] ?? o['dest'];
   if (typeof source !== 'string' || typeof destination !== 'string') throw new EditError('"source" and "destination" must be strings');
-  const lambda = o['lambda'] ?? 0.1;
+  const lambda = o['lambda'] ?? defaults.lambda ?? 0.1;
   if (typeof lambda !== 'number') throw new EditError('"lambda" must be a number');
   const aug = o['augmentations'];
   let augmentations: string[];
-  if (aug === undefined || aug === true) augmentations = [...DEFAULT_AUGMENTATIONS];
+  if (aug === undefined) augmentations = [...(defaults.augmentations ?? DEFAULT_AUGMENTATIONS)];
+  else if (aug === true) augmentations = [...DEFAULT_AUGMENTATIONS];
   else if (aug === false) augmentations = [];
   else if (Array.isArray(aug) && aug.every((a) => typeof a === 'string')) augmentations = aug as string[];
   else throw new EditError('"augmentations" must be true, false or a list of strings');
-  const onlyV = o['onlyV'] ?? o['only_v'] ?? o['only-v'] ?? false;
+  const onlyV = o['onlyV'] ?? o['only_v'] ?? o['only-v'] ?? defaults.onlyV ?? false;
   if (typeof onlyV !== 'boolean') throw new EditError('"onlyV" must be a boolean');
-  const preserve = o['preserve'] ?? [];
+  const preserve = o['preserve'] ?? defaults.preserve ?? [];
   if (!Array.isArray(preserve) || !preserve.every((p) => typeof p === 'string')) throw new EditError('"preserve" must be a list of strings');
-  return { pairs: [{ source, destination }], lambda, augmentations, mode: onlyV ? 'v' : 'kv', preserve: preserve as string[], onlyV };
+  return { pairs: [{ source, destination }], lambda, augmentations, mode: onlyV ? 'v' : 'kv', preserve: [...(preserve as string[])], onlyV };
 }
 
-/** Reads existing rows, dropping a torn last line and rows whose line text changed. */
-function loadDone(resultsPath: string, keys: Map<number, string>): Map<number, BatchRow> {
-  const done = new Map<number, BatchRow>();
-  if (!existsSync(resultsPath)) return done;
-  const text = readFileSync(resultsPath, 'utf8');
-  for (const line of text.split('\n')) {
+/** What a result depends on besides the line's prompts: its effective settings and the model. */
+function settingsKey(s: { lambda?: number; onlyV?: boolean; augmentations?: string[]; preserve?: string[]; fingerprint?: string }): string {
+  return JSON.stringify([s.lambda ?? null, s.onlyV ?? null, s.augmentations ?? null, s.preserve ?? null, s.fingerprint ?? null]);
+}
+
+const editName = (line: number) => `line-${String(line).padStart(5, '0')}.safetensors`;
+
+/** Rewrites results.jsonl atomically with one row per line, in line order. */
+function writeRows(resultsPath: string, rows: Iterable<BatchRow>): void {
+  writeFileAtomic(resultsPath, new TextEncoder().encode([...rows].sort((a, b) => a.line - b.line).map((r) => JSON.stringify(r) + '\n').join('')));
+}
+
+interface Loaded {
+  /** the latest row of each line still in the file, keyed by line */
+  rows: Map<number, BatchRow>;
+  /** lines whose latest row is 'ok' with this run's settings: not computed again */
+  done: Set<number>;
+  /** lines whose latest row is an error: retried */
+  failed: Set<number>;
+  /** lines done earlier with other settings or another model: computed again */
+  changed: Set<number>;
+}
+
+/**
+ * Reads existing rows and keeps the latest one of each line. Dropped: a torn row (its line is redone), rows of lines
+ * whose text changed or that are gone, 'ok' rows whose settings differ from `wanted(line)` (with their edit files,
+ * which were computed with those settings) and 'ok' rows whose edit file is missing. Error rows stay until a retry
+ * supersedes them.
+ */
+function loadRows(resultsPath: string, editsDir: string, keys: Map<number, string>, wanted: (line: number) => string | undefined): Loaded {
+  const loaded: Loaded = { rows: new Map(), done: new Set(), failed: new Set(), changed: new Set() };
+  if (!existsSync(resultsPath)) return loaded;
+  const latest = new Map<number, BatchRow>();
+  const gone = new Set<number>();
+  for (const line of readFileSync(resultsPath, 'utf8').split('\n')) {
     if (line.trim() === '') continue;
     let row: BatchRow;
     try {
@@ -102,11 +164,27 @@ function loadDone(resultsPath: string, keys: Map<number, string>): Map<number, B
     } catch {
       continue; // a row torn by a crash: its line is redone
     }
-    if (keys.get(row.line) === row.key) done.set(row.line, row);
+    if (typeof row !== 'object' || row === null || !Number.isSafeInteger(row.line)) continue;
+    if (keys.get(row.line) === row.key) latest.set(row.line, row);
+    else gone.add(row.line);
   }
-  // Rewrite compactly so that dropped rows do not linger (atomic).
-  writeFileAtomic(resultsPath, new TextEncoder().encode([...done.values()].sort((a, b) => a.line - b.line).map((r) => JSON.stringify(r) + '\n').join('')));
-  return done;
+  for (const [line, row] of latest) {
+    if (row.status === 'ok') {
+      if (settingsKey(row) !== wanted(line)) {
+        loaded.changed.add(line);
+        gone.add(line);
+      } else if (existsSync(join(editsDir, editName(line)))) {
+        loaded.rows.set(line, row);
+        loaded.done.add(line);
+      } // else its edit file was deleted: the line is computed again
+    } else {
+      loaded.rows.set(line, row);
+      loaded.failed.add(line);
+    }
+  }
+  for (const line of gone) if (!loaded.done.has(line)) rmSync(join(editsDir, editName(line)), { force: true });
+  writeRows(resultsPath, loaded.rows.values()); // so that dropped rows do not linger
+  return loaded;
 }
 
 function progress(done: number, total: number, t0: number): void {
@@ -126,12 +204,26 @@ export async function runBatchWith(ctx: EditContext, file: string, outDir: strin
   } catch (err) {
     throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
   }
+  const defaults = options.defaults ?? {};
   const lines = text.split('\n').map((t, i) => ({ line: i + 1, text: t.trim() })).filter((l) => l.text !== '' && !l.text.startsWith('#'));
   const keys = new Map(lines.map((l) => [l.line, lineKey(l.text)]));
-  mkdirSync(join(outDir, 'edits'), { recursive: true });
+  const texts = new Map(lines.map((l) => [l.line, l.text]));
+  const wanted = (line: number): string | undefined => {
+    try {
+      const req = parseBatchLine(texts.get(line)!, defaults);
+      return settingsKey({ ...req, fingerprint: ctx.fingerprint });
+    } catch {
+      return undefined; // the line fails now: not done
+    }
+  };
+  const editsDir = join(outDir, 'edits');
+  mkdirSync(editsDir, { recursive: true });
   const resultsPath = join(outDir, 'results.jsonl');
-  const done = loadDone(resultsPath, keys);
-  const todo = lines.filter((l) => !done.has(l.line));
+  const loaded = loadRows(resultsPath, editsDir, keys, wanted);
+  const current = loaded.rows;
+  const todo = lines.filter((l) => !loaded.done.has(l.line));
+  const retried = todo.filter((l) => loaded.failed.has(l.line)).length;
+  const recomputed = todo.filter((l) => loaded.changed.has(l.line)).length;
   const chunkSize = options.chunk ?? 32;
   const s = solver ?? (await defaultSolver());
   const tok = ctx.pipeline.tokenizer;
@@ -142,7 +234,10 @@ export async function runBatchWith(ctx: EditContext, file: string, outDir: strin
   let errors = 0;
   let processed = 0;
   const append = (row: BatchRow) => {
+    // A failed line keeps no edit file (one left by an earlier attempt would contradict its row).
+    if (row.status === 'error') rmSync(join(editsDir, editName(row.line)), { force: true });
     appendFileSync(resultsPath, JSON.stringify(row) + '\n');
+    current.set(row.line, row);
     if (row.status === 'ok') ok++;
     else errors++;
   };
@@ -150,23 +245,23 @@ export async function runBatchWith(ctx: EditContext, file: string, outDir: strin
   for (let c = 0; c < todo.length; c += chunkSize) {
     const chunk = todo.slice(c, c + chunkSize);
     const planned: { line: number; key: string; req: ReturnType<typeof parseBatchLine>; plan: RowPlan; offset: number }[] = [];
-    const texts: string[] = [];
+    const prompts: string[] = [];
     for (const l of chunk) {
       const key = keys.get(l.line)!;
       try {
-        const req = parseBatchLine(l.text);
+        const req = parseBatchLine(l.text, defaults);
         const plan = planRows(tok, req);
-        planned.push({ line: l.line, key, req, plan, offset: texts.length });
-        texts.push(...plan.texts);
+        planned.push({ line: l.line, key, req, plan, offset: prompts.length });
+        prompts.push(...plan.texts);
       } catch (err) {
         append({ line: l.line, key, status: 'error', error: (err as Error).message });
       }
     }
     if (planned.length > 0) {
       const te = performance.now();
-      const emb = await ctx.pipeline.encodePrompts(texts);
+      const emb = await ctx.pipeline.encodePrompts(prompts);
       const encodeMs = performance.now() - te;
-      const per = emb.length / texts.length;
+      const per = emb.length / prompts.length;
       const built = planned.map((p) => assembleRows(p.plan, emb.subarray(p.offset * per, (p.offset + p.plan.texts.length) * per), L));
       const ts = performance.now();
       let solved;
@@ -186,11 +281,11 @@ export async function runBatchWith(ctx: EditContext, file: string, outDir: strin
             fingerprint: ctx.fingerprint,
             steps: [{ pairs: p.req.pairs, preserve: p.req.preserve ?? [], lambda: p.plan.lambda, augmentations: [...(p.req.augmentations ?? [])], mode: p.req.mode ?? 'kv', rows: built[i]!.rows, D: solved![i]!.D, G: solved![i]!.G }],
           };
-          const name = `line-${String(p.line).padStart(5, '0')}.safetensors`;
-          saveEdit(join(outDir, 'edits', name), edit);
+          const name = editName(p.line);
+          saveEdit(join(editsDir, name), edit);
           append({
             line: p.line, key: p.key, status: 'ok', file: `edits/${name}`, source: pair.source, destination: pair.destination, lambda: p.plan.lambda,
-            onlyV: p.req.onlyV, rows: built[i]!.rows, layers: ctx.map.layers.length, encodeMs: encodeMs / planned.length, solveMs: solveMs / planned.length,
+            onlyV: p.req.onlyV, augmentations: p.req.augmentations, preserve: p.req.preserve, fingerprint: ctx.fingerprint, rows: built[i]!.rows, layers: ctx.map.layers.length, encodeMs: encodeMs / planned.length, solveMs: solveMs / planned.length,
             ...(p.plan.warnings.length > 0 ? { warnings: p.plan.warnings } : {}),
           });
         } catch (err) {
@@ -201,9 +296,10 @@ export async function runBatchWith(ctx: EditContext, file: string, outDir: strin
     processed += chunk.length;
     if (!options.quiet) progress(processed, todo.length, t0);
   }
+  writeRows(resultsPath, current.values()); // one row per line: a retried line's new row replaces its error row
   const seconds = (performance.now() - t0) / 1000;
   return {
-    total: lines.length, skipped: done.size, ok, errors, seconds, solveSeconds: solveMsTotal / 1000,
+    total: lines.length, skipped: loaded.done.size, ok, errors, retried, recomputed, seconds, solveSeconds: solveMsTotal / 1000,
     editsPerSecond: ok / Math.max(1e-9, seconds), solverEditsPerSecond: ok / Math.max(1e-9, solveMsTotal / 1000), solver: s.name,
   };
 }
@@ -214,8 +310,16 @@ export async function runBatch(file: string, outDir: string, options: BatchOptio
   try {
     const ctx = await openEditContext(pipeline);
     const s = await runBatchWith(ctx, file, outDir, options);
+    if (options.json === true) {
+      console.log(JSON.stringify({ ...s, results: join(outDir, 'results.jsonl'), layers: ctx.map.layers.length }, null, 2));
+      return;
+    }
+    const redone = [
+      ...(s.retried > 0 ? [`${s.retried} retried after an earlier failure`] : []),
+      ...(s.recomputed > 0 ? [`${s.recomputed} recomputed because their λ, only-v, augmentations, preserve or the model changed`] : []),
+    ];
     console.error(
-      `${s.ok} edits written, ${s.errors} errors, ${s.skipped} lines already done (of ${s.total}); ` +
+      `${s.ok} edits written, ${s.errors} errors${redone.length > 0 ? ` (${redone.join(', ')})` : ''}, ${s.skipped} lines already done (of ${s.total}); ` +
         `${s.editsPerSecond.toFixed(1)} edits/s end to end, ${s.solverEditsPerSecond.toFixed(1)} edits/s in the solver (${s.solver}); ` +
         `each edit covers ${ctx.map.layers.length} layers × K/V; results in ${join(outDir, 'results.jsonl')}`,
     );

@@ -1,7 +1,7 @@
 // PNG output with pngjs. Files are written to a temporary name in the same folder and renamed into place, so a
-// crash or an error never leaves a half-written PNG under the final name.
+// crash or an error never leaves a half-written PNG under the final name. A missing parent folder is created.
 import { randomBytes } from 'node:crypto';
-import { rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { PNG } from 'pngjs';
@@ -78,8 +78,9 @@ export function decodePng(bytes: Uint8Array): RgbImage {
   return { width: png.width, height: png.height, rgb };
 }
 
-/** Writes bytes to `path` atomically: a temporary sibling file, then rename. */
+/** Writes bytes to `path` atomically: a temporary sibling file, then rename; creates the parent folder if missing. */
 export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     await writeFile(tmp, bytes);
@@ -90,7 +91,10 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<
   }
 }
 
-/** Encodes and writes a PNG atomically. Example: `await writePng('out/a.png', image, { prompt: 'a circle' })`. */
+/**
+ * Encodes and writes a PNG atomically, creating the parent folder if missing.
+ * Example: `await writePng('out/a.png', image, { prompt: 'a circle' })`.
+ */
 export async function writePng(path: string, img: RgbImage, text: Record<string, string> = {}): Promise<void> {
   await writeFileAtomic(path, encodePng(img, text));
 }

@@ -4,7 +4,7 @@
 // Memory: decoding keeps tensor payloads as subarrays of the file's buffer (no copy), and tensors stored as
 // external data are only read when asked for (`tensorBytes`), a slice at a time, so a UNet whose 1.7 GB of
 // weights live in weights.pb costs only its graph proto to load.
-import { closeSync, existsSync, openSync, readSync, fstatSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, fstatSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { decodeMessage, encodeMessageTo, ModelSchema, TensorSchema, GraphSchema, NodeSchema } from './schema.js';
@@ -292,10 +292,12 @@ function writeAll(fd: number, bytes: Uint8Array, position: number): void {
 
 /**
  * Writes a model to `path` atomically (temp file + rename, external file first), optionally moving large
- * tensors to an external data file. The model object is modified to describe what was written.
+ * tensors to an external data file. Missing parent folders (of the model and of the external file) are created.
+ * The model object is modified to describe what was written.
  */
 export function saveModel(model: ModelProto, path: string, options: SaveOptions = {}): void {
   const dir = dirname(resolve(path));
+  mkdirSync(dir, { recursive: true });
   const temps: string[] = [];
   try {
     const ext = options.externalData;
@@ -305,6 +307,7 @@ export function saveModel(model: ModelProto, path: string, options: SaveOptions 
       if (model.graph === undefined) throw new OnnxError('model has no graph');
       extFinal = resolveLocation(dir, ext.location);
       extTemp = `${extFinal}.tmp-${process.pid}`;
+      mkdirSync(dirname(extFinal), { recursive: true });
       temps.push(extTemp);
       const threshold = ext.threshold ?? 1024;
       const fd = openSync(extTemp, 'w');
