@@ -89,6 +89,13 @@ test('edit --batch on the embedded model: --lambda/--only-v/--no-augment are lin
     assert.match(r2.err, /1 edits written, 0 errors \(1 recomputed because their λ, only-v, augmentations, preserve or the model changed\), 1 lines already done \(of 2\)/);
     assert.deepEqual(rows().map((x) => [x.line, x.lambda]), [[1, 3], [2, 0.2]]);
     assert.equal((await step(1)).lambda, 3);
+
+    // A line that fails (λ ≤ 0) is reported in its row; the exit code says so (1).
+    writeFileSync(file, readFileSync(file, 'utf8') + '{"source":"a circle","destination":"a purple circle","lambda":-1}\n');
+    const r3 = run(['edit', '--batch', file, '--lambda', '3', '--only-v', '--no-augment', '--out', out]);
+    assert.equal(r3.code, 1, r3.err);
+    assert.match(r3.err, /0 edits written, 1 errors, 2 lines already done \(of 3\)/);
+    assert.equal(rows().find((x) => x.line === 3).status, 'error');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -124,7 +124,9 @@ export async function run(args: string[]): Promise<void> {
       ...(v.preserve !== undefined ? { preserve: v.preserve } : {}),
     };
     const { runBatch } = await import('../edit/batch.js');
-    await runBatch(v.batch, outDir, { model: v.model, device, threads, defaults, json: v.json === true });
+    const s = await runBatch(v.batch, outDir, { model: v.model, device, threads, defaults, json: v.json === true });
+    // Scripts must see that lines failed; the others' results are written and a rerun retries only the failures.
+    if (s.errors > 0) process.exitCode = 1;
     return;
   }
   if (v.source === undefined || v.dest === undefined) throw new UsageError(`--source and --dest are required\n${usage}`);

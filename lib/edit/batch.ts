@@ -304,7 +304,8 @@ export async function runBatchWith(ctx: EditContext, file: string, outDir: strin
   };
 }
 
-export async function runBatch(file: string, outDir: string, options: BatchOptions): Promise<void> {
+/** Runs a batch file with the model of `options` and prints the summary; returns it (`errors` > 0: some lines failed). */
+export async function runBatch(file: string, outDir: string, options: BatchOptions): Promise<BatchSummary> {
   if (!existsSync(file)) throw new UsageError(`batch file ${file} does not exist`);
   const pipeline = await loadPipeline(options.model, { device: options.device, threads: options.threads });
   try {
@@ -312,7 +313,7 @@ export async function runBatch(file: string, outDir: string, options: BatchOptio
     const s = await runBatchWith(ctx, file, outDir, options);
     if (options.json === true) {
       console.log(JSON.stringify({ ...s, results: join(outDir, 'results.jsonl'), layers: ctx.map.layers.length }, null, 2));
-      return;
+      return s;
     }
     const redone = [
       ...(s.retried > 0 ? [`${s.retried} retried after an earlier failure`] : []),
@@ -323,6 +324,7 @@ export async function runBatch(file: string, outDir: string, options: BatchOptio
         `${s.editsPerSecond.toFixed(1)} edits/s end to end, ${s.solverEditsPerSecond.toFixed(1)} edits/s in the solver (${s.solver}); ` +
         `each edit covers ${ctx.map.layers.length} layers × K/V; results in ${join(outDir, 'results.jsonl')}`,
     );
+    return s;
   } finally {
     await pipeline.close();
   }
