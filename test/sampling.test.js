@@ -77,8 +77,10 @@ test('PNG: round trip, atomic write leaves no temporary files, size checks', asy
   await writePng(join(dir, 'a.png'), img);
   assert.deepEqual(readdirSync(dir), ['a.png']);
   assert.deepEqual(decodePng(readFileSync(join(dir, 'a.png'))), img);
-  await assert.rejects(writePng(join(dir, 'missing-dir', 'b.png'), img));
-  assert.deepEqual(readdirSync(dir), ['a.png']);
+  await writePng(join(dir, 'new-dir', 'b.png'), img); // a missing parent folder is created
+  assert.deepEqual(readdirSync(join(dir, 'new-dir')), ['b.png']);
+  await assert.rejects(writePng(join(dir, 'a.png', 'c.png'), img), /cannot create the folder .*a\.png: .*exists and is not a folder/);
+  assert.deepEqual(readdirSync(dir).sort(), ['a.png', 'new-dir']);
   assert.throws(() => encodePng({ width: 2, height: 2, rgb: new Uint8Array(5) }), /expected 2×2×3/);
   // Text metadata: valid chunks (pngjs re-reads the file, checking CRCs), UTF-8 preserved, pixels unchanged.
   const withText = encodePng(img, { prompt: 'a café ☕', seed: '7' });

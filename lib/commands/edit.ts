@@ -1,6 +1,6 @@
 // `time-edit edit`: compute a TIME edit from a source and a destination prompt, save it as an edit file, and
 // write a before/after grid of the prompts you want to see (default: the source prompt).
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../cli-errors.js';
 import { parseCommandLine } from '../cli-args.js';
@@ -17,6 +17,7 @@ import { computeModelEdit, loadEditFor, openEditContext, prepareEditedGeneration
 import { describeCrossAttention } from '../model/cross-attention.js';
 import { AlignmentError } from '../edit/align.js';
 import type { BatchDefaults } from '../edit/batch.js';
+import { makeDirectory } from '../make-directory.js';
 
 export const summary = 'TIME edit: --source "a circle" --dest "a purple circle" → edit file + before/after grid';
 
@@ -165,7 +166,7 @@ export async function run(args: string[]): Promise<void> {
         throw err;
       }
     }
-    await mkdir(outDir, { recursive: true });
+    makeDirectory(outDir);
     const editPath = join(outDir, 'edit.safetensors');
     saveEdit(editPath, edit);
     const layers = describeCrossAttention(ctx.map);

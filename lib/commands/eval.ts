@@ -1,5 +1,5 @@
 // `time-edit eval timed`: the TIMED evaluation (baseline, edited, oracle) with images, CSV and HTML report.
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../cli-errors.js';
 import { parseCommandLine } from '../cli-args.js';
@@ -11,6 +11,7 @@ import { DatasetError, readTimedDataset, type TimedEntry } from '../eval/timed-c
 import { averageScores, colourJudge, DEFAULT_TIMED_BATCH, resultsCsv, resultsHtml, runTimed, writeTextAtomic, type EntryResult, type Judge } from '../eval/timed.js';
 import { appendToRunLog, isForeignFile, readRunLog, RUN_LOG_NAME, RunLogError, settingsDifferences, startRunLog, type RunLogContents, type TimedRunSettings } from '../eval/timed-log.js';
 import { ClipJudge } from '../eval/clip-judge.js';
+import { makeDirectory } from '../make-directory.js';
 
 export const summary = 'evaluation: eval timed --dataset FILE.csv (efficacy, generality, specificity vs baseline and oracle)';
 
@@ -124,7 +125,7 @@ export async function run(args: string[]): Promise<void> {
     const fullSettings: TimedRunSettings = { ...settings, modelFingerprint: ctx.fingerprint };
     if (earlier !== undefined) refuseDifferences(logPath, earlier.settings, { modelFingerprint: ctx.fingerprint });
     if (restart) await discardEarlierRun(outDir);
-    await mkdir(outDir, { recursive: true });
+    makeDirectory(outDir);
     const recorded = earlier?.results ?? new Map<number, EntryResult>();
     const todo = entries.filter((e) => recorded.get(e.index)?.scores === undefined);
     reportResume(logPath, entries, recorded, todo);

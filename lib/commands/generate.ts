@@ -1,5 +1,5 @@
 // `time-edit generate`: prompts × seeds → PNG files (or one grid PNG), with the embedded model by default.
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../cli-errors.js';
 import { parseCommandLine } from '../cli-args.js';
@@ -9,6 +9,7 @@ import { loadPipeline } from '../model/pipeline.js';
 import { generate, type GeneratedImage, type GenerateOptions } from '../sample/generate.js';
 import { parseDevice, parseNumber, parsePositiveInt, parseScheduler, parseSeeds } from '../sample/options.js';
 import { schedulerNames } from '../sample/schedulers.js';
+import { makeDirectory } from '../make-directory.js';
 
 export const summary = 'text-to-image: prompts × seeds → PNG files (embedded model, or --model an SD 1.x ONNX folder)';
 
@@ -121,7 +122,7 @@ export async function run(args: string[]): Promise<void> {
       ...(v['negative-prompt'] !== undefined ? { negative_prompt: v['negative-prompt'] } : {}),
       ...(v.edit !== undefined ? { edit: resolve(v.edit), edit_mode: editMode } : {}),
     };
-    await mkdir(outDir, { recursive: true });
+    makeDirectory(outDir);
     const written: { path: string; prompt: string; seed: number }[] = [];
     let grid: string | null = null;
     if (v.grid === true) {

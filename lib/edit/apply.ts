@@ -4,7 +4,7 @@
 //    second input `encoder_hidden_states_v` (E·M_vᵀ) while K keeps reading `encoder_hidden_states` (E·M_kᵀ);
 //  - weights mode: the K/V initializers are replaced by W·M (a patched copy of the graph, run from memory);
 //  - export: the patched UNet written to a new pipeline folder, everything else linked or copied.
-import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { findCrossAttention, type CrossAttentionMap } from '../model/cross-attention.js';
@@ -13,6 +13,7 @@ import {
   type LoadedModel, type ModelProto, type TensorProto,
 } from '../model/onnx/index.js';
 import { type Edit, EditError, needsSplitConditioning, stepEdits, transformRows, transformWeightRows } from './edit.js';
+import { makeDirectory } from '../make-directory.js';
 
 /** Name of the V-path conditioning input added by the split rewrite. */
 export const V_INPUT = 'encoder_hidden_states_v';
@@ -157,7 +158,7 @@ function tryLinkedFolder(parent: string, model: ModelProto, originalDir: string,
     dir = mkdtempSync(join(parent, '.time-edit-unet-'));
     for (const loc of locations) {
       const target = join(dir, loc);
-      mkdirSync(dirname(target), { recursive: true });
+      makeDirectory(dirname(target));
       linkSync(resolve(originalDir, loc), target); // hard link: onnxruntime refuses symlinks leaving the folder
     }
     saveModel(model, join(dir, 'model.onnx'));
@@ -206,7 +207,7 @@ function linkOrCopy(src: string, dst: string): void {
 }
 
 function copyTree(src: string, dst: string, skip: (rel: string) => boolean, rel = ''): void {
-  mkdirSync(dst, { recursive: true });
+  makeDirectory(dst);
   for (const name of readdirSync(src)) {
     const r = rel ? `${rel}/${name}` : name;
     if (skip(r)) continue;

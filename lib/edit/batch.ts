@@ -12,7 +12,7 @@
 // a torn last row dropped, rows of changed or removed lines (and their edit files) discarded, so nothing is lost,
 // duplicated or silently mixed.
 import { createHash } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../cli-errors.js';
 import { loadPipeline } from '../model/pipeline.js';
@@ -23,6 +23,7 @@ import { saveEdit } from './edit-file.js';
 import { DEFAULT_AUGMENTATIONS } from './augment.js';
 import { openEditContext, type EditContext } from './session.js';
 import { defaultSolver, type EditSolver } from './solve.js';
+import { makeDirectory } from '../make-directory.js';
 
 /**
  * Values for the fields a line leaves out (a line's own value wins). Unset: λ 0.1, onlyV false, the paper's
@@ -217,7 +218,7 @@ export async function runBatchWith(ctx: EditContext, file: string, outDir: strin
     }
   };
   const editsDir = join(outDir, 'edits');
-  mkdirSync(editsDir, { recursive: true });
+  makeDirectory(editsDir);
   const resultsPath = join(outDir, 'results.jsonl');
   const loaded = loadRows(resultsPath, editsDir, keys, wanted);
   const current = loaded.rows;

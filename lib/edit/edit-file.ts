@@ -1,10 +1,11 @@
 // Edit files: an Edit saved as safetensors. Tensors step<i>.D and step<i>.G (n × d float32, the low-rank form);
 // metadata (strings): format "time-edit/1", d, fingerprint, steps (JSON: pairs, preserve, λ, augmentations,
 // mode, rows per step). Loading checks every shape against the metadata; applying to another model is refused.
-import { mkdirSync } from 'node:fs';
+
 import { dirname } from 'node:path';
 import { type Edit, EditError, type EditStep } from './edit.js';
 import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
+import { makeDirectory } from '../make-directory.js';
 
 export const EDIT_FORMAT = 'time-edit/1';
 
@@ -26,7 +27,7 @@ export function saveEdit(path: string, edit: Edit): void {
     tensors.set(`step${i}.G`, { dtype: 'F32', shape: [s.rows, edit.d], data: s.G });
     return { pairs: s.pairs, preserve: s.preserve, lambda: s.lambda, augmentations: s.augmentations, mode: s.mode, rows: s.rows };
   });
-  mkdirSync(dirname(path), { recursive: true });
+  makeDirectory(dirname(path));
   writeSafetensors(path, {
     tensors,
     metadata: { format: EDIT_FORMAT, d: String(edit.d), fingerprint: edit.fingerprint, steps: JSON.stringify(steps) },

@@ -7,7 +7,7 @@
 // The oracle row scores images of the target prompts themselves (an upper reference for the judge and model).
 // Each finished entry is handed to the caller as it completes (the CLI records it: timed-log.ts), and a resumed run
 // passes the entries done earlier, whose unedited images are read back rather than sampled again.
-import { mkdir, writeFile, rename } from 'node:fs/promises';
+import { writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeGrid } from '../image/grid.js';
 import { writePng, type RgbImage } from '../image/png.js';
@@ -16,6 +16,7 @@ import { computeModelEdit, prepareEditedGeneration, type ApplyMode, type EditCon
 import { classifyColour, colourNamedIn } from './colour-classifier.js';
 import type { TimedEntry } from './timed-csv.js';
 import { UneditedImages } from './unedited-images.js';
+import { makeDirectory } from '../make-directory.js';
 
 export type Category = 'efficacy' | 'generality' | 'specificity';
 
@@ -169,7 +170,7 @@ export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: Timed
       }
       const frac = (rows: boolean[][]) => rows.flat().filter(Boolean).length / Math.max(1, rows.flat().length);
       scores[model] = { efficacy: frac(ok.slice(0, 1)), generality: frac(ok.slice(1, 6)), specificity: frac(ok.slice(6, 11)) };
-      await mkdir(join(dir, model), { recursive: true });
+      makeDirectory(join(dir, model));
       for (const [i, imgs] of sets[model].entries()) {
         const prompt = model === 'oracle' ? oraclePrompts[i]! : tests[i]!;
         for (const img of imgs) await writePng(imagePath(dir, model, i, prompt, img.seed), img);

@@ -1,10 +1,11 @@
 // PNG output with pngjs. Files are written to a temporary name in the same folder and renamed into place, so a
 // crash or an error never leaves a half-written PNG under the final name. A missing parent folder is created.
 import { randomBytes } from 'node:crypto';
-import { mkdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { PNG } from 'pngjs';
+import { makeDirectory } from '../make-directory.js';
 
 /** An RGB image: height × width × 3 bytes, row-major. */
 export interface RgbImage {
@@ -80,7 +81,7 @@ export function decodePng(bytes: Uint8Array): RgbImage {
 
 /** Writes bytes to `path` atomically: a temporary sibling file, then rename; creates the parent folder if missing. */
 export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
+  makeDirectory(dirname(path));
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     await writeFile(tmp, bytes);

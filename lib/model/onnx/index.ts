@@ -4,7 +4,7 @@
 // Memory: decoding keeps tensor payloads as subarrays of the file's buffer (no copy), and tensors stored as
 // external data are only read when asked for (`tensorBytes`), a slice at a time, so a UNet whose 1.7 GB of
 // weights live in weights.pb costs only its graph proto to load.
-import { closeSync, existsSync, mkdirSync, openSync, readSync, fstatSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, fstatSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { decodeMessage, encodeMessageTo, ModelSchema, TensorSchema, GraphSchema, NodeSchema } from './schema.js';
@@ -15,6 +15,7 @@ export * from './types.js';
 export { ProtobufError, type Int64 } from './wire.js';
 export { float16ToFloat32, float32ToFloat16, float16BitsToNumber, numberToFloat16Bits } from './float16.js';
 import { float16ToFloat32, float32ToFloat16 } from './float16.js';
+import { makeDirectory } from '../../make-directory.js';
 
 /** Thrown for models that decode but cannot be used as asked (missing data, unsupported types). */
 export class OnnxError extends Error {
@@ -297,7 +298,7 @@ function writeAll(fd: number, bytes: Uint8Array, position: number): void {
  */
 export function saveModel(model: ModelProto, path: string, options: SaveOptions = {}): void {
   const dir = dirname(resolve(path));
-  mkdirSync(dir, { recursive: true });
+  makeDirectory(dir);
   const temps: string[] = [];
   try {
     const ext = options.externalData;
@@ -307,7 +308,7 @@ export function saveModel(model: ModelProto, path: string, options: SaveOptions 
       if (model.graph === undefined) throw new OnnxError('model has no graph');
       extFinal = resolveLocation(dir, ext.location);
       extTemp = `${extFinal}.tmp-${process.pid}`;
-      mkdirSync(dirname(extFinal), { recursive: true });
+      makeDirectory(dirname(extFinal));
       temps.push(extTemp);
       const threshold = ext.threshold ?? 1024;
       const fd = openSync(extTemp, 'w');
