@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cuda_reference.hpp"
+#include "expect.hpp"
 #include "time_edit/solver.hpp"
 
 using time_edit::EditOutputs;
@@ -24,16 +25,7 @@ using namespace time_edit::testref;
 
 namespace {
 
-int failures = 0;
-int checks = 0;
-
-void expect(bool ok, const std::string& what) {
-  ++checks;
-  if (!ok) {
-    ++failures;
-    std::printf("FAIL: %s\n", what.c_str());
-  }
-}
+using time_edit::testing::expect;
 
 constexpr double kTol = 1e-6;  // the accuracy target against float64
 
@@ -295,7 +287,7 @@ int main() {
     std::printf("no CUDA device visible: CUDA tests skipped\n");
     expectThrows([] { time_edit::makeCudaSolver(0); }, Error::Kind::Backend, "no CUDA device",
                  "makeCudaSolver without a device");
-    return failures == 0 ? 77 : 1;
+    return time_edit::testing::tally().failures == 0 ? 77 : 1;
   }
   try {
     expectThrows([] { time_edit::makeCudaSolver(time_edit::cudaDeviceCount()); }, Error::Kind::Backend,
@@ -375,9 +367,7 @@ int main() {
     checkAgainstCpu(*solver);
 #endif
   } catch (const std::exception& e) {
-    std::printf("FAIL: unexpected exception: %s\n", e.what());
-    ++failures;
+    time_edit::testing::fail(std::string("unexpected exception: ") + e.what());
   }
-  std::printf("%d checks, %d failures\n", checks, failures);
-  return failures == 0 ? 0 : 1;
+  return time_edit::testing::finish();
 }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cuda/substitution_tile.hpp"
+#include "expect.hpp"
 
 namespace {
 
@@ -97,16 +98,7 @@ void runGrid(const std::vector<double>& factors, std::vector<double>& x, int n, 
   }
 }
 
-int failures = 0;
-int checks = 0;
-
-void expect(bool ok, const std::string& what) {
-  ++checks;
-  if (!ok) {
-    ++failures;
-    std::printf("FAIL: %s\n", what.c_str());
-  }
-}
+using time_edit::testing::expect;
 
 // One case: `edits` random problems S = λI + CCᵀ (C: n × d, with a shared component when badly conditioned).
 void checkCase(int n, int d, int edits, int threads, bool badlyConditioned) {
@@ -212,8 +204,7 @@ int main(int argc, char** argv) {
     checkCase(2, 1, 1, 32, false);
     checkCase(70, 13, 2, 64, true);
     checkCase(33, 9, 1, 256, false);
-    std::printf("%d checks, %d failures\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    return time_edit::testing::finish();
   }
   // n around the panel width (1, 31, 32, 33, 64), SD's 77 and 308, the limit 512; d not a multiple of the
   // tile width (one partial tile), several edits (pointer offsets), 1, 2 and 8 warps per block.
@@ -227,6 +218,5 @@ int main(int argc, char** argv) {
   checkCase(100, 9, 1, 96, false);
   checkCase(308, 16, 1, 64, true);
   checkCase(tile::kMaxRows, 3, 1, 64, false);
-  std::printf("%d checks, %d failures\n", checks, failures);
-  return failures == 0 ? 0 : 1;
+  return time_edit::testing::finish();
 }
