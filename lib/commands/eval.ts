@@ -12,6 +12,7 @@ import { averageScores, colourJudge, DEFAULT_TIMED_BATCH, resultsCsv, resultsHtm
 import { appendToRunLog, isForeignFile, readRunLog, RUN_LOG_NAME, RunLogError, settingsDifferences, startRunLog, type RunLogContents, type TimedRunSettings } from '../eval/timed-log.js';
 import { ClipJudge } from '../eval/clip-judge.js';
 import { makeDirectory } from '../make-directory.js';
+import { lockOutputFolder } from '../out-lock.js';
 
 export const summary = 'evaluation: eval timed --dataset FILE.csv (efficacy, generality, specificity vs baseline and oracle)';
 
@@ -120,12 +121,14 @@ export async function run(args: string[]): Promise<void> {
     throw new UsageError(`cannot load the CLIP judge: ${(err as Error).message}`);
   });
   const pipeline = await loadPipeline(v.model, { device, threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1) });
+  let releaseLock: (() => void) | undefined;
   try {
     const ctx = await openEditContext(pipeline);
     const fullSettings: TimedRunSettings = { ...settings, modelFingerprint: ctx.fingerprint };
     if (earlier !== undefined) refuseDifferences(logPath, earlier.settings, { modelFingerprint: ctx.fingerprint });
-    if (restart) await discardEarlierRun(outDir);
     makeDirectory(outDir);
+    releaseLock = lockOutputFolder(outDir, 'eval timed');
+    if (restart) await discardEarlierRun(outDir);
     const recorded = earlier?.results ?? new Map<number, EntryResult>();
     const todo = entries.filter((e) => recorded.get(e.index)?.scores === undefined);
     reportResume(logPath, entries, recorded, todo);
@@ -161,6 +164,7 @@ export async function run(args: string[]): Promise<void> {
       console.error(`wrote ${join(outDir, 'report.html')}, results.csv, summary.json and images/`);
     }
   } finally {
+    releaseLock?.();
     await pipeline.close();
     if (judge instanceof ClipJudge) await judge.close();
   }

@@ -24,6 +24,7 @@ import { DEFAULT_AUGMENTATIONS } from './augment.js';
 import { openEditContext, type EditContext } from './session.js';
 import { defaultSolver, type EditSolver } from './solve.js';
 import { makeDirectory } from '../make-directory.js';
+import { lockOutputFolder } from '../out-lock.js';
 
 /**
  * Values for the fields a line leaves out (a line's own value wins). Unset: λ 0.1, onlyV false, the paper's
@@ -219,6 +220,24 @@ export async function runBatchWith(ctx: EditContext, file: string, outDir: strin
   };
   const editsDir = join(outDir, 'edits');
   makeDirectory(editsDir);
+  const releaseLock = lockOutputFolder(outDir, 'edit --batch');
+  try {
+    return await runLines(ctx, lines, keys, wanted, outDir, editsDir, options, solver);
+  } finally {
+    releaseLock();
+  }
+}
+
+async function runLines(
+  ctx: EditContext,
+  lines: { line: number; text: string }[],
+  keys: Map<number, string>,
+  wanted: (line: number) => string | undefined,
+  outDir: string,
+  editsDir: string,
+  options: BatchOptions,
+  solver?: EditSolver,
+): Promise<BatchSummary> {
   const resultsPath = join(outDir, 'results.jsonl');
   const loaded = loadRows(resultsPath, editsDir, keys, wanted);
   const current = loaded.rows;
@@ -250,7 +269,7 @@ export async function runBatchWith(ctx: EditContext, file: string, outDir: strin
     for (const l of chunk) {
       const key = keys.get(l.line)!;
       try {
-        const req = parseBatchLine(l.text, defaults);
+        const req = parseBatchLine(l.text, options.defaults ?? {});
         const plan = planRows(tok, req);
         planned.push({ line: l.line, key, req, plan, offset: prompts.length });
         prompts.push(...plan.texts);
