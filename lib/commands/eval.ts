@@ -116,7 +116,7 @@ export async function run(args: string[]): Promise<void> {
   const logPath = join(outDir, RUN_LOG_NAME);
   // An earlier run's log is checked before any model is loaded, so that a mismatch fails fast.
   if (restart && isForeignFile(logPath)) throw new UsageError(`--restart discards eval timed results only, and ${logPath} is not one (its first line is no eval timed header): pick another --out`);
-  const earlier = restart ? undefined : readEarlierRun(logPath, settings);
+  if (!restart) readEarlierRun(logPath, settings); // fails fast on a mismatch; read again once the folder is locked
   const judge: Judge = clipDir === undefined ? colourJudge : await ClipJudge.load(clipDir, clipTokenizer).catch((err: unknown) => {
     throw new UsageError(`cannot load the CLIP judge: ${(err as Error).message}`);
   });
@@ -125,9 +125,10 @@ export async function run(args: string[]): Promise<void> {
   try {
     const ctx = await openEditContext(pipeline);
     const fullSettings: TimedRunSettings = { ...settings, modelFingerprint: ctx.fingerprint };
-    if (earlier !== undefined) refuseDifferences(logPath, earlier.settings, { modelFingerprint: ctx.fingerprint });
     makeDirectory(outDir);
     releaseLock = lockOutputFolder(outDir, 'eval timed');
+    // The log as it is now that no other run can write it (one may have finished while the model loaded).
+    const earlier = restart ? undefined : readEarlierRun(logPath, fullSettings, true);
     if (restart) await discardEarlierRun(outDir);
     const recorded = earlier?.results ?? new Map<number, EntryResult>();
     const todo = entries.filter((e) => recorded.get(e.index)?.scores === undefined);
@@ -171,7 +172,7 @@ export async function run(args: string[]): Promise<void> {
 }
 
 /** The log of an earlier run in this --out, checked against this run's settings; undefined when there is none. */
-function readEarlierRun(logPath: string, settings: Partial<TimedRunSettings>): RunLogContents | undefined {
+function readEarlierRun(logPath: string, settings: Partial<TimedRunSettings>, quiet = false): RunLogContents | undefined {
   let read;
   try {
     read = readRunLog(logPath);
@@ -180,7 +181,7 @@ function readEarlierRun(logPath: string, settings: Partial<TimedRunSettings>): R
     if (err instanceof RunLogError) throw new UsageError(`${err.message}. Fix or remove the file, pick another --out, or pass --restart to discard the earlier results`);
     throw err;
   }
-  if (read.tornLine !== undefined) console.error(`time-edit: ${logPath} line ${read.tornLine} was cut short (an interrupted run): ignored; its entry is computed again`);
+  if (read.tornLine !== undefined && !quiet) console.error(`time-edit: ${logPath} line ${read.tornLine} was cut short (an interrupted run): ignored; its entry is computed again`);
   if (read.log !== undefined) refuseDifferences(logPath, read.log.settings, settings);
   return read.log;
 }
