@@ -12,11 +12,10 @@
 // a torn last row dropped, rows of changed or removed lines (and their edit files) discarded, so nothing is lost,
 // duplicated or silently mixed.
 import { createHash } from 'node:crypto';
-import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../cli-errors.js';
 import { loadPipeline } from '../model/pipeline.js';
-import { writeFileAtomic } from './safetensors.js';
 import { assembleRows, planRows, type EditRequest, type RowPlan } from './compute.js';
 import { EditError, type Edit } from './edit.js';
 import { saveEdit } from './edit-file.js';
@@ -25,6 +24,7 @@ import { openEditContext, type EditContext } from './session.js';
 import { defaultSolver, type EditSolver } from './solve.js';
 import { makeDirectory } from '../make-directory.js';
 import { lockOutputFolder } from '../out-lock.js';
+import { appendDurably, replaceFileDurably } from '../durable-file.js';
 
 /**
  * Values for the fields a line leaves out (a line's own value wins). Unset: λ 0.1, onlyV false, the paper's
@@ -133,7 +133,7 @@ const editName = (line: number) => `line-${String(line).padStart(5, '0')}.safete
 
 /** Rewrites results.jsonl atomically with one row per line, in line order. */
 function writeRows(resultsPath: string, rows: Iterable<BatchRow>): void {
-  writeFileAtomic(resultsPath, new TextEncoder().encode([...rows].sort((a, b) => a.line - b.line).map((r) => JSON.stringify(r) + '\n').join('')));
+  replaceFileDurably(resultsPath, [...rows].sort((a, b) => a.line - b.line).map((r) => JSON.stringify(r) + '\n').join(''));
 }
 
 interface Loaded {
@@ -256,7 +256,7 @@ async function runLines(
   const append = (row: BatchRow) => {
     // A failed line keeps no edit file (one left by an earlier attempt would contradict its row).
     if (row.status === 'error') rmSync(join(editsDir, editName(row.line)), { force: true });
-    appendFileSync(resultsPath, JSON.stringify(row) + '\n');
+    appendDurably(resultsPath, JSON.stringify(row) + '\n');
     current.set(row.line, row);
     if (row.status === 'ok') ok++;
     else errors++;

@@ -4,8 +4,8 @@
 // if the settings differ, and skips the entries already done, so an interrupted run resumes where it stopped.
 // A kill can only cut the last line short: such a line is dropped (its entry is computed again); any other damage
 // is reported by file and line, since it means the file was not written by this code alone.
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { appendDurably, replaceFileDurably } from '../durable-file.js';
 import type { EntryResult, ModelName, Scores, TimedOptions } from './timed.js';
 import type { TimedEntry } from './timed-csv.js';
 
@@ -195,38 +195,6 @@ export function settingsDifferences(recorded: Record<string, unknown>, current: 
   return out;
 }
 
-/** Writes `text` to `path` so that a crash leaves either the old file or the new one, never a mix. */
-function replaceDurably(path: string, text: string): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  try {
-    const fd = openSync(tmp, 'w');
-    try {
-      writeAll(fd, Buffer.from(text, 'utf8'));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
-  }
-  try {
-    const dir = openSync(dirname(path), 'r');
-    try {
-      fsyncSync(dir); // the rename itself
-    } finally {
-      closeSync(dir);
-    }
-  } catch {
-    // Folders cannot be opened for fsync on some platforms (Windows); the rename is still atomic there.
-  }
-}
-
-function writeAll(fd: number, bytes: Buffer): void {
-  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
-}
-
 function entryLine(r: EntryResult): string {
   const { entry, scores, error, editMs, seconds } = r;
   return JSON.stringify({ entry, ...(error !== undefined ? { error } : { scores }), editMs, seconds }) + '\n';
@@ -238,16 +206,10 @@ function entryLine(r: EntryResult): string {
  */
 export function startRunLog(path: string, settings: TimedRunSettings, kept: EntryResult[]): void {
   const header = JSON.stringify({ log: LOG_KIND, format: LOG_FORMAT, settings }) + '\n';
-  replaceDurably(path, header + [...kept].sort((a, b) => a.entry.index - b.entry.index).map(entryLine).join(''));
+  replaceFileDurably(path, header + [...kept].sort((a, b) => a.entry.index - b.entry.index).map(entryLine).join(''));
 }
 
 /** Appends one finished entry: one write, then fsync, so the line is whole on disk before the next entry starts. */
 export function appendToRunLog(path: string, result: EntryResult): void {
-  const fd = openSync(path, 'a');
-  try {
-    writeAll(fd, Buffer.from(entryLine(result), 'utf8'));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  appendDurably(path, entryLine(result));
 }
