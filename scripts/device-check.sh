@@ -63,10 +63,10 @@ ctest_rc=${PIPESTATUS[0]}
 
 quick=()
 [ -n "${QUICK:-}" ] && quick=(--quick)
-"$BUILD/time_edit_cuda_bench" --dump "$DUMP" --json "$OUT/bench.json" "${quick[@]}" 2>&1 | tee "$OUT/bench.log"
+timeout 400 "$BUILD/time_edit_cuda_bench" --dump "$DUMP" --json "$OUT/bench.json" "${quick[@]}" 2>&1 | tee "$OUT/bench.log"
 bench_rc=${PIPESTATUS[0]}
 
-PYTHONUNBUFFERED=1 "$PY" native/bench/paper_peer.py "$DUMP" "$OUT/bench.json" "$OUT/peer.json" 2>&1 | tee "$OUT/peer.log"
+PYTHONUNBUFFERED=1 timeout 200 "$PY" native/bench/paper_peer.py "$DUMP" "$OUT/bench.json" "$OUT/peer.json" 2>&1 | tee "$OUT/peer.log"
 peer_rc=${PIPESTATUS[0]}
 rm -rf "$DUMP"
 
@@ -90,9 +90,10 @@ if command -v node >/dev/null && [ -f lib/index.js ] && [ -d node_modules/node-a
   } >"$OUT/node-build.log" 2>&1
   if [ -f "$BUILD-node/time_edit.node" ]; then
     export TIME_EDIT_ADDON="$PWD/$BUILD-node/time_edit.node"
-    TIME_EDIT_TEST_CUDA=1 node --test --test-concurrency=1 test/solver*.test.js >"$OUT/node-tests.log" 2>&1
+    # Time limits: a hang must not eat the device budget.
+    TIME_EDIT_TEST_CUDA=1 timeout 300 node --test --test-concurrency=1 test/solver*.test.js >"$OUT/node-tests.log" 2>&1
     node_rc=$?
-    node lib/cli.js bench solve --repeats 20 --baseline-repeats 2 --batch 64 --json "$OUT/node-bench.json" \
+    timeout 180 node lib/cli.js bench solve --repeats 20 --baseline-repeats 2 --batch 64 --json "$OUT/node-bench.json" \
       >"$OUT/node-bench.log" 2>&1 || node_rc="$node_rc, bench failed"
   else
     node_rc="addon build failed (node-build.log)"
