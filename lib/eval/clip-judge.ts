@@ -12,10 +12,10 @@
 // CLIP uses bicubic, a documented difference), centre crop, /255, normalise.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
 import type { RgbImage } from '../image/png.js';
 import { ClipTokenizer } from '../model/tokenizer.js';
-import { assertCommandLineFitsMainThread } from '../model/worker-stack.js';
+import { SessionHost } from '../model/session-host.js';
+import type { Feed } from '../model/wire.js';
 
 export interface ClipPreprocess {
   size: number;
@@ -71,24 +71,20 @@ export class ClipJudge {
   /** Oracle images for negatives are of the negative prompt itself (gn is what must not happen). */
   readonly specificityTargetIsTruth = false;
   private constructor(
-    private readonly session: ort.InferenceSession,
+    private readonly host: SessionHost,
+    private readonly key: string,
     private readonly tokenizer: ClipTokenizer,
     private readonly pre: ClipPreprocess,
-    private readonly idsType: 'int64' | 'int32',
     private readonly hasMask: boolean,
   ) {}
 
-  /** Loads a CLIP folder; the tokenizer comes from `tokenizerDir` when given, else from the folder itself. */
+  /**
+   * Loads a CLIP folder; the tokenizer comes from `tokenizerDir` when given, else from the folder itself. The
+   * session lives in its own onnxruntime worker, like the pipeline's (its run() blocks the thread that calls it).
+   */
   static async load(dir: string, tokenizerDir?: string): Promise<ClipJudge> {
     const modelPath = join(dir, 'model.onnx');
     if (!existsSync(modelPath)) throw new Error(`CLIP folder ${dir} has no model.onnx (a Hugging Face CLIPModel ONNX export)`);
-    assertCommandLineFitsMainThread('CLIP judge');
-    const session = await ort.InferenceSession.create(modelPath);
-    for (const need of ['input_ids', 'pixel_values']) if (!session.inputNames.includes(need)) throw new Error(`${modelPath} has no input '${need}' (inputs: ${session.inputNames.join(', ')})`);
-    if (!session.outputNames.includes('logits_per_image')) throw new Error(`${modelPath} has no output 'logits_per_image'`);
-    const meta = session.inputMetadata as unknown as { name: string; type?: string }[] | undefined;
-    const idsMeta = Array.isArray(meta) ? meta.find((m) => m.name === 'input_ids') : undefined;
-    const idsType = idsMeta?.type === 'int32' ? 'int32' : 'int64';
     const cfgPath = join(dir, 'preprocessor_config.json');
     let pre = CLIP_PREPROCESS;
     if (existsSync(cfgPath)) {
@@ -103,7 +99,18 @@ export class ClipJudge {
       };
     }
     const tokenizer = await ClipTokenizer.fromFolder(tokenizerDir ?? dir);
-    return new ClipJudge(session, tokenizer, pre, idsType, session.inputNames.includes('attention_mask'));
+    const host = new SessionHost();
+    try {
+      const key = host.newKey('clip');
+      const info = await host.load(key, { path: modelPath }, { device: 'cpu' }, 'CLIP model.onnx');
+      const inputs = info.inputs.map((i) => i.name);
+      for (const need of ['input_ids', 'pixel_values']) if (!inputs.includes(need)) throw new Error(`${modelPath} has no input '${need}' (inputs: ${inputs.join(', ')})`);
+      if (!info.outputs.some((o) => o.name === 'logits_per_image')) throw new Error(`${modelPath} has no output 'logits_per_image'`);
+      return new ClipJudge(host, key, tokenizer, pre, inputs.includes('attention_mask'));
+    } catch (err) {
+      await host.close();
+      throw err;
+    }
   }
 
   /** CLIP logits of one image against texts given as 77-token id rows (bos … eos, eos padding). */
@@ -114,14 +121,13 @@ export class ClipJudge {
       const end = row.indexOf(this.tokenizer.eos);
       return row.map((_, i) => (end < 0 || i <= end ? 1 : 0));
     });
-    const tensor = (v: number[]) =>
-      this.idsType === 'int64' ? new ort.Tensor('int64', BigInt64Array.from(v, (x) => BigInt(x)), [ids.length, L]) : new ort.Tensor('int32', Int32Array.from(v), [ids.length, L]);
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: tensor(flat),
-      pixel_values: new ort.Tensor('float32', preprocessClip(img, this.pre), [1, 3, this.pre.crop, this.pre.crop]),
+    // Token ids travel as int32; the worker widens them to the model's int64 where it wants that.
+    const feeds: Record<string, Feed> = {
+      input_ids: { dims: [ids.length, L], data: Int32Array.from(flat) },
+      pixel_values: { dims: [1, 3, this.pre.crop, this.pre.crop], data: preprocessClip(img, this.pre) },
     };
-    if (this.hasMask) feeds['attention_mask'] = tensor(mask);
-    const out = await this.session.run(feeds);
+    if (this.hasMask) feeds['attention_mask'] = { dims: [ids.length, L], data: Int32Array.from(mask) };
+    const out = (await this.host.run(this.key, feeds, [], ['logits_per_image'])).outputs;
     return out['logits_per_image']!.data as Float32Array;
   }
 
@@ -136,6 +142,6 @@ export class ClipJudge {
   }
 
   async close(): Promise<void> {
-    await this.session.release();
+    await this.host.close();
   }
 }

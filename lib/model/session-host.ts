@@ -72,10 +72,13 @@ export class SessionHost {
     return this.call<SessionInfo>({ op: 'load', key, source, config, label });
   }
 
-  /** Runs session `key`. Feed arrays are copied to the worker (the caller keeps them) unless `transfer` lists them. */
-  async run(key: string, feeds: Record<string, Feed>, transfer: ArrayBuffer[] = []): Promise<RunResult> {
+  /**
+   * Runs session `key`. Feed arrays are copied to the worker (the caller keeps them) unless `transfer` lists them.
+   * `outputs`: only these outputs (default all).
+   */
+  async run(key: string, feeds: Record<string, Feed>, transfer: ArrayBuffer[] = [], outputs?: string[]): Promise<RunResult> {
     const t0 = performance.now();
-    const r = await this.call<RunResult>({ op: 'run', key, feeds }, transfer);
+    const r = await this.call<RunResult>({ op: 'run', key, feeds, ...(outputs !== undefined ? { outputs } : {}) }, transfer);
     this.stats.runs++;
     this.stats.ortMs += r.runMs;
     this.stats.workerMs += r.workerMs;
