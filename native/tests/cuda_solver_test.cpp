@@ -362,6 +362,13 @@ int main() {
       checkCombination(*fused, 768, 308, 1, true, false, 96, std::string("d=768 n=308 B=1 solve=fused patch=") + route);
     }
     unsetenv("TIME_EDIT_CUDA_PATCH");
+    setenv("TIME_EDIT_CUDA_SOLVE", "fused4", 1);  // 4 columns of X per block
+    {
+      std::unique_ptr<time_edit::Solver> fused4 = time_edit::makeCudaSolver(0);
+      checkCombination(*fused4, 768, 308, 1, true, true, 96, "d=768 n=308 B=1 solve=fused4");
+      checkCombination(*fused4, 100, 33, 3, true, true, 40, "d=100 n=33 B=3 solve=fused4 (partial tile and panel)");
+      checkCombination(*fused4, 1024, 512, 7, true, false, 0, "d=1024 n=512 B=7 solve=fused4");
+    }
     unsetenv("TIME_EDIT_CUDA_SOLVE");
 #ifdef TIME_EDIT_TEST_WITH_CPU
     checkAgainstCpu(*solver);

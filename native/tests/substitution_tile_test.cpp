@@ -78,19 +78,20 @@ struct EmulatedExec {
 
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Runs the launch grid (tiles of d) × (edits) with `threads` threads per block.
+// Runs the launch grid (tiles of d) × (edits) with `threads` threads per block, `Columns` columns per block.
+template <int Columns>
 void runGrid(const std::vector<double>& factors, std::vector<double>& x, int n, int d, int edits, int threads) {
-  const int tiles = (d + tile::kColumns - 1) / tile::kColumns;
+  const int tiles = (d + Columns - 1) / Columns;
   for (int e = 0; e < edits; ++e) {
     for (int t = 0; t < tiles; ++t) {
-      std::vector<double> shared(tile::sharedBytes(n) / sizeof(double), kNaN);
+      std::vector<double> shared(tile::sharedBytes<Columns>(n) / sizeof(double), kNaN);
       Barrier block(threads);
       std::vector<WarpExchange> warps(static_cast<std::size_t>(threads / tile::kWarp));
       std::vector<std::thread> pool;
       for (int tid = 0; tid < threads; ++tid) {
         pool.emplace_back([&, tid] {
           const EmulatedExec ex{tid, threads, &block, &warps[static_cast<std::size_t>(tid / tile::kWarp)]};
-          tile::substituteBlock(ex, t, e, factors.data(), x.data(), n, d, shared.data());
+          tile::substituteBlock<Columns>(ex, t, e, factors.data(), x.data(), n, d, shared.data());
         });
       }
       for (auto& th : pool) th.join();
@@ -101,7 +102,7 @@ void runGrid(const std::vector<double>& factors, std::vector<double>& x, int n, 
 using time_edit::testing::expect;
 
 // One case: `edits` random problems S = λI + CCᵀ (C: n × d, with a shared component when badly conditioned).
-void checkCase(int n, int d, int edits, int threads, bool badlyConditioned) {
+void checkCase(int n, int d, int edits, int threads, bool badlyConditioned, int columns = 8) {
   std::mt19937_64 rng(static_cast<uint64_t>(n * 1000003 + d * 101 + edits * 7 + threads));
   std::normal_distribution<double> normal(0.0, 1.0);
   const double lambda = 0.1;
@@ -155,7 +156,8 @@ void checkCase(int n, int d, int edits, int threads, bool badlyConditioned) {
   }
 
   std::vector<double> x = c;  // X (d × n column-major) has the memory layout of row-major C
-  runGrid(factors, x, n, d, edits, threads);
+  if (columns == 4) runGrid<4>(factors, x, n, d, edits, threads);
+  else runGrid<8>(factors, x, n, d, edits, threads);
 
   double errNum = 0, errDen = 0, resNum = 0, resDen = 0;
   bool finite = true;
@@ -186,8 +188,8 @@ void checkCase(int n, int d, int edits, int threads, bool badlyConditioned) {
   // cond(S)·ε (cond ≈ 1e4–1e7 here). The residual is small whatever the conditioning.
   const double tolerance = badlyConditioned || n > d ? 1e-9 : 1e-12;  // n > d: S has n − d eigenvalues λ
   char what[200];
-  std::snprintf(what, sizeof what, "n=%d d=%d edits=%d threads=%d%s: rel. error %.2e, residual %.2e", n, d, edits,
-                threads, badlyConditioned ? " (badly conditioned)" : "", err, residual);
+  std::snprintf(what, sizeof what, "n=%d d=%d edits=%d threads=%d columns=%d%s: rel. error %.2e, residual %.2e", n, d,
+                edits, threads, columns, badlyConditioned ? " (badly conditioned)" : "", err, residual);
   std::printf("%s\n", what);
   expect(finite, std::string(what) + ": every element written and finite");
   expect(err <= tolerance, std::string(what) + ": matches the float64 reference");
@@ -204,6 +206,7 @@ int main(int argc, char** argv) {
     checkCase(2, 1, 1, 32, false);
     checkCase(70, 13, 2, 64, true);
     checkCase(33, 9, 1, 256, false);
+    checkCase(40, 6, 2, 64, true, 4);
     return time_edit::testing::finish();
   }
   // n around the panel width (1, 31, 32, 33, 64), SD's 77 and 308, the limit 512; d not a multiple of the
@@ -218,5 +221,9 @@ int main(int argc, char** argv) {
   checkCase(100, 9, 1, 96, false);
   checkCase(308, 16, 1, 64, true);
   checkCase(tile::kMaxRows, 3, 1, 64, false);
+  // 4 columns per block: a partial tile, several panels, several edits, 1 and 8 warps.
+  checkCase(77, 10, 2, 64, true, 4);
+  checkCase(65, 4, 1, 256, false, 4);
+  checkCase(5, 3, 2, 32, false, 4);
   return time_edit::testing::finish();
 }

@@ -97,28 +97,36 @@ struct BlockExec {
 
 constexpr int kSubstitutionThreads = 256;
 
+template <int Columns>
 __global__ void __launch_bounds__(kSubstitutionThreads)
     choleskySubstitutionKernel(const double* __restrict__ factors, double* x, int n, int d, int64_t firstEdit) {
   extern __shared__ double shared[];
-  tile::substituteBlock(BlockExec{}, static_cast<int>(blockIdx.x), firstEdit + blockIdx.y, factors, x, n, d, shared);
+  tile::substituteBlock<Columns>(BlockExec{}, static_cast<int>(blockIdx.x), firstEdit + blockIdx.y, factors, x, n, d,
+                                 shared);
+}
+
+template <int Columns>
+void launchSubstitution(const double* factors, double* x, int64_t n, int64_t d, int64_t count, cudaStream_t stream) {
+  const unsigned tiles = static_cast<unsigned>((d + Columns - 1) / Columns);
+  const std::size_t shared = tile::sharedBytes<Columns>(static_cast<int>(n));
+  constexpr int64_t kMaxGridY = 65535;
+  for (int64_t first = 0; first < count; first += kMaxGridY) {
+    const unsigned edits = static_cast<unsigned>(std::min(kMaxGridY, count - first));
+    choleskySubstitutionKernel<Columns><<<dim3(tiles, edits), kSubstitutionThreads, shared, stream>>>(
+        factors, x, static_cast<int>(n), static_cast<int>(d), first);
+    checkLaunch("choleskySubstitutionKernel launch");
+  }
 }
 
 }  // namespace
 
-void launchCholeskySubstitution(const double* factors, double* x, int64_t n, int64_t d, int64_t count,
+void launchCholeskySubstitution(const double* factors, double* x, int64_t n, int64_t d, int64_t count, int columns,
                                 cudaStream_t stream) {
-  if (n < 1 || n > tile::kMaxRows || d < 1 || d > 0x7fffffff) {
-    throwLaunchError("choleskySubstitutionKernel (n must be 1..512)", cudaErrorInvalidValue);
+  if (n < 1 || n > tile::kMaxRows || d < 1 || d > 0x7fffffff || (columns != 4 && columns != 8)) {
+    throwLaunchError("choleskySubstitutionKernel (n must be 1..512, columns 4 or 8)", cudaErrorInvalidValue);
   }
-  const unsigned tiles = static_cast<unsigned>((d + tile::kColumns - 1) / tile::kColumns);
-  const std::size_t shared = tile::sharedBytes(static_cast<int>(n));
-  constexpr int64_t kMaxGridY = 65535;
-  for (int64_t first = 0; first < count; first += kMaxGridY) {
-    const unsigned edits = static_cast<unsigned>(std::min(kMaxGridY, count - first));
-    choleskySubstitutionKernel<<<dim3(tiles, edits), kSubstitutionThreads, shared, stream>>>(
-        factors, x, static_cast<int>(n), static_cast<int>(d), first);
-    checkLaunch("choleskySubstitutionKernel launch");
-  }
+  if (columns == 4) launchSubstitution<4>(factors, x, n, d, count, stream);
+  else launchSubstitution<8>(factors, x, n, d, count, stream);
 }
 
 void launchPrepare(const float* source, float* dest, double* sourceD, double* diffD, bool writeDiff,

@@ -27,8 +27,8 @@ void launchCheckDiagonal(const double* a, int64_t s, int64_t count, int* flags, 
 
 // For each of the `count` edits b: x_b := x_b L_b⁻ᵀ L_b⁻¹ (x_b: d × n column-major at x + b·n·d; L_b: the
 // n × n lower Cholesky factor at factors + b·n·n), i.e. G = S⁻¹C, in one launch (substitution_tile.hpp).
-// Requires 1 ≤ n ≤ tile::kMaxRows.
-void launchCholeskySubstitution(const double* factors, double* x, int64_t n, int64_t d, int64_t count,
+// Requires 1 ≤ n ≤ tile::kMaxRows; `columns` (4 or 8) is how many columns of X one thread block solves.
+void launchCholeskySubstitution(const double* factors, double* x, int64_t n, int64_t d, int64_t count, int columns,
                                 cudaStream_t stream);
 
 // dst[i] = float(src[i]) for i < total.

@@ -48,9 +48,14 @@ Tuning tuningFromEnvironment() {
   }
   if (const char* solve = std::getenv("TIME_EDIT_CUDA_SOLVE"); solve != nullptr && *solve != '\0') {
     const std::string v = solve;
-    if (v == "trsm") t.solveKernel = Tuning::SolveKernel::Trsm;
-    else if (v == "fused") t.solveKernel = Tuning::SolveKernel::Fused;
-    else throw Error(Error::Kind::InvalidArgument, "TIME_EDIT_CUDA_SOLVE must be trsm or fused, got '" + v + "'");
+    if (v == "trsm") {
+      t.solveKernel = Tuning::SolveKernel::Trsm;
+    } else if (v == "fused" || v == "fused8" || v == "fused4") {
+      t.solveKernel = Tuning::SolveKernel::Fused;
+      t.fusedColumns = v == "fused4" ? 4 : 8;
+    } else {
+      throw Error(Error::Kind::InvalidArgument, "TIME_EDIT_CUDA_SOLVE must be trsm, fused (fused8) or fused4, got '" + v + "'");
+    }
   }
   return t;
 }
@@ -226,7 +231,7 @@ void Pipeline::enqueue(const GroupRequest& r) {
     factorBatched(gram, s, count, nb, nblocks, ptrs, info);
     if (!fused) solveBatched(r, gram, x, nb, nblocks, ptrs);
   }
-  if (fused) launchCholeskySubstitution(gram, x, n, d, count, st);
+  if (fused) launchCholeskySubstitution(gram, x, n, d, count, tuning_.fusedColumns, st);
   launchCheckDiagonal(gram, s, count, pivotFlags, st);
   // x now holds Gᵀ (d × n column-major) = G (n × d row-major).
 

@@ -45,10 +45,12 @@ struct Tuning {
   //          check script; the default stays Trsm until a GPU run shows it faster.
   enum class SolveKernel { Trsm, Fused };
   SolveKernel solveKernel = SolveKernel::Trsm;
+  // Columns of X per thread block of the fused kernel: 8 (96 blocks at d = 768) or 4 (192 blocks).
+  int fusedColumns = 8;
 };
 
 // Tuning from the environment: TIME_EDIT_CUDA_BLOCK, TIME_EDIT_CUDA_LOOP_MAX, TIME_EDIT_CUDA_TF32=1,
-// TIME_EDIT_CUDA_PATCH=auto|dense|lowrank, TIME_EDIT_CUDA_SIDE_SM_RESERVE, TIME_EDIT_CUDA_SOLVE=trsm|fused.
+// TIME_EDIT_CUDA_PATCH=auto|dense|lowrank, TIME_EDIT_CUDA_SIDE_SM_RESERVE, TIME_EDIT_CUDA_SOLVE=trsm|fused|fused4.
 Tuning tuningFromEnvironment();
 
 // cuBLAS + cuSOLVER handles bound to one stream on one device. Not thread-safe: callers serialize.

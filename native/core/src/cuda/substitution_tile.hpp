@@ -1,5 +1,5 @@
 // Forward and back substitution with a Cholesky factor for one tile of right-hand sides, as one thread block
-// does it: x_k := S⁻¹ x_k = L⁻ᵀ L⁻¹ x_k for kColumns consecutive k. It replaces the two cublasDtrsm calls of
+// does it: x_k := S⁻¹ x_k = L⁻ᵀ L⁻¹ x_k for `Columns` consecutive k. It replaces the two cublasDtrsm calls of
 // the single-edit chain (0.1 ms each at n = 308, launch- and latency-bound) with one launch whose blocks each
 // own a few columns of X, so no grid-wide synchronisation is needed: columns of S⁻¹X are independent.
 //
@@ -24,14 +24,16 @@
 
 namespace time_edit::cuda::tile {
 
-constexpr int kColumns = 8;    // right-hand sides (values of k) per thread block
+// Columns: right-hand sides (values of k) per thread block, 4 or 8 (kernels are built for both: 8 reads each
+// factor element once per 8 columns, 4 gives twice as many blocks to spread over the GPU; the benchmark compares).
 constexpr int kPanel = 32;     // rows per diagonal block: one warp solves one block's column
-constexpr int kMaxRows = 512;  // n limit: the tile (n × kColumns doubles) plus one diagonal block fit in 40 KB
+constexpr int kMaxRows = 512;  // n limit: the tile (n × 8 doubles) plus one diagonal block fit in 41 KB
 constexpr int kWarp = 32;
 
 // Shared memory one block needs for n rows: the tile, one diagonal block, its reciprocal pivots.
+template <int Columns>
 constexpr std::size_t sharedBytes(int n) {
-  return (static_cast<std::size_t>(n) * kColumns + kPanel * kPanel + kPanel) * sizeof(double);
+  return (static_cast<std::size_t>(n) * Columns + kPanel * kPanel + kPanel) * sizeof(double);
 }
 
 template <class Exec>
@@ -49,13 +51,13 @@ TIME_EDIT_DEVICE void loadDiagonalBlock(const Exec& ex, const double* factor, in
 
 // Solves the pb × pb diagonal block (lower L_pp when `forward`, else its transpose) for every column of the
 // tile rows p0..p0+pb, one warp per column: lane r holds row r, the solved value is broadcast by a shuffle.
-template <class Exec>
+template <int Columns, class Exec>
 TIME_EDIT_DEVICE void solveDiagonalBlock(const Exec& ex, bool forward, int p0, int pb, const double* diag,
                                          const double* reciprocal, double* y) {
   const int lane = ex.thread() % kWarp;
   const int warps = ex.threads() / kWarp;
-  for (int c = ex.thread() / kWarp; c < kColumns; c += warps) {
-    double v = lane < pb ? y[(p0 + lane) * kColumns + c] : 0.0;
+  for (int c = ex.thread() / kWarp; c < Columns; c += warps) {
+    double v = lane < pb ? y[(p0 + lane) * Columns + c] : 0.0;
     for (int s = 0; s < pb; ++s) {
       const int j = forward ? s : pb - 1 - s;
       const double solved = ex.shuffle(v, j) * reciprocal[j];
@@ -66,44 +68,44 @@ TIME_EDIT_DEVICE void solveDiagonalBlock(const Exec& ex, bool forward, int p0, i
         v -= (forward ? diag[j * kPanel + lane] : diag[lane * kPanel + j]) * solved;
       }
     }
-    if (lane < pb) y[(p0 + lane) * kColumns + c] = v;
+    if (lane < pb) y[(p0 + lane) * Columns + c] = v;
   }
   ex.sync();
 }
 
 // y_i -= Σ_j a(i, j) · y_{p0+j} over the panel's pb solved rows, for every tile row i in [first, last);
-// a(i, j) = L(i, p0+j) forward, L(p0+j, i) backward. One thread per row keeps kColumns sums, so each factor
+// a(i, j) = L(i, p0+j) forward, L(p0+j, i) backward. One thread per row keeps Columns sums, so each factor
 // element is read once per block (consecutive threads read consecutive rows of L when forward).
-template <class Exec>
+template <int Columns, class Exec>
 TIME_EDIT_DEVICE void updateRows(const Exec& ex, bool forward, const double* factor, int n, int p0, int pb,
                                  int first, int last, double* y) {
   for (int i = first + ex.thread(); i < last; i += ex.threads()) {
-    double sum[kColumns] = {};
+    double sum[Columns] = {};
     for (int j = 0; j < pb; ++j) {
       const double a = forward ? factor[static_cast<int64_t>(p0 + j) * n + i]
                                : factor[static_cast<int64_t>(i) * n + p0 + j];
-      const double* solved = y + (p0 + j) * kColumns;
-      for (int c = 0; c < kColumns; ++c) sum[c] += a * solved[c];
+      const double* solved = y + (p0 + j) * Columns;
+      for (int c = 0; c < Columns; ++c) sum[c] += a * solved[c];
     }
-    for (int c = 0; c < kColumns; ++c) y[i * kColumns + c] -= sum[c];
+    for (int c = 0; c < Columns; ++c) y[i * Columns + c] -= sum[c];
   }
   // No barrier here: the next step (loadDiagonalBlock) touches only the diagonal block, then synchronises
   // before anything reads y. The last update of each sweep has no rows, so the final store reads only rows
   // the last diagonal solve wrote (after its barrier).
 }
 
-// The whole tile: columns k0 .. k0+kColumns−1 of X (those < d), rows 0..n−1. `shared` holds sharedBytes(n).
+// The whole tile: columns k0 .. k0+Columns−1 of X (those < d), rows 0..n−1. `shared` holds sharedBytes<Columns>(n).
 // Every thread of the block must call it; threads() must be a multiple of 32.
-template <class Exec>
+template <int Columns, class Exec>
 TIME_EDIT_DEVICE void substituteTile(const Exec& ex, const double* factor, double* x, int n, int d, int k0,
                                      double* shared) {
-  double* y = shared;                                              // y[i·kColumns + c]
-  double* diag = shared + static_cast<std::size_t>(n) * kColumns;  // diag[col·kPanel + row]
+  double* y = shared;                                              // y[i·Columns + c]
+  double* diag = shared + static_cast<std::size_t>(n) * Columns;  // diag[col·kPanel + row]
   double* reciprocal = diag + kPanel * kPanel;
-  const int columns = d - k0 < kColumns ? d - k0 : kColumns;
+  const int columns = d - k0 < Columns ? d - k0 : Columns;
 
-  for (int t = ex.thread(); t < n * kColumns; t += ex.threads()) {
-    const int i = t / kColumns, c = t % kColumns;
+  for (int t = ex.thread(); t < n * Columns; t += ex.threads()) {
+    const int i = t / Columns, c = t % Columns;
     y[t] = c < columns ? x[static_cast<int64_t>(i) * d + k0 + c] : 0.0;  // unused columns solve zeros
   }
   ex.sync();
@@ -111,28 +113,28 @@ TIME_EDIT_DEVICE void substituteTile(const Exec& ex, const double* factor, doubl
   for (int p0 = 0; p0 < n; p0 += kPanel) {  // L y = x, top to bottom
     const int pb = n - p0 < kPanel ? n - p0 : kPanel;
     loadDiagonalBlock(ex, factor, n, p0, pb, diag, reciprocal);
-    solveDiagonalBlock(ex, true, p0, pb, diag, reciprocal, y);
-    updateRows(ex, true, factor, n, p0, pb, p0 + pb, n, y);
+    solveDiagonalBlock<Columns>(ex, true, p0, pb, diag, reciprocal, y);
+    updateRows<Columns>(ex, true, factor, n, p0, pb, p0 + pb, n, y);
   }
   for (int p0 = ((n - 1) / kPanel) * kPanel; p0 >= 0; p0 -= kPanel) {  // Lᵀ g = y, bottom to top
     const int pb = n - p0 < kPanel ? n - p0 : kPanel;
     loadDiagonalBlock(ex, factor, n, p0, pb, diag, reciprocal);
-    solveDiagonalBlock(ex, false, p0, pb, diag, reciprocal, y);
-    updateRows(ex, false, factor, n, p0, pb, 0, p0, y);
+    solveDiagonalBlock<Columns>(ex, false, p0, pb, diag, reciprocal, y);
+    updateRows<Columns>(ex, false, factor, n, p0, pb, 0, p0, y);
   }
 
-  for (int t = ex.thread(); t < n * kColumns; t += ex.threads()) {
-    const int i = t / kColumns, c = t % kColumns;
+  for (int t = ex.thread(); t < n * Columns; t += ex.threads()) {
+    const int i = t / Columns, c = t % Columns;
     if (c < columns) x[static_cast<int64_t>(i) * d + k0 + c] = y[t];
   }
 }
 
 // One block of the launch grid (tiles of d) × (edits): edit `edit`'s factor and X are at factors + edit·n·n
 // and x + edit·n·d.
-template <class Exec>
+template <int Columns, class Exec>
 TIME_EDIT_DEVICE void substituteBlock(const Exec& ex, int tileIndex, int64_t edit, const double* factors, double* x,
                                       int n, int d, double* shared) {
-  substituteTile(ex, factors + edit * n * n, x + edit * n * static_cast<int64_t>(d), n, d, tileIndex * kColumns,
+  substituteTile<Columns>(ex, factors + edit * n * n, x + edit * n * static_cast<int64_t>(d), n, d, tileIndex * Columns,
                  shared);
 }
 
