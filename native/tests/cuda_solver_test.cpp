@@ -335,8 +335,13 @@ int main() {
     }
     unsetenv("TIME_EDIT_CUDA_PATCH");
 
-    // The fused substitution kernel for G = S⁻¹C (n ≤ 512, n ≤ d), on the single-edit and batched paths and
-    // with both patch routes; n > 512 and n > d fall back to the library solves under the same setting.
+#ifdef TIME_EDIT_TEST_WITH_CPU
+    checkAgainstCpu(*solver);
+#endif
+
+    // Last, so that a fault in the new kernel cannot hide the results above: the fused substitution kernel for
+    // G = S⁻¹C (n ≤ 512, n ≤ d), on the single-edit and batched paths and with both patch routes; n > 512 and
+    // n > d fall back to the library solves under the same setting.
     for (const char* variable : {"TIME_EDIT_CUDA_SOLVE", "TIME_EDIT_CUDA_PATCH"}) {
       setenv(variable, "bogus", 1);
       expectThrows([] { time_edit::makeCudaSolver(0); }, Error::Kind::InvalidArgument, variable,
@@ -370,9 +375,6 @@ int main() {
       checkCombination(*fused4, 1024, 512, 7, true, false, 0, "d=1024 n=512 B=7 solve=fused4");
     }
     unsetenv("TIME_EDIT_CUDA_SOLVE");
-#ifdef TIME_EDIT_TEST_WITH_CPU
-    checkAgainstCpu(*solver);
-#endif
   } catch (const std::exception& e) {
     time_edit::testing::fail(std::string("unexpected exception: ") + e.what());
   }
