@@ -11,7 +11,7 @@ export {
   setSolverThreads,
   addonPath,
   backendFor,
-} from './native.js';
+} from './solver/native.js';
 export type {
   BackendKind,
   BackendChoice,
@@ -22,7 +22,7 @@ export type {
   SolvedEdit,
   SolveOptions,
   OutputOptions,
-} from './native.js';
+} from './solver/native.js';
 
 // Sampling: tokenizer, pipeline folders, schedulers, seeded noise, generation, PNG output.
 export { ClipTokenizer } from './model/tokenizer.js';
@@ -34,14 +34,14 @@ export type { GenerateOptions, GeneratedImage, UnetConditioning } from './sample
 export { createScheduler, alphasCumprod, parseSchedulerName, schedulerNames } from './sample/schedulers.js';
 export type { Scheduler, SchedulerConfig, SchedulerName } from './sample/schedulers.js';
 export { gaussianNoise, philox4x32 } from './sample/noise.js';
-export { parseSeeds } from './sample/options.js';
+export { parseSeeds } from './cli/sampling-flags.js';
 export { encodePng, decodePng, readPngText, writePng, writeFileAtomic } from './image/png.js';
 export type { RgbImage } from './image/png.js';
 export { makeGrid } from './image/grid.js';
 
 // TIME editing: prompts -> aligned embeddings -> solve -> Edit, and its application modes.
-export { openEditContext, computeModelEdit, prepareEditedGeneration, prepareEditFile } from './edit/session.js';
-export type { EditContext, ApplyMode, EditedGeneration } from './edit/session.js';
+export { openEditContext, computeModelEdit, prepareEditedGeneration, prepareEditFile } from './edit/context.js';
+export type { EditContext, ApplyMode, EditedGeneration } from './edit/context.js';
 export { computeEdit, buildRows } from './edit/compute.js';
 export type { EditRequest, PromptEncoder, ComputedEdit } from './edit/compute.js';
 export { composeEdits as composeEditValues, transformRows, transformWeightRows, denseMatrix, EditError } from './edit/edit.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { loadModel, encodeModel, saveModel, tensorToFloat32 } from '../lib/model/onnx/index.js';
 import { findCrossAttention } from '../lib/model/cross-attention.js';
-import { referenceSolver } from '../lib/edit/solve.js';
+import { referenceSolver } from '../lib/solver/select.js';
 import { patchedUnet, splitConditioningUnet, editedConditioning, V_INPUT } from '../lib/edit/apply.js';
 import { transformWeightRows } from '../lib/edit/edit.js';
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { runBatchWith, parseBatchLine } from '../lib/edit/batch.js';
 import { loadEdit } from '../lib/edit/edit-file.js';
 import { saveEdit } from '../lib/edit/edit-file.js';
-import { referenceSolver } from '../lib/edit/solve.js';
+import { referenceSolver } from '../lib/solver/select.js';
 import { decodePng, writePng } from '../lib/image/png.js';
 import { loadModel, saveModel } from '../lib/model/onnx/index.js';
 import { fakeTokenizer as tokenizer } from './fake-tokenizer.js';

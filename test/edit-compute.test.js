@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildRows, computeEdit } from '../lib/edit/compute.js';
-import { referenceSolver, defaultSolver } from '../lib/edit/solve.js';
+import { referenceSolver, defaultSolver } from '../lib/solver/select.js';
 import { fakeTokenizer as tokenizer } from './fake-tokenizer.js';
 
 const d = 4;

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadPipeline, defaultModelDir } from '../lib/model/pipeline.js';
 import { generate } from '../lib/sample/generate.js';
-import { openEditContext, computeModelEdit, prepareEditedGeneration, prepareEditFile } from '../lib/edit/session.js';
+import { openEditContext, computeModelEdit, prepareEditedGeneration, prepareEditFile } from '../lib/edit/context.js';
 import { editedConditioning, exportEditedPipeline } from '../lib/edit/apply.js';
 import { saveEdit } from '../lib/edit/edit-file.js';
 import { gaussianNoise } from '../lib/sample/noise.js';

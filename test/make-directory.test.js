@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeDirectory } from '../lib/make-directory.js';
+import { makeDirectory } from '../lib/fs/make-directory.js';
 
 test('makeDirectory creates missing parents, accepts existing folders, names a file in the way', () => {
   const dir = mkdtempSync(join(tmpdir(), 'mkdir-'));
@@ -22,7 +22,7 @@ test('makeDirectory creates missing parents, accepts existing folders, names a f
 });
 
 test('a folder that cannot be made under an existing parent fails at once (Node\'s recursive mkdir hangs there)', { skip: existsSync('/proc/self') ? false : 'needs /proc' }, () => {
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', "import('./lib/make-directory.js').then((m) => m.makeDirectory('/proc/time-edit-test/x'))"], { encoding: 'utf8', timeout: 20000 });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', "import('./lib/fs/make-directory.js').then((m) => m.makeDirectory('/proc/time-edit-test/x'))"], { encoding: 'utf8', timeout: 20000 });
   assert.equal(r.signal, null, 'it hung (killed by the timeout)');
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /cannot create the folder \/proc\/time-edit-test\/x: ENOENT/);

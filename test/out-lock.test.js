@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LOCK_NAME, lockOutputFolder } from '../lib/out-lock.js';
+import { LOCK_NAME, lockOutputFolder } from '../lib/fs/out-lock.js';
 
 test('lockOutputFolder: exclusive while held, refused by name, stale locks taken over, released', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lock-'));

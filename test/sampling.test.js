@@ -9,7 +9,7 @@ import { gaussianNoise, philox4x32 } from '../lib/sample/noise.js';
 import { float16ToFloat32 as fromHalf, float32ToFloat16 as toHalf } from '../lib/model/onnx/float16.js';
 import { decodePng, encodePng, readPngText, writePng } from '../lib/image/png.js';
 import { makeGrid } from '../lib/image/grid.js';
-import { parseSeeds, parseNumber, parsePositiveInt } from '../lib/sample/options.js';
+import { parseSeeds, parseNumber, parsePositiveInt } from '../lib/cli/sampling-flags.js';
 
 const hex = (a) => Array.from(a, (x) => x.toString(16).padStart(8, '0')).join(' ');
 

@@ -13,7 +13,7 @@ import {
   type LoadedModel, type ModelProto, type TensorProto,
 } from '../model/onnx/index.js';
 import { type Edit, EditError, needsSplitConditioning, stepEdits, transformRows, transformWeightRows } from './edit.js';
-import { makeDirectory } from '../make-directory.js';
+import { makeDirectory } from '../fs/make-directory.js';
 
 /** Name of the V-path conditioning input added by the split rewrite. */
 export const V_INPUT = 'encoder_hidden_states_v';
@@ -55,7 +55,7 @@ type NativePatch = (weights: { data: Float32Array; rows: number }, edit: { d: nu
 
 async function nativePatch(): Promise<NativePatch | undefined> {
   try {
-    const nativePath = '../native.js';
+    const nativePath = '../solver/native.js';
     const native = (await import(nativePath)) as { patchWeights?: NativePatch; solverBackend?: () => unknown };
     native.solverBackend?.(); // throws when the addon is not built
     return native.patchWeights;

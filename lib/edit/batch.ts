@@ -14,17 +14,17 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { UsageError } from '../cli-errors.js';
+import { UsageError } from '../cli/errors.js';
 import { loadPipeline } from '../model/pipeline.js';
 import { assembleRows, planRows, type EditRequest, type RowPlan } from './compute.js';
 import { EditError, type Edit } from './edit.js';
 import { saveEdit } from './edit-file.js';
 import { DEFAULT_AUGMENTATIONS } from './augment.js';
-import { openEditContext, type EditContext } from './session.js';
-import { defaultSolver, type EditSolver } from './solve.js';
-import { makeDirectory } from '../make-directory.js';
-import { lockOutputFolder } from '../out-lock.js';
-import { appendDurably, replaceFileDurably } from '../durable-file.js';
+import { openEditContext, type EditContext } from './context.js';
+import { defaultSolver, type EditSolver } from '../solver/select.js';
+import { makeDirectory } from '../fs/make-directory.js';
+import { lockOutputFolder } from '../fs/out-lock.js';
+import { appendDurably, replaceFileDurably } from '../fs/durable-file.js';
 
 /**
  * Values for the fields a line leaves out (a line's own value wins). Unset: λ 0.1, onlyV false, the paper's

@@ -4,7 +4,7 @@
 import { alignTokens, type AlignTokenizer } from './align.js';
 import { augmentPair, DEFAULT_AUGMENTATIONS } from './augment.js';
 import { type Edit, EditError, type EditMode, type EditPair, type EditStep } from './edit.js';
-import type { EditSolver } from './solve.js';
+import type { EditSolver } from '../solver/select.js';
 
 /** What computing an edit needs from the model: its tokenizer and text encoder. */
 export interface PromptEncoder {

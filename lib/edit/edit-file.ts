@@ -5,7 +5,7 @@
 import { dirname } from 'node:path';
 import { type Edit, EditError, type EditStep } from './edit.js';
 import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
-import { makeDirectory } from '../make-directory.js';
+import { makeDirectory } from '../fs/make-directory.js';
 
 export const EDIT_FORMAT = 'time-edit/1';
 

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { RgbImage } from '../image/png.js';
 import { ClipTokenizer } from '../model/tokenizer.js';
 import { SessionHost } from '../model/session-host.js';
-import type { Feed } from '../model/wire.js';
+import type { Feed } from '../model/worker-protocol.js';
 
 export interface ClipPreprocess {
   size: number;

@@ -5,7 +5,7 @@
 // A kill can only cut the last line short: such a line is dropped (its entry is computed again); any other damage
 // is reported by file and line, since it means the file was not written by this code alone.
 import { existsSync, readFileSync } from 'node:fs';
-import { appendDurably, replaceFileDurably } from '../durable-file.js';
+import { appendDurably, replaceFileDurably } from '../fs/durable-file.js';
 import type { EntryResult, ModelName, Scores, TimedOptions } from './timed.js';
 import type { TimedEntry } from './timed-csv.js';
 

@@ -12,11 +12,11 @@ import { join } from 'node:path';
 import { makeGrid } from '../image/grid.js';
 import { writePng, type RgbImage } from '../image/png.js';
 import { generate, type GeneratedImage } from '../sample/generate.js';
-import { computeModelEdit, prepareEditedGeneration, type ApplyMode, type EditContext } from '../edit/session.js';
+import { computeModelEdit, prepareEditedGeneration, type ApplyMode, type EditContext } from '../edit/context.js';
 import { classifyColour, colourNamedIn } from './colour-classifier.js';
 import type { TimedEntry } from './timed-csv.js';
 import { UneditedImages } from './unedited-images.js';
-import { makeDirectory } from '../make-directory.js';
+import { makeDirectory } from '../fs/make-directory.js';
 
 export type Category = 'efficacy' | 'generality' | 'specificity';
 

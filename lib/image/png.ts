@@ -5,7 +5,7 @@ import { rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { PNG } from 'pngjs';
-import { makeDirectory } from '../make-directory.js';
+import { makeDirectory } from '../fs/make-directory.js';
 
 /** An RGB image: height × width × 3 bytes, row-major. */
 export interface RgbImage {

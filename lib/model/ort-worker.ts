@@ -3,7 +3,7 @@
 import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { float16ToFloat32 as fromHalf, float32ToFloat16 as toHalf } from './onnx/float16.js';
-import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, ValueInfo, WireTensor } from './wire.js';
+import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, ValueInfo, WireTensor } from './worker-protocol.js';
 
 if (parentPort === null) throw new Error('ort-worker.js must run in a worker thread');
 const port = parentPort;

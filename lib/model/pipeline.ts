@@ -3,14 +3,14 @@
 // Every dtype and shape decision is read from the session metadata (notes section 1), never assumed.
 import { open, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UsageError } from '../cli-errors.js';
+import { UsageError } from '../cli/errors.js';
 import type { SchedulerConfig } from '../sample/schedulers.js';
 import { defaultModelDir } from './paths.js';
 import { SessionHost, type HostStats } from './session-host.js';
 import { ClipTokenizer } from './tokenizer.js';
-import type { Device, Feed, ModelSource, SessionInfo, ValueInfo } from './wire.js';
+import type { Device, Feed, ModelSource, SessionInfo, ValueInfo } from './worker-protocol.js';
 
-export type { Device, Feed, ModelSource, ValueInfo } from './wire.js';
+export type { Device, Feed, ModelSource, ValueInfo } from './worker-protocol.js';
 export type { HostStats } from './session-host.js';
 
 export { defaultModelDir };

@@ -2,8 +2,8 @@
 // round trip) so the overhead of the thread hop is measured, and the worker is unref'd while idle so that an open
 // pipeline never keeps the process alive.
 import { Worker } from 'node:worker_threads';
-import { UsageError } from '../cli-errors.js';
-import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, WireTensor } from './wire.js';
+import { UsageError } from '../cli/errors.js';
+import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, WireTensor } from './worker-protocol.js';
 import { sessionWorkerStackMb } from './worker-stack.js';
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };

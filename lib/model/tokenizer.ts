@@ -4,7 +4,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { UsageError } from '../cli-errors.js';
+import { UsageError } from '../cli/errors.js';
 
 const BOS_TOKEN = '<|startoftext|>';
 const EOS_TOKEN = '<|endoftext|>';

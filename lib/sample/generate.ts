@@ -1,6 +1,6 @@
 // Text-to-image sampling: seeded latents, the scheduler loop with classifier-free guidance (unconditional and
 // conditional rows in one UNet call, as diffusers' concat([uncond, cond])), VAE decode, RGB bytes.
-import { UsageError } from '../cli-errors.js';
+import { UsageError } from '../cli/errors.js';
 import type { Feed, Pipeline } from '../model/pipeline.js';
 import { checkSeed, gaussianNoise } from './noise.js';
 import { createScheduler, parseSchedulerName, type SchedulerName } from './schedulers.js';

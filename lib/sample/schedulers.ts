@@ -1,7 +1,7 @@
 // Diffusion schedulers with diffusers' semantics (PNDM/PLMS, DDIM, Euler discrete, DPM-Solver++ 2M), built from a
 // scheduler_config.json. Formulas: ../shared/reference/sd-onnx-notes.md section 5. Scalars are float64; latents are
 // float32 and each update is computed per element in float64 then rounded once.
-import { UsageError } from '../cli-errors.js';
+import { UsageError } from '../cli/errors.js';
 
 export type SchedulerName = 'pndm' | 'ddim' | 'euler' | 'dpm++2m';
 export const schedulerNames: readonly SchedulerName[] = ['pndm', 'ddim', 'euler', 'dpm++2m'];

@@ -15,7 +15,7 @@ export * from './types.js';
 export { ProtobufError, type Int64 } from './wire.js';
 export { float16ToFloat32, float32ToFloat16, float16BitsToNumber, numberToFloat16Bits } from './float16.js';
 import { float16ToFloat32, float32ToFloat16 } from './float16.js';
-import { makeDirectory } from '../../make-directory.js';
+import { makeDirectory } from '../../fs/make-directory.js';
 
 /** Thrown for models that decode but cannot be used as asked (missing data, unsupported types). */
 export class OnnxError extends Error {

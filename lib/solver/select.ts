@@ -1,8 +1,8 @@
 // The TIME solve behind one interface: the native addon when it is built (lib/native.js), else a float64
 // TypeScript reference (Cholesky of S = λI + CCᵀ, G = S⁻¹C), correct but slower, used by tests and as fallback.
-import { solveEdits, solverBackend } from '../native.js';
-import { referenceG } from '../solver/reference.js';
-import { EditError } from './edit.js';
+import { solveEdits, solverBackend } from './native.js';
+import { referenceG } from './reference.js';
+import { EditError } from '../edit/edit.js';
 
 export interface SolveItem {
   /** C, rows × d: source embeddings. */

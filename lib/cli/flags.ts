@@ -1,7 +1,7 @@
 // Flag parsing with the CLI's conventions, shared by every command: node:util's parseArgs, and a bad flag
 // becomes a UsageError (one line, exit 2) followed by the command's usage text.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { UsageError } from './cli-errors.js';
+import { UsageError } from './errors.js';
 
 export function parseCommandLine<const T extends ParseArgsConfig>(config: T, usage: string): ReturnType<typeof parseArgs<T>> {
   try {

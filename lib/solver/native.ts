@@ -114,7 +114,7 @@ interface Addon {
   setThreads(backend: BackendKind, threads: number): void;
 }
 
-const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 let loaded: Addon | undefined;
 
 /** Where the addon is loaded from: $TIME_EDIT_ADDON if set, else build/Release/time_edit.node. */

@@ -1,10 +1,10 @@
 // `time-edit bench generate`: images/s of the sampling loop (issue 3 target: embedded model, 64×64, 50 PNDM steps,
 // guidance 7.5, batch 8, cond+uncond in one UNet call) and the share of time spent outside onnxruntime.
-import { UsageError } from '../cli-errors.js';
-import { parseCommandLine } from '../cli-args.js';
-import { loadPipeline } from '../model/pipeline.js';
-import { generate } from '../sample/generate.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseScheduler } from '../sample/options.js';
+import { UsageError } from '../../errors.js';
+import { parseCommandLine } from '../../flags.js';
+import { loadPipeline } from '../../../model/pipeline.js';
+import { generate } from '../../../sample/generate.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseScheduler } from '../../sampling-flags.js';
 
 const usage = `usage: time-edit bench generate [--model PATH] [--batch 8] [--steps 50] [--guidance 7.5] [--size 64]
                                [--scheduler pndm] [--threads 2] [--runs 1] [--device cpu|cuda] [--spinning] [--json]

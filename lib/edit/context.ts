@@ -10,7 +10,7 @@ import { computeEdit, type ComputedEdit, type EditRequest, type PromptEncoder } 
 import { type Edit, EditError, needsSplitConditioning } from './edit.js';
 import { loadEdit } from './edit-file.js';
 import { modelFingerprint } from './fingerprint.js';
-import { defaultSolver, type EditSolver } from './solve.js';
+import { defaultSolver, type EditSolver } from '../solver/select.js';
 
 export type ApplyMode = 'embedding' | 'weights';
 

@@ -7,7 +7,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { UsageError } from '../cli-errors.js';
+import { UsageError } from '../../errors.js';
 import {
   backendFor,
   benchNative,
@@ -19,8 +19,8 @@ import {
   type BackendChoice,
   type BackendKind,
   type EditInput,
-} from '../native.js';
-import { referenceG, referenceM, referenceRows, relativeError } from '../solver/reference.js';
+} from '../../../solver/native.js';
+import { referenceG, referenceM, referenceRows, relativeError } from '../../../solver/reference.js';
 
 // diffusers SD 1.x UNet: attn2 to_k/to_v output widths of the 16 transformer blocks (down, mid, up).
 const SD1_WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320];

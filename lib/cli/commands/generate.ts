@@ -1,15 +1,15 @@
 // `time-edit generate`: prompts × seeds → PNG files (or one grid PNG), with the embedded model by default.
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { UsageError } from '../cli-errors.js';
-import { parseCommandLine } from '../cli-args.js';
-import { makeGrid } from '../image/grid.js';
-import { writePng } from '../image/png.js';
-import { loadPipeline } from '../model/pipeline.js';
-import { generate, type GeneratedImage, type GenerateOptions } from '../sample/generate.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseScheduler, parseSeeds } from '../sample/options.js';
-import { schedulerNames } from '../sample/schedulers.js';
-import { makeDirectory } from '../make-directory.js';
+import { UsageError } from '../errors.js';
+import { parseCommandLine } from '../flags.js';
+import { makeGrid } from '../../image/grid.js';
+import { writePng } from '../../image/png.js';
+import { loadPipeline } from '../../model/pipeline.js';
+import { generate, type GeneratedImage, type GenerateOptions } from '../../sample/generate.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseScheduler, parseSeeds } from '../sampling-flags.js';
+import { schedulerNames } from '../../sample/schedulers.js';
+import { makeDirectory } from '../../fs/make-directory.js';
 
 export const summary = 'text-to-image: prompts × seeds → PNG files (embedded model, or --model an SD 1.x ONNX folder)';
 
@@ -89,7 +89,7 @@ export async function run(args: string[]): Promise<void> {
 
   const pipeline = await loadPipeline(v.model, { device, threads });
   // Hook for TIME edits (lib/edit/session.ts): an edited pipeline and options carrying the edit.
-  const edited = v.edit === undefined ? undefined : await import('../edit/session.js').then((m) => m.prepareEditFile(pipeline, resolve(v.edit!), editMode)).catch(async (err: unknown) => {
+  const edited = v.edit === undefined ? undefined : await import('../../edit/context.js').then((m) => m.prepareEditFile(pipeline, resolve(v.edit!), editMode)).catch(async (err: unknown) => {
     await pipeline.close();
     throw err instanceof Error && ['EditError', 'SafetensorsError', 'CrossAttentionError'].includes(err.name) ? new UsageError(err.message) : err;
   });

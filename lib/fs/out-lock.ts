@@ -5,7 +5,7 @@
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { UsageError } from './cli-errors.js';
+import { UsageError } from '../cli/errors.js';
 
 export const LOCK_NAME = '.time-edit.lock';
 

@@ -2,22 +2,22 @@
 // write a before/after grid of the prompts you want to see (default: the source prompt).
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { UsageError } from '../cli-errors.js';
-import { parseCommandLine } from '../cli-args.js';
-import { makeGrid } from '../image/grid.js';
-import { writePng } from '../image/png.js';
-import { loadPipeline } from '../model/pipeline.js';
-import { generate } from '../sample/generate.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sample/options.js';
-import { DEFAULT_AUGMENTATIONS } from '../edit/augment.js';
-import { composeEdits, EditError, type Edit } from '../edit/edit.js';
-import { saveEdit } from '../edit/edit-file.js';
-import { exportEditedPipeline } from '../edit/apply.js';
-import { computeModelEdit, loadEditFor, openEditContext, prepareEditedGeneration, type ApplyMode } from '../edit/session.js';
-import { describeCrossAttention } from '../model/cross-attention.js';
-import { AlignmentError } from '../edit/align.js';
-import type { BatchDefaults } from '../edit/batch.js';
-import { makeDirectory } from '../make-directory.js';
+import { UsageError } from '../errors.js';
+import { parseCommandLine } from '../flags.js';
+import { makeGrid } from '../../image/grid.js';
+import { writePng } from '../../image/png.js';
+import { loadPipeline } from '../../model/pipeline.js';
+import { generate } from '../../sample/generate.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sampling-flags.js';
+import { DEFAULT_AUGMENTATIONS } from '../../edit/augment.js';
+import { composeEdits, EditError, type Edit } from '../../edit/edit.js';
+import { saveEdit } from '../../edit/edit-file.js';
+import { exportEditedPipeline } from '../../edit/apply.js';
+import { computeModelEdit, loadEditFor, openEditContext, prepareEditedGeneration, type ApplyMode } from '../../edit/context.js';
+import { describeCrossAttention } from '../../model/cross-attention.js';
+import { AlignmentError } from '../../edit/align.js';
+import type { BatchDefaults } from '../../edit/batch.js';
+import { makeDirectory } from '../../fs/make-directory.js';
 
 export const summary = 'TIME edit: --source "a circle" --dest "a purple circle" → edit file + before/after grid';
 
@@ -124,7 +124,7 @@ export async function run(args: string[]): Promise<void> {
       ...(v['no-augment'] === true || v.augmentations !== undefined ? { augmentations } : {}),
       ...(v.preserve !== undefined ? { preserve: v.preserve } : {}),
     };
-    const { runBatch } = await import('../edit/batch.js');
+    const { runBatch } = await import('../../edit/batch.js');
     const s = await runBatch(v.batch, outDir, { model: v.model, device, threads, defaults, json: v.json === true });
     // Scripts must see that lines failed; the others' results are written and a rerun retries only the failures.
     if (s.errors > 0) process.exitCode = 1;

@@ -1,10 +1,10 @@
 // `time-edit tokenize`: the 77 ids SD's text encoder would receive for each prompt, one JSON array per line.
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { UsageError } from '../cli-errors.js';
-import { parseCommandLine } from '../cli-args.js';
-import { defaultModelDir } from '../model/paths.js';
-import { ClipTokenizer } from '../model/tokenizer.js';
+import { UsageError } from '../errors.js';
+import { parseCommandLine } from '../flags.js';
+import { defaultModelDir } from '../../model/paths.js';
+import { ClipTokenizer } from '../../model/tokenizer.js';
 
 export const summary = 'print the 77 CLIP token ids of each prompt (SD padding and truncation), one JSON array per line';
 

@@ -1,11 +1,11 @@
 // `time-edit bench <what>`: each benchmark lives in lib/bench/ and is loaded only when asked for.
-import { UsageError } from '../cli-errors.js';
+import { UsageError } from '../../errors.js';
 
 export const summary = 'benchmarks: bench solve (native TIME solver), bench generate (sampling)';
 
 const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
-  solve: () => import('../bench/solve.js'),
-  generate: () => import('../bench/generate.js'),
+  solve: () => import('./solve.js'),
+  generate: () => import('./generate.js'),
 };
 
 export async function run(args: string[]): Promise<void> {

@@ -1,18 +1,18 @@
 // `time-edit eval timed`: the TIMED evaluation (baseline, edited, oracle) with images, CSV and HTML report.
 import { rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { UsageError } from '../cli-errors.js';
-import { parseCommandLine } from '../cli-args.js';
-import { loadPipeline, defaultModelDir } from '../model/pipeline.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sample/options.js';
-import { DEFAULT_AUGMENTATIONS } from '../edit/augment.js';
-import { openEditContext, type ApplyMode } from '../edit/session.js';
-import { DatasetError, readTimedDataset, type TimedEntry } from '../eval/timed-csv.js';
-import { averageScores, colourJudge, DEFAULT_TIMED_BATCH, resultsCsv, resultsHtml, runTimed, writeTextAtomic, type EntryResult, type Judge } from '../eval/timed.js';
-import { appendToRunLog, isForeignFile, readRunLog, RUN_LOG_NAME, RunLogError, settingsDifferences, startRunLog, type RunLogContents, type TimedRunSettings } from '../eval/timed-log.js';
-import { ClipJudge } from '../eval/clip-judge.js';
-import { makeDirectory } from '../make-directory.js';
-import { lockOutputFolder } from '../out-lock.js';
+import { UsageError } from '../errors.js';
+import { parseCommandLine } from '../flags.js';
+import { loadPipeline, defaultModelDir } from '../../model/pipeline.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sampling-flags.js';
+import { DEFAULT_AUGMENTATIONS } from '../../edit/augment.js';
+import { openEditContext, type ApplyMode } from '../../edit/context.js';
+import { DatasetError, readTimedDataset, type TimedEntry } from '../../eval/timed-csv.js';
+import { averageScores, colourJudge, DEFAULT_TIMED_BATCH, resultsCsv, resultsHtml, runTimed, writeTextAtomic, type EntryResult, type Judge } from '../../eval/timed.js';
+import { appendToRunLog, isForeignFile, readRunLog, RUN_LOG_NAME, RunLogError, settingsDifferences, startRunLog, type RunLogContents, type TimedRunSettings } from '../../eval/timed-log.js';
+import { ClipJudge } from '../../eval/clip-judge.js';
+import { makeDirectory } from '../../fs/make-directory.js';
+import { lockOutputFolder } from '../../fs/out-lock.js';
 
 export const summary = 'evaluation: eval timed --dataset FILE.csv (efficacy, generality, specificity vs baseline and oracle)';
 

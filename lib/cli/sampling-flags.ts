@@ -1,6 +1,6 @@
 // Parsing of the sampling flags shared by `generate`, `bench generate` and (later) `edit` / `eval`.
-import { UsageError } from '../cli-errors.js';
-import { parseSchedulerName, type SchedulerName } from './schedulers.js';
+import { UsageError } from './errors.js';
+import { parseSchedulerName, type SchedulerName } from '../sample/schedulers.js';
 
 /** "0-7" → 0…7; "1,5,9"; "0-3,10" → [0,1,2,3,10]. Seeds are integers in [0, 2^53). Example: `parseSeeds('0-7')`. */
 export function parseSeeds(text: string, flag = '--seeds'): number[] {
