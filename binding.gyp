@@ -9,6 +9,10 @@
       "target_name": "time_edit",
       "sources": [
         "native/napi/addon.cpp",
+        "native/napi/args.cpp",
+        "native/napi/solve.cpp",
+        "native/napi/apply.cpp",
+        "native/napi/bench.cpp",
         "native/core/src/validate.cpp",
         "native/core/src/cuda_stub.cpp",
         "native/core/src/cpu/kernels_portable.cpp",

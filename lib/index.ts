@@ -1,54 +1,49 @@
-// The public API of time-edit: a plain list of re-exports, one block per module.
-export {
-  solveEdits,
-  patchWeights,
-  applyToEmbeddings,
-  composeEdits,
-  denseOf,
-  solverBackend,
-  availableBackends,
-  solverThreads,
-  setSolverThreads,
-  addonPath,
-  backendFor,
-} from './solver/native.js';
-export type {
-  BackendKind,
-  BackendChoice,
-  EditInput,
-  StackedWeights,
-  LowRankForm,
-  EditTransform,
-  SolvedEdit,
-  SolveOptions,
-  OutputOptions,
-} from './solver/native.js';
+// The public API of time-edit (the package root, `import … from 'time-edit'`): the task-level calls, one block
+// per task, as plain re-exports. Lower-level pieces have their own entry points in package.json "exports"
+// (time-edit/onnx, time-edit/cross-attention, time-edit/eval); everything else in lib/ is internal.
 
-// Sampling: tokenizer, pipeline folders, schedulers, seeded noise, generation, PNG output.
-export { ClipTokenizer } from './model/tokenizer.js';
-export type { Encoded } from './model/tokenizer.js';
+// Loading a pipeline folder, and its tokenizer.
 export { loadPipeline, Pipeline, defaultModelDir } from './model/pipeline.js';
 export type { PipelineOptions, ModelSource, TimestepInput, Device, HostStats, ValueInfo } from './model/pipeline.js';
+export { ClipTokenizer } from './model/tokenizer.js';
+export type { Encoded } from './model/tokenizer.js';
+
+// Generating images, and writing them as PNG.
 export { generate, validateGenerateOptions } from './sample/generate.js';
 export type { GenerateOptions, GeneratedImage, UnetConditioning } from './sample/generate.js';
-export { createScheduler, alphasCumprod, parseSchedulerName, schedulerNames } from './sample/schedulers.js';
-export type { Scheduler, SchedulerConfig, SchedulerName } from './sample/schedulers.js';
-export { gaussianNoise, philox4x32 } from './sample/noise.js';
-export { parseSeeds } from './cli/sampling-flags.js';
-export { encodePng, decodePng, readPngText, writePng, writeFileAtomic } from './image/png.js';
+export { schedulerNames } from './sample/schedulers.js';
+export type { SchedulerName } from './sample/schedulers.js';
+export { encodePng, decodePng, readPngText, writePng } from './image/png.js';
 export type { RgbImage } from './image/png.js';
 export { makeGrid } from './image/grid.js';
 
-// TIME editing: prompts -> aligned embeddings -> solve -> Edit, and its application modes.
+// TIME edits: computing one from prompts, saving and loading it, chaining two, applying one.
 export { openEditContext, computeModelEdit, prepareEditedGeneration, prepareEditFile } from './edit/context.js';
 export type { EditContext, ApplyMode, EditedGeneration } from './edit/context.js';
-export { computeEdit, buildRows } from './edit/compute.js';
+export { computeEdit } from './edit/compute.js';
 export type { EditRequest, PromptEncoder, ComputedEdit } from './edit/compute.js';
-export { composeEdits as composeEditValues, transformRows, transformWeightRows, denseMatrix, EditError } from './edit/edit.js';
+export type { EditSolver, SolveItem, LowRank } from './solver/select.js';
+export { DEFAULT_AUGMENTATIONS } from './edit/augment.js';
+export { chainEdits } from './edit/edit.js';
 export type { Edit, EditStep, EditMode, EditPair } from './edit/edit.js';
 export { saveEdit, loadEdit } from './edit/edit-file.js';
-export { alignTokens, AlignmentError } from './edit/align.js';
-export { augmentPair, augmentPrompt, DEFAULT_AUGMENTATIONS } from './edit/augment.js';
-export { editedConditioning, patchedUnet, patchedUnetFast, splitConditioningUnet, exportEditedPipeline, V_INPUT } from './edit/apply.js';
-export { findCrossAttention, describeCrossAttention, CrossAttentionError } from './model/cross-attention.js';
+export { patchUnetWeights, exportEditedPipeline } from './edit/apply.js';
+export type { PatchOptions, ExportOptions } from './edit/apply.js';
 export type { CrossAttentionMap, CrossAttentionLayer, Projection } from './model/cross-attention.js';
+
+// The native solver: the closed-form solve and what to do with its result, and the backend it runs on.
+export { solveEdits, patchWeights, applyToEmbeddings, composeTransforms, denseOf } from './solver/native.js';
+export type {
+  EditInput, StackedWeights, LowRankForm, EditTransform, SolvedEdit, SolveOptions, SolveOutputs, OutputOptions,
+} from './solver/native.js';
+export { availableBackends, solverBackend } from './solver/backend.js';
+export type { BackendKind, BackendChoice } from './solver/backend.js';
+
+// The errors the library throws on purpose.
+export { TimeEditError, InputError, ModelError, OutputInUseError, BackendUnavailableError } from './errors.js';
+export type { OutputHolder } from './errors.js';
+export { EditError } from './edit/edit.js';
+export { AlignmentError } from './edit/align.js';
+export { SafetensorsError } from './edit/safetensors.js';
+export { CrossAttentionError } from './model/cross-attention.js';
+export { OnnxError, ProtobufError } from './model/onnx/index.js';

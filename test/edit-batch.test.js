@@ -60,7 +60,7 @@ test('batch: per-line results, bad lines isolated, resumable without duplicates'
     ].join('\n'));
     const out = join(dir, 'out');
     const ctx = fakeCtx();
-    const s1 = await runBatchWith(ctx, file, out, { quiet: true, chunk: 4 }, referenceSolver);
+    const s1 = await runBatchWith(ctx, file, out, { chunk: 4 }, referenceSolver);
     assert.deepEqual([s1.total, s1.ok, s1.errors, s1.skipped], [5, 2, 3, 0]);
     assert.deepEqual(ctx.calls, [8 + 2], 'the first chunk encodes all its prompts in one call (the second chunk has only errors)');
     const r = rows(out).sort((a, b) => a.line - b.line);
@@ -74,7 +74,7 @@ test('batch: per-line results, bad lines isolated, resumable without duplicates'
     assert.equal(e2.steps[0].rows, 77);
 
     // Rerun: the good lines are skipped, the failed ones are tried again (and fail again), one row per line.
-    const s2 = await runBatchWith(fakeCtx(), file, out, { quiet: true }, referenceSolver);
+    const s2 = await runBatchWith(fakeCtx(), file, out, {}, referenceSolver);
     assert.deepEqual([s2.ok, s2.errors, s2.skipped, s2.retried, s2.recomputed], [0, 3, 2, 3, 0]);
     assert.equal(rows(out).length, 5);
 
@@ -86,7 +86,7 @@ test('batch: per-line results, bad lines isolated, resumable without duplicates'
     const lines = readFileSync(file, 'utf8').split('\n');
     lines[4] = '{"source":"a circle","destination":"a blue circle","lambda":0.5}';
     writeFileSync(file, lines.join('\n'));
-    const s3 = await runBatchWith(fakeCtx(), file, out, { quiet: true }, referenceSolver);
+    const s3 = await runBatchWith(fakeCtx(), file, out, {}, referenceSolver);
     assert.deepEqual([s3.ok, s3.errors, s3.skipped], [2, 2, 1]);
     const final = rows(out);
     assert.deepEqual(final.map((x) => x.line).sort(), [1, 2, 3, 5, 6]);
@@ -111,7 +111,7 @@ test('batch defaults: a line without a field takes the run default, a line with 
     ]);
     const out = join(dir, 'out');
     const defaults = { lambda: 2, onlyV: true, augmentations: [], preserve: ['a square'] };
-    const s = await runBatchWith(fakeCtx(), file, out, { quiet: true, defaults }, referenceSolver);
+    const s = await runBatchWith(fakeCtx(), file, out, { defaults }, referenceSolver);
     assert.deepEqual([s.ok, s.errors], [3, 0]);
     const [e1, e2, e3] = [await editOf(out, 1), await editOf(out, 2), await editOf(out, 3)];
     assert.deepEqual([e1.steps[0].lambda, e1.steps[0].mode, e1.steps[0].augmentations, e1.steps[0].preserve], [2, 'v', [], ['a square']]);
@@ -140,18 +140,18 @@ test('batch rerun with another default λ or another model recomputes exactly th
       { source: 'a circle', destination: 'a blue circle', lambda: 0.25 },
     ]);
     const out = join(dir, 'out');
-    await runBatchWith(fakeCtx(), file, out, { quiet: true, defaults: { lambda: 2 } }, referenceSolver);
+    await runBatchWith(fakeCtx(), file, out, { defaults: { lambda: 2 } }, referenceSolver);
     const before = readFileSync(join(out, 'edits', 'line-00001.safetensors'));
-    const s = await runBatchWith(fakeCtx(), file, out, { quiet: true, defaults: { lambda: 0.5 } }, referenceSolver);
+    const s = await runBatchWith(fakeCtx(), file, out, { defaults: { lambda: 0.5 } }, referenceSolver);
     assert.deepEqual([s.ok, s.errors, s.skipped, s.recomputed, s.retried], [1, 0, 1, 1, 0], 'line 1 (default λ) is recomputed, line 2 (own λ) is kept');
     assert.deepEqual(rows(out).map((x) => [x.line, x.lambda]), [[1, 0.5], [2, 0.25]], 'one row per line, each with the λ its edit was computed with');
     assert.equal((await editOf(out, 1)).steps[0].lambda, 0.5);
     assert.notDeepEqual(readFileSync(join(out, 'edits', 'line-00001.safetensors')), before);
     // The same default again: nothing to do.
-    const again = await runBatchWith(fakeCtx(), file, out, { quiet: true, defaults: { lambda: 0.5 } }, referenceSolver);
+    const again = await runBatchWith(fakeCtx(), file, out, { defaults: { lambda: 0.5 } }, referenceSolver);
     assert.deepEqual([again.ok, again.skipped], [0, 2]);
     // Another model: every line is recomputed for it.
-    const other = await runBatchWith(fakeCtx('fp-other'), file, out, { quiet: true, defaults: { lambda: 0.5 } }, referenceSolver);
+    const other = await runBatchWith(fakeCtx('fp-other'), file, out, { defaults: { lambda: 0.5 } }, referenceSolver);
     assert.deepEqual([other.ok, other.skipped, other.recomputed], [2, 0, 2]);
     assert.deepEqual(rows(out).map((x) => x.fingerprint), ['fp-other', 'fp-other']);
   } finally {
@@ -172,12 +172,12 @@ test('batch rerun retries failed lines; the success replaces the failure', async
     // The solver fails for the second chunk (lines 2 and 3), e.g. out of memory on the device.
     let calls = 0;
     const flaky = { name: 'flaky', solve: (d, items) => (++calls === 2 ? Promise.reject(new Error('device out of memory')) : referenceSolver.solve(d, items)) };
-    const s1 = await runBatchWith(fakeCtx(), file, out, { quiet: true, chunk: 1 }, flaky);
+    const s1 = await runBatchWith(fakeCtx(), file, out, { chunk: 1 }, flaky);
     assert.deepEqual([s1.ok, s1.errors], [2, 1]);
     assert.deepEqual(rows(out).map((x) => [x.line, x.status]), [[1, 'ok'], [2, 'error'], [3, 'ok']]);
     assert.equal(existsSync(join(out, 'edits', 'line-00002.safetensors')), false);
 
-    const s2 = await runBatchWith(fakeCtx(), file, out, { quiet: true }, referenceSolver);
+    const s2 = await runBatchWith(fakeCtx(), file, out, {}, referenceSolver);
     assert.deepEqual([s2.total, s2.ok, s2.errors, s2.skipped, s2.retried, s2.recomputed], [3, 1, 0, 2, 1, 0]);
     const r = rows(out);
     assert.deepEqual(r.map((x) => [x.line, x.status]), [[1, 'ok'], [2, 'ok'], [3, 'ok']], 'one row per line, the latest attempt');
@@ -187,7 +187,7 @@ test('batch rerun retries failed lines; the success replaces the failure', async
     const text = readFileSync(join(out, 'results.jsonl'), 'utf8').split('\n');
     text.splice(1, 0, JSON.stringify({ line: 2, key: r[1].key, status: 'error', error: 'device out of memory' }));
     writeFileSync(join(out, 'results.jsonl'), text.join('\n'));
-    const s3 = await runBatchWith(fakeCtx(), file, out, { quiet: true }, referenceSolver);
+    const s3 = await runBatchWith(fakeCtx(), file, out, {}, referenceSolver);
     assert.deepEqual([s3.ok, s3.errors, s3.skipped, s3.retried], [0, 0, 3, 0]);
     assert.equal(rows(out).length, 3);
   } finally {
@@ -220,6 +220,42 @@ test('writePng, saveEdit and saveModel create a missing parent folder (and leave
     const back = await loadModel(onnx);
     assert.equal(back.model.graph.initializer.length, model.graph.initializer.length);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('batch: progress goes to onProgress (0 first, then after each chunk), nothing to the terminal, no temporary files', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'batch-'));
+  const stderrWrite = process.stderr.write;
+  const stdoutWrite = process.stdout.write;
+  const printed = [];
+  try {
+    const file = join(dir, 'edits.jsonl');
+    writeLines(file, [
+      { source: 'a circle', destination: 'a blue circle' },
+      { source: 'a square', destination: 'an orange square' },
+      { source: 'a circle', destination: 'an orange circle' },
+    ]);
+    const out = join(dir, 'out');
+    const seen = [];
+    process.stderr.write = process.stdout.write = (chunk) => (printed.push(String(chunk)), true);
+    let s;
+    try {
+      s = await runBatchWith(fakeCtx(), file, out, { chunk: 2, onProgress: (done, total) => seen.push([done, total]) }, referenceSolver);
+    } finally {
+      process.stderr.write = stderrWrite;
+      process.stdout.write = stdoutWrite;
+    }
+    assert.equal(s.ok, 3);
+    assert.deepEqual(seen, [[0, 3], [2, 3], [3, 3]]);
+    assert.deepEqual(printed, [], 'the library printed nothing');
+    assert.deepEqual(readdirSync(out).sort(), ['edits', 'results.jsonl'], 'no temporary file and no lock left in --out');
+    const again = [];
+    await runBatchWith(fakeCtx(), file, out, { onProgress: (done, total) => again.push([done, total]) }, referenceSolver);
+    assert.deepEqual(again, [[0, 0]], 'a rerun with nothing to do reports an empty run');
+  } finally {
+    process.stderr.write = stderrWrite;
+    process.stdout.write = stdoutWrite;
     rmSync(dir, { recursive: true, force: true });
   }
 });

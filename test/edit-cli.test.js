@@ -1,4 +1,5 @@
-// The edit, eval and generate --edit commands on bad input: one clear line, exit code 2, nothing written.
+// The edit, eval and generate --edit commands on bad input: one clear line, nothing written; exit code 2 for a bad
+// command line, 1 for a file that cannot be used (a TIMED CSV, an edit file for another model; docs/errors.md).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -107,7 +108,7 @@ test('eval timed: a CSV without the TIMED columns is refused by name', () => {
     const csv = join(dir, 'bad.csv');
     writeFileSync(csv, 'old,new,positive1\na circle,a purple circle,a big circle\n');
     const r = run(['eval', 'timed', '--dataset', csv, '--out', join(dir, 'o')]);
-    assert.equal(r.code, 2);
+    assert.equal(r.code, 1);
     assert.match(r.err, /lacks the TIMED column\(s\) gt1, negative1, gn1/);
     assert.equal(existsSync(join(dir, 'o')), false);
     assert.equal(run(['eval', 'nope']).code, 2);
@@ -135,7 +136,7 @@ test('generate --edit: an edit file for another model is refused; nothing writte
     saveEdit(file, { d: 128, fingerprint: 'f'.repeat(64), steps: [{ pairs: [], preserve: [], lambda: 0.1, augmentations: [], mode: 'kv', rows: 1, D: new Float32Array(128), G: new Float32Array(128) }] });
     const out = join(dir, 'o');
     const r = run(['generate', 'a circle', '--edit', file, '--steps', '2', '--out', out]);
-    assert.equal(r.code, 2, r.err);
+    assert.equal(r.code, 1, r.err);
     assert.match(r.err, /made for a different model/);
     assert.equal(existsSync(out), false);
     const r2 = run(['generate', 'a circle', '--edit-mode', 'weights', '--out', out]);

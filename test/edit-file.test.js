@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeSafetensors, decodeSafetensors } from '../lib/edit/safetensors.js';
 import { saveEdit, loadEdit } from '../lib/edit/edit-file.js';
-import { transformRows, denseMatrix, composeEdits } from '../lib/edit/edit.js';
+import { transformRows, denseMatrix, chainEdits } from '../lib/edit/edit.js';
 
 function rng(seed) {
   let s = seed >>> 0;
@@ -73,7 +73,7 @@ test('low-rank application equals the dense product; composition multiplies in o
   const d = 6;
   const a = { d, fingerprint: 'f', steps: [randomStep(d, 4, 3)] };
   const b = { d, fingerprint: 'f', steps: [randomStep(d, 2, 4)] };
-  const c = composeEdits(a, b);
+  const c = chainEdits(a, b);
   const ref = refDense(d, c.steps);
   const dense = denseMatrix(c, 'k');
   for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) assert.ok(Math.abs(dense[i * d + j] - ref[i][j]) < 1e-12);
@@ -89,5 +89,5 @@ test('low-rank application equals the dense product; composition multiplies in o
   const vOnly = { d, fingerprint: 'f', steps: [randomStep(d, 4, 3, 'v')] };
   assert.deepEqual([...transformRows(vOnly, E, 'k')], [...E]);
   assert.notDeepEqual([...transformRows(vOnly, E, 'v')], [...E]);
-  assert.throws(() => composeEdits(a, { ...b, fingerprint: 'g' }), /different models/);
+  assert.throws(() => chainEdits(a, { ...b, fingerprint: 'g' }), /different models/);
 });

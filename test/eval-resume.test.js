@@ -150,7 +150,7 @@ test('a damaged line other than the last is an error naming the file and line', 
   lines[2] = lines[2].replace('"scores"', '"sc0res"');
   writeFileSync(join(out, 'results.jsonl'), lines.join('\n') + '\n');
   const r = run(['--out', out]);
-  assert.equal(r.code, 2, r.err);
+  assert.equal(r.code, 1, r.err);
   assert.match(r.err, /results\.jsonl line 3 is damaged \("scores" must give/);
   lines[2] = 'not json at all';
   writeFileSync(join(out, 'results.jsonl'), lines.join('\n') + '\n');
@@ -174,9 +174,10 @@ test('a results.jsonl that is not an eval timed log (edit --batch writes one too
   mkdirSync(out);
   const batchRow = '{"line":1,"key":"0123456789abcdef","status":"ok","file":"edits/line-00001.safetensors"}\n';
   writeFileSync(join(out, 'results.jsonl'), batchRow);
-  for (const extra of [[], ['--restart']]) {
+  // Without --restart the log cannot be read (exit 1); with it, the flag cannot apply to this folder (exit 2).
+  for (const [extra, code] of [[[], 1], [['--restart'], 2]]) {
     const r = run(['--out', out, ...extra]);
-    assert.equal(r.code, 2, r.err);
+    assert.equal(r.code, code, r.err);
     assert.match(r.err, /results\.jsonl .*(is not the header of a 'time-edit eval timed' log|is not one).*pick another --out/);
     assert.doesNotMatch(r.err, /pass --restart/);
   }
@@ -284,4 +285,26 @@ test('run settings: every difference is named by its flag; only the given keys a
   ]);
   assert.deepEqual(settingsDifferences({ ...settings, modelFingerprint: undefined }, { modelFingerprint: 'fp' }), ['--model (the model files changed: text encoder or UNet) was (not recorded) there and is fp now']);
   assert.deepEqual(settingsDifferences(settings, { judge: 'CLIP /c' }), ['--clip was toy colour classifier there and is CLIP /c now']);
+});
+
+test('run log bytes: the header line, then one compact JSON line per entry in index order (the format reruns read)', () => {
+  const d = mkdtempSync(join(tmpdir(), 'timed-log-'));
+  try {
+    const path = join(d, 'results.jsonl');
+    const scores = { baseline: s, edited: s, oracle: s };
+    startRunLog(path, settings, [{ entry: entry(2), error: 'boom', seconds: 1 }, { entry: entry(0), scores, editMs: 1.5, seconds: 2 }]);
+    appendToRunLog(path, { entry: entry(5), scores, editMs: 3, seconds: 4 });
+    const e = (i) => JSON.stringify(entry(i));
+    const sc = '{"baseline":{"efficacy":1,"generality":0.5,"specificity":0.25},"edited":{"efficacy":1,"generality":0.5,"specificity":0.25},"oracle":{"efficacy":1,"generality":0.5,"specificity":0.25}}';
+    assert.equal(readFileSync(path, 'utf8'), [
+      '{"log":"time-edit eval timed","format":1,"settings":{"model":"/m","modelFingerprint":"fp","datasetSha256":"ab","seeds":[0,1],"steps":2,"guidance":7.5,"lambda":0.1,"augmentations":[],"onlyV":false,"mode":"embedding","keepUncond":false,"judge":"toy colour classifier","device":"cpu","batchSize":16}}',
+      `{"entry":${e(0)},"scores":${sc},"editMs":1.5,"seconds":2}`,
+      `{"entry":${e(2)},"error":"boom","seconds":1}`,
+      `{"entry":${e(5)},"scores":${sc},"editMs":3,"seconds":4}`,
+      '',
+    ].join('\n'));
+    assert.deepEqual(readdirSync(d), ['results.jsonl'], 'no temporary file left');
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
 });

@@ -1,4 +1,5 @@
-// Bad input to loadPipeline / generate / the CLI: a clear error naming the problem, exit status 2, no files written.
+// Bad input to loadPipeline / generate / the CLI: a clear error naming the problem, no files written; exit status 2
+// for a bad command line, 1 for a model that is missing or broken (docs/errors.md).
 // Also the CLI's happy path (files, --json, --grid, byte-identical reruns) and `tokenize`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -44,7 +45,7 @@ test('loadPipeline: clear errors for broken folders', async () => {
     [brokenCopy((d) => copyFileSync(join(d, 'unet', 'model.onnx'), join(d, 'vae_decoder', 'model.onnx'))), /vae_decoder\/model\.onnx: expected one input latent_sample/],
     [brokenCopy((d) => copyFileSync(join(d, 'vae_decoder', 'model.onnx'), join(d, 'text_encoder', 'model.onnx'))), /text_encoder\/model\.onnx: expected one input input_ids/],
   ];
-  for (const [dir, re] of cases) await assert.rejects(loadPipeline(dir, { threads: 1 }), (err) => err.name === 'UsageError' && re.test(err.message), `${dir}: ${re}`);
+  for (const [dir, re] of cases) await assert.rejects(loadPipeline(dir, { threads: 1 }), (err) => err.name === 'ModelError' && re.test(err.message), `${dir}: ${re}`);
   await assert.rejects(loadPipeline(fx('tiny-sd'), { device: 'tpu' }), /device must be cpu or cuda/);
   await assert.rejects(loadPipeline(fx('tiny-sd'), { threads: 0 }), /threads must be a positive integer/);
 });
@@ -54,8 +55,8 @@ test('loadPipeline --device cuda: loads, or says the CUDA provider is missing', 
     const p = await loadPipeline(fx('tiny-sd'), { device: 'cuda' });
     await p.close();
   } catch (err) {
-    assert.equal(err.name, 'UsageError');
-    assert.match(err.message, /--device cuda: onnxruntime-node's CUDA execution provider is not installed/);
+    assert.equal(err.name, 'BackendUnavailableError');
+    assert.match(err.message, /^onnxruntime-node's CUDA execution provider is not installed/);
   }
 });
 
@@ -85,24 +86,24 @@ test('generate: bad options fail before any work', async () => {
   }
 });
 
-test('CLI generate: bad input exits 2 with one clear line and writes nothing', () => {
+test('CLI generate: bad input exits 2 (a bad command line) or 1 (a bad model) with one clear line and writes nothing', () => {
   const base = tmp();
   const out = join(base, 'out');
   const model = fx('tiny-sd');
   const cases = [
-    [['--model', model, '--out', out], /no prompts given/],
-    [['a circle', '--model', model, '--out', out, '--steps', '0'], /--steps must be a positive integer, got '0'/],
-    [['a circle', '--model', model, '--out', out, '--seeds', 'abc'], /--seeds: 'abc' is not a seed/],
-    [['a circle', '--model', model, '--out', out, '--seed', '1.5'], /--seed: '1\.5' is not a seed/],
-    [['a circle', '--model', join(base, 'nope'), '--out', out], /model folder .*nope does not exist/],
-    [['a circle', '--model', brokenCopy((d) => writeFileSync(join(d, 'unet', 'model.onnx'), 'garbage')), '--out', out], /cannot load unet\/model\.onnx/],
-    [['a circle', '--model', model, '--out', out, '--height', '30'], /height must be a positive multiple of 4/],
-    [['a circle', '--model', model, '--out', out, '--device', 'gpu'], /--device must be cpu or cuda/],
-    [['a circle', '--model', model, '--out', out, '--bogus'], /Unknown option '--bogus'/],
+    [['--model', model, '--out', out], /no prompts given/, 2],
+    [['a circle', '--model', model, '--out', out, '--steps', '0'], /--steps must be a positive integer, got '0'/, 2],
+    [['a circle', '--model', model, '--out', out, '--seeds', 'abc'], /--seeds: 'abc' is not a seed/, 2],
+    [['a circle', '--model', model, '--out', out, '--seed', '1.5'], /--seed: '1\.5' is not a seed/, 2],
+    [['a circle', '--model', join(base, 'nope'), '--out', out], /model folder .*nope does not exist/, 1],
+    [['a circle', '--model', brokenCopy((d) => writeFileSync(join(d, 'unet', 'model.onnx'), 'garbage')), '--out', out], /cannot load unet\/model\.onnx/, 1],
+    [['a circle', '--model', model, '--out', out, '--height', '30'], /--height must be a positive multiple of 4/, 2],
+    [['a circle', '--model', model, '--out', out, '--device', 'gpu'], /--device must be cpu or cuda/, 2],
+    [['a circle', '--model', model, '--out', out, '--bogus'], /Unknown option '--bogus'/, 2],
   ];
-  for (const [args, re] of cases) {
+  for (const [args, re, code] of cases) {
     const r = runCli(['generate', ...args]);
-    assert.equal(r.status, 2, `${args.join(' ')}: status ${r.status}, stderr ${r.stderr}`);
+    assert.equal(r.status, code, `${args.join(' ')}: status ${r.status}, stderr ${r.stderr}`);
     assert.match(r.stderr, re, args.join(' '));
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'a stack trace was printed');
     assert.equal(existsSync(out), false, `${args.join(' ')} created the output folder`);
@@ -170,7 +171,7 @@ test('CLI tokenize: 77 ids per prompt, from arguments or stdin', () => {
   assert.match(long.stderr, /truncated/);
   assert.equal(JSON.parse(long.stdout).length, 77);
   const bad = runCli(['tokenize', '--tokenizer', join(root, 'nope'), 'x']);
-  assert.equal(bad.status, 2);
+  assert.equal(bad.status, 1);
   assert.match(bad.stderr, /tokenizer folder .*nope does not exist/);
 });
 

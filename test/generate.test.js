@@ -155,7 +155,7 @@ test('tiny fixture: UNet weights in weights.pb; withUnet externalData replaces t
     const out = await generate(patched, opts);
     assert.notDeepEqual(out[0].rgb, ref[0].rgb, 'patched external weights were ignored');
     await patched.close();
-    await assert.rejects(q.withUnet({ modelBytes }), (err) => err.name === 'UsageError' && /cannot load/.test(err.message));
+    await assert.rejects(q.withUnet({ modelBytes }), (err) => err.name === 'ModelError' && /cannot load/.test(err.message));
   } finally {
     await Promise.all([p.close(), q.close()]);
   }

@@ -41,6 +41,6 @@ describe('bench solve CLI', () => {
     assert.match(plain.stderr, /TIME_EDIT_DEBUG=1/);
     const debug = run('1');
     assert.equal(debug.status, 1);
-    assert.match(debug.stderr, /\n\s+at .*native\.js/, 'TIME_EDIT_DEBUG=1 shows the stack');
+    assert.match(debug.stderr, /\n\s+at .*solver\/backend\.js/, 'TIME_EDIT_DEBUG=1 shows the stack');
   });
 });

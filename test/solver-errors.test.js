@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 
-import { addonPath, applyToEmbeddings, composeEdits, patchWeights, solveEdits } from '../lib/index.js';
+import { applyToEmbeddings, composeTransforms, patchWeights, solveEdits } from '../lib/index.js';
+import { locateAddon } from '../lib/solver/addon-location.js';
 
 const d = 4;
 const good = () => ({ source: new Float32Array([1, 2, 3, 4, 0, 1, 0, 1]), destination: new Float32Array([1, 2, 3, 5, 0, 1, 1, 1]) });
@@ -37,8 +38,8 @@ describe('solveEdits rejects bad input', () => {
     ['λ < 0', () => solveEdits(d, [good(), { ...good(), lambda: -1 }]), RangeError, /^edits\[1\]\.lambda must be finite and > 0, got -1/],
     ['λ NaN', () => solveEdits(d, [{ ...good(), lambda: NaN }]), RangeError, /^edits\[0\]\.lambda must be finite and > 0, got NaN/],
     ['λ a string', () => solveEdits(d, [{ ...good(), lambda: '0.1' }]), TypeError, /^edits\[0\]\.lambda must be a number/],
-    ['NaN in source', () => solveEdits(d, [{ ...good(), source: new Float32Array([1, NaN, 3, 4, 0, 1, 0, 1]) }]), RangeError, /^edit 0: source contains a non-finite value \(nan\) at row 0, column 1/],
-    ['Inf in destination', () => solveEdits(d, [good(), { ...good(), destination: new Float32Array([1, 2, 3, 4, 0, 1, Infinity, 1]) }]), RangeError, /^edit 1: destination contains a non-finite value \(inf\) at row 1, column 2/],
+    ['NaN in source', () => solveEdits(d, [{ ...good(), source: new Float32Array([1, NaN, 3, 4, 0, 1, 0, 1]) }]), RangeError, /^edits\[0\]\.source contains a non-finite value \(NaN\) at index 1 \(row 0, column 1\)/],
+    ['Inf in destination', () => solveEdits(d, [good(), { ...good(), destination: new Float32Array([1, 2, 3, 4, 0, 1, Infinity, 1]) }]), RangeError, /^edits\[1\]\.destination contains a non-finite value \(Infinity\) at index 6 \(row 1, column 2\)/],
     ['weights d mismatch', () => solveEdits(d, [good()], { weights: { data: new Float32Array(10), rows: 2 } }), RangeError, /^opts\.weights\.data has 10 values but rows × d = 2 × 4 = 8/],
     ['weights not Float32Array', () => solveEdits(d, [good()], { weights: { data: [1, 2, 3, 4], rows: 1 } }), TypeError, /^opts\.weights\.data must be a Float32Array/],
     ['nothing asked', () => solveEdits(d, [good()], { lowRank: false }), RangeError, /^nothing to compute/],
@@ -50,7 +51,7 @@ describe('solveEdits rejects bad input', () => {
     const out = sentinel();
     const bad = W();
     bad.data[5] = -Infinity;
-    await rejects(() => solveEdits(d, [good()], { weights: bad, out: [{ patched: out }] }), RangeError, /^weights contains a non-finite value \(-inf\) at row 1, column 1/);
+    await rejects(() => solveEdits(d, [good()], { weights: bad, out: [{ patched: out }] }), RangeError, /^opts\.weights\.data contains a non-finite value \(-Infinity\) at index 5 \(row 1, column 1\)/);
     assert.deepEqual(out, sentinel());
     const w = W();
     await rejects(() => solveEdits(d, [good()], { weights: w, out: [{ patched: w.data }] }), RangeError, /^patched\[0\] shares memory with weights/);
@@ -62,7 +63,7 @@ describe('solveEdits rejects bad input', () => {
     await rejects(() => solveEdits(d, [good()], { out: [] }), RangeError, /^opts\.out must be an array of 1 output objects/);
     // A bad edit anywhere in the batch stops the whole batch before anything is written.
     const outs = [sentinel(), sentinel()];
-    await rejects(() => solveEdits(d, [good(), { ...good(), source: new Float32Array([0, 0, 0, NaN, 0, 0, 0, 0]) }], { weights: W(), out: outs.map((patched) => ({ patched })) }), RangeError, /^edit 1: source/);
+    await rejects(() => solveEdits(d, [good(), { ...good(), source: new Float32Array([0, 0, 0, NaN, 0, 0, 0, 0]) }], { weights: W(), out: outs.map((patched) => ({ patched })) }), RangeError, /^edits\[1\]\.source/);
     assert.deepEqual(outs, [sentinel(), sentinel()]);
   });
 
@@ -73,7 +74,7 @@ describe('solveEdits rejects bad input', () => {
   });
 });
 
-describe('patchWeights / applyToEmbeddings / composeEdits reject bad input', () => {
+describe('patchWeights / applyToEmbeddings / composeTransforms reject bad input', () => {
   it('checks shapes and types, writes nothing', async () => {
     const [edit] = await solveEdits(d, [good()], { dense: true });
     const out = sentinel();
@@ -83,21 +84,21 @@ describe('patchWeights / applyToEmbeddings / composeEdits reject bad input', () 
     await rejects(() => patchWeights(W(), null), TypeError, /^edit must be a solved edit, got null/);
     const nanM = edit.dense.slice();
     nanM[3] = NaN;
-    await rejects(() => patchWeights(W(), { d, dense: nanM }, { out }), RangeError, /^dense\[0\] contains a non-finite value/);
+    await rejects(() => patchWeights(W(), { d, dense: nanM }, { out }), RangeError, /^edit\.dense contains a non-finite value/);
     assert.deepEqual(out, sentinel());
     await rejects(() => applyToEmbeddings(new Float32Array(6), edit), RangeError, /^embeddings has 6 values, not a multiple of d = 4/);
     await rejects(() => applyToEmbeddings(new Float64Array(8), edit), TypeError, /^embeddings must be a Float32Array, got a Float64Array/);
     const E = new Float32Array([1, NaN, 0, 0]);
     const eOut = new Float32Array(4).fill(7);
-    await rejects(() => applyToEmbeddings(E, edit, { out: eOut }), RangeError, /^rows contains a non-finite value/);
+    await rejects(() => applyToEmbeddings(E, edit, { out: eOut }), RangeError, /^embeddings contains a non-finite value/);
     assert.deepEqual(eOut, new Float32Array(4).fill(7));
     const [other] = await solveEdits(3, [{ source: new Float32Array(3).fill(1), destination: new Float32Array(3).fill(2) }]);
-    await rejects(() => composeEdits(edit, other), RangeError, /^a\.d \(4\) and b\.d \(3\) differ/);
+    await rejects(() => composeTransforms(edit, other), RangeError, /^a\.d \(4\) and b\.d \(3\) differ/);
   });
 });
 
 describe('the raw addon checks its arguments too', () => {
-  const addon = createRequire(import.meta.url)(addonPath());
+  const addon = createRequire(import.meta.url)(locateAddon());
   const e = good();
   it('throws TypeError/RangeError synchronously, naming the argument', () => {
     assert.throws(() => addon.solve('cpu', 4, [e.source], [new Float64Array(8)], [0.1], [null], [null], [null], null, []), { name: 'TypeError', message: /^destinations\[0\] must be a Float32Array, got a Float64Array/ });

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import {
   applyToEmbeddings,
   availableBackends,
-  composeEdits,
+  composeTransforms,
   denseOf,
   patchWeights,
   solveEdits,
@@ -186,7 +186,7 @@ describe('concurrency', () => {
 });
 
 describe('composition', () => {
-  it('composeEdits(a, b) equals applying a then b (weights) and matches M_a·M_b in float64', async () => {
+  it('composeTransforms(a, b) equals applying a then b (weights) and matches M_a·M_b in float64', async () => {
     const d = 20, R = 7;
     const r = rng(31);
     const W = r.f32(R * d, 0.2);
@@ -202,7 +202,7 @@ describe('composition', () => {
       ['mixed', { d, lowRank: a.lowRank }, { d, dense: b.dense }],
       ['full', a, b],
     ]) {
-      const ab = await composeEdits(x, y);
+      const ab = await composeTransforms(x, y);
       const viaCompose = await patchWeights({ data: W, rows: R }, ab);
       assert.ok(relErr(viaCompose, sequential) < 1e-5, `${label}: composed vs sequential ${relErr(viaCompose, sequential)}`);
       assert.ok(relErr(await denseOf(ab), Mab) < 1e-5, `${label}: M_a·M_b ${relErr(await denseOf(ab), Mab)}`);
@@ -211,7 +211,7 @@ describe('composition', () => {
       const eSeq = await applyToEmbeddings(await applyToEmbeddings(E, b), a);
       assert.ok(relErr(await applyToEmbeddings(E, ab), eSeq) < 1e-5, `${label}: embeddings`);
     }
-    assert.deepEqual((await composeEdits(a, b)).lambdas, [0.2, 0.5]);
+    assert.deepEqual((await composeTransforms(a, b)).lambdas, [0.2, 0.5]);
   });
 });
 

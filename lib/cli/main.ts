@@ -1,9 +1,15 @@
 #!/usr/bin/env node
 // Entry point of the `time-edit` command: dispatches to one module per command, loaded on demand so that
-// `tokenize` never pays for onnxruntime and `bench solve` never loads a model.
-import { UsageError } from './errors.js';
+// `tokenize` never pays for onnxruntime and `bench solve` never loads a model. Every error ends in the one
+// mapping of lib/cli/errors.ts (exit 2: the command line is wrong; exit 1: the work failed).
+import { debugStack, describeFailure, inTermsOfFlags, UsageError, type OptionFlags } from './errors.js';
 
-type CommandModule = { run(args: string[]): Promise<void>; summary: string };
+type CommandModule = {
+  run(args: string[]): Promise<void>;
+  summary: string;
+  /** the command's flags for library option names, so that library messages name the flag (lib/cli/errors.ts) */
+  optionFlags?: OptionFlags;
+};
 
 const commands: Record<string, () => Promise<CommandModule>> = {
   generate: () => import('./commands/generate.js'),
@@ -36,21 +42,19 @@ async function main(argv: string[]): Promise<void> {
   const load = commands[name];
   if (load === undefined) throw new UsageError(`unknown command '${name}'; commands: ${Object.keys(commands).join(', ')}`);
   const command = await load();
-  await command.run(rest);
+  try {
+    await command.run(rest);
+  } catch (err) {
+    throw inTermsOfFlags(err, command.optionFlags);
+  }
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  if (err instanceof UsageError) {
-    console.error(`time-edit: ${err.message}`);
-    process.exitCode = err.exitCode;
-  } else if (err instanceof Error && process.env.TIME_EDIT_DEBUG !== '1') {
-    // Errors reaching here name their problem (a missing file, a bad model, an unavailable backend); a stack
-    // trace would bury that line. TIME_EDIT_DEBUG=1 restores it for bug reports.
-    console.error(`time-edit: ${err.message}`);
-    console.error('(set TIME_EDIT_DEBUG=1 to see where it was thrown)');
-    process.exitCode = 1;
-  } else {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
-    process.exitCode = 1;
-  }
+  const failure = describeFailure(err);
+  process.exitCode = failure.exitCode;
+  // Errors name their problem (a missing file, a bad model, an unavailable backend); a stack trace would bury
+  // that line. TIME_EDIT_DEBUG=1 adds it for bug reports.
+  console.error(`time-edit: ${failure.message}`);
+  if (process.env.TIME_EDIT_DEBUG === '1' && !(err instanceof UsageError)) console.error(debugStack(err));
+  else if (!failure.known) console.error('(set TIME_EDIT_DEBUG=1 to see where it was thrown)');
 });

@@ -1,6 +1,10 @@
-// Parsing of the sampling flags shared by `generate`, `bench generate` and (later) `edit` / `eval`.
-import { UsageError } from './errors.js';
+// Parsing of the sampling flags shared by `generate`, `edit`, `eval` and `bench generate`, and the flags that set
+// the sampling library's options (for messages that must name the flag, see lib/cli/errors.ts inTermsOfFlags).
+import { UsageError, type OptionFlags } from './errors.js';
 import { parseSchedulerName, type SchedulerName } from '../sample/schedulers.js';
+
+/** GenerateOptions / PipelineOptions names → the flags that set them in every command that has those flags. */
+export const SAMPLING_OPTION_FLAGS: OptionFlags = { steps: '--steps', guidance: '--guidance', device: '--device', threads: '--threads' };
 
 /** "0-7" → 0…7; "1,5,9"; "0-3,10" → [0,1,2,3,10]. Seeds are integers in [0, 2^53). Example: `parseSeeds('0-7')`. */
 export function parseSeeds(text: string, flag = '--seeds'): number[] {

@@ -6,6 +6,7 @@
 // every remaining one maps to the last position (76). Prompts over 75 tokens are truncated as SD truncates them
 // (the last position keeps the end token) and matches are clamped to the last position. Row i of the edit then
 // pairs the source embedding at position i with the destination embedding at position map[i], all 77 positions.
+import { TimeEditError } from '../errors.js';
 
 /** The part of lib/model/tokenizer.ts's ClipTokenizer that alignment needs. */
 export interface AlignTokenizer {
@@ -19,7 +20,7 @@ export interface AlignTokenizer {
   readonly maxLength: number;
 }
 
-export class AlignmentError extends Error {
+export class AlignmentError extends TimeEditError {
   override readonly name = 'AlignmentError';
 }
 

@@ -14,8 +14,10 @@ import {
 } from '../model/onnx/index.js';
 import { type Edit, EditError, needsSplitConditioning, stepEdits, transformRows, transformWeightRows } from './edit.js';
 import { makeDirectory } from '../fs/make-directory.js';
+import { addonAvailable, backendFor, trySolverBackend, type BackendKind } from '../solver/backend.js';
+import { patchWeights } from '../solver/native.js';
 
-/** Name of the V-path conditioning input added by the split rewrite. */
+/** Name of the V-path conditioning input added by the split rewrite (internal: not on the package root). */
 export const V_INPUT = 'encoder_hidden_states_v';
 
 function initializerMap(model: ModelProto): Map<string, TensorProto> {
@@ -29,11 +31,46 @@ function transpose(src: Float32Array, rows: number, cols: number): Float32Array 
   return out;
 }
 
+/** Options of patchUnetWeights. */
+export interface PatchOptions {
+  /**
+   * Patch on the native addon with this backend, whatever the model's size (an Error when it is not built or the
+   * backend is not usable here). Default: the addon with solverBackend()'s choice for large models, TypeScript
+   * (float64) for small ones and wherever the addon is not available.
+   */
+  backend?: BackendKind;
+}
+
+/** Above this many multiply-adds (all steps of the edit together), weights are patched by the native addon when it is built. */
+const NATIVE_PATCH_THRESHOLD = 2e8;
+
 /**
  * A fresh copy of the UNet with every edited K/V weight replaced by W·M (embedded raw data, original dtype).
  * Tensors not edited keep their storage (external references stay external, relative to the same folder).
+ * Large models are patched by the native addon, all projections of a path stacked into one (Σout × d) matrix
+ * (one low-rank product per step: W + (W·Dᵀ)·G in float32 BLAS); small ones, and any model where the addon is
+ * not built, per projection in float64 TypeScript; the two differ only by float32 vs float64 arithmetic.
+ *
+ * @example
+ *   const ctx = await openEditContext(pipeline);
+ *   const model = await patchUnetWeights(ctx.unet, ctx.map, edit);   // an ONNX ModelProto: saveModel or encodeModel it
  */
-export function patchedUnet(unet: LoadedModel, map: CrossAttentionMap, edit: Edit): ModelProto {
+export async function patchUnetWeights(unet: LoadedModel, map: CrossAttentionMap, edit: Edit, options: PatchOptions = {}): Promise<ModelProto> {
+  let backend: BackendKind | undefined;  // undefined: the TypeScript path
+  if (options.backend !== undefined) {
+    if (!addonAvailable()) throw new EditError('the native addon is not built');
+    backend = backendFor(options.backend, 'options.backend').kind;
+  } else {
+    const rowsPerPath = map.layers.reduce((s, l) => s + l.width, 0);
+    const work = edit.steps.reduce((s, st) => s + 2 * rowsPerPath * edit.d * st.rows * 2, 0);
+    // trySolverBackend is undefined without the addon (or with a TIME_EDIT_BACKEND not usable here): TypeScript then.
+    if (work > NATIVE_PATCH_THRESHOLD) backend = trySolverBackend()?.kind;
+  }
+  return backend === undefined ? patchPerProjection(unet, map, edit) : patchStacked(unet, map, edit, backend);
+}
+
+/** The TypeScript path: each projection patched on its own, in float64 (transformWeightRows). */
+function patchPerProjection(unet: LoadedModel, map: CrossAttentionMap, edit: Edit): ModelProto {
   if (map.d !== edit.d) throw new EditError(`the edit has width ${edit.d}, the UNet's conditioning has ${map.d}`);
   const model = decodeModel(unet.bytes);
   const inits = initializerMap(model);
@@ -48,33 +85,10 @@ export function patchedUnet(unet: LoadedModel, map: CrossAttentionMap, edit: Edi
   return model;
 }
 
-/** Above this many multiply-adds per step, weights are patched by the native addon when it is built. */
-const NATIVE_PATCH_THRESHOLD = 2e8;
-
-type NativePatch = (weights: { data: Float32Array; rows: number }, edit: { d: number; lowRank: { D: Float32Array; G: Float32Array; rows: number } }) => Promise<Float32Array>;
-
-async function nativePatch(): Promise<NativePatch | undefined> {
-  try {
-    const nativePath = '../solver/native.js';
-    const native = (await import(nativePath)) as { patchWeights?: NativePatch; solverBackend?: () => unknown };
-    native.solverBackend?.(); // throws when the addon is not built
-    return native.patchWeights;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Same result as patchedUnet, but all projections of a path are stacked into one (Σout × d) matrix and, for large
- * models, patched by the native addon (one low-rank product per step: W + (W·Dᵀ)·G in float32 BLAS).
- */
-export async function patchedUnetFast(unet: LoadedModel, map: CrossAttentionMap, edit: Edit, use?: 'native' | 'typescript'): Promise<ModelProto> {
-  const rowsPerPath = map.layers.reduce((s, l) => s + l.width, 0);
-  const work = edit.steps.reduce((s, st) => s + 2 * rowsPerPath * edit.d * st.rows * 2, 0);
-  const patch = use === 'typescript' ? undefined : use === 'native' || work > NATIVE_PATCH_THRESHOLD ? await nativePatch() : undefined;
-  if (use === 'native' && patch === undefined) throw new EditError('the native addon is not built');
-  if (patch === undefined) return patchedUnet(unet, map, edit);
+/** The native path: the projections of a path stacked into one matrix, patched by the addon once per step. */
+async function patchStacked(unet: LoadedModel, map: CrossAttentionMap, edit: Edit, backend: BackendKind): Promise<ModelProto> {
   if (map.d !== edit.d) throw new EditError(`the edit has width ${edit.d}, the UNet's conditioning has ${map.d}`);
+  const rowsPerPath = map.layers.reduce((s, l) => s + l.width, 0);
   const model = decodeModel(unet.bytes);
   const inits = initializerMap(model);
   for (const path of ['k', 'v'] as const) {
@@ -87,7 +101,9 @@ export async function patchedUnetFast(unet: LoadedModel, map: CrossAttentionMap,
       stacked.set(transpose(tensorToFloat32(inits.get(p.initializer)!, unet.dir), p.inputWidth, p.width), at);
       at += p.width * p.inputWidth;
     }
-    for (const st of steps) stacked = await patch({ data: stacked, rows: rowsPerPath }, { d: edit.d, lowRank: { D: st.D, G: st.G, rows: st.rows } });
+    for (const st of steps) {
+      stacked = await patchWeights({ data: stacked, rows: rowsPerPath }, { d: edit.d, lowRank: { D: st.D, G: st.G, rows: st.rows } }, { backend });
+    }
     at = 0;
     for (const p of projections) {
       setTensorFloat32(inits.get(p.initializer)!, transpose(stacked.subarray(at, at + p.width * p.inputWidth), p.width, p.inputWidth));
@@ -225,9 +241,9 @@ function copyTree(src: string, dst: string, skip: (rel: string) => boolean, rel 
  */
 export async function exportEditedPipeline(pipelineDir: string, unet: LoadedModel, edit: Edit, outDir: string, options: ExportOptions = {}): Promise<void> {
   const out = resolve(outDir);
-  if (existsSync(out) && !options.force) throw new EditError(`${out} already exists (use --force to replace it)`);
+  if (existsSync(out) && !options.force) throw new EditError(`${out} already exists (pass force: true to replace it)`);
   const map = findCrossAttention(unet.model.graph!);
-  const model = await patchedUnetFast(unet, map, edit);
+  const model = await patchUnetWeights(unet, map, edit);
   const tmp = `${out}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   try {

@@ -10,11 +10,11 @@
 // --lambda, another model) are recomputed. Rows are appended only after their edit file is in place; the last row
 // of a line is its result. On start and at the end the file is rewritten compactly (atomically): one row per line,
 // a torn last row dropped, rows of changed or removed lines (and their edit files) discarded, so nothing is lost,
-// duplicated or silently mixed.
+// duplicated or silently mixed. The log's file handling is lib/fs/run-log.ts. Nothing here writes to the terminal:
+// progress goes to `onProgress`, and the caller reports the summary.
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { UsageError } from '../cli/errors.js';
 import { loadPipeline } from '../model/pipeline.js';
 import { assembleRows, planRows, type EditRequest, type RowPlan } from './compute.js';
 import { EditError, type Edit } from './edit.js';
@@ -23,8 +23,9 @@ import { DEFAULT_AUGMENTATIONS } from './augment.js';
 import { openEditContext, type EditContext } from './context.js';
 import { defaultSolver, type EditSolver } from '../solver/select.js';
 import { makeDirectory } from '../fs/make-directory.js';
+import { MAX_BATCH_FILE_BYTES, readRegularFileSync } from '../fs/bounded-read.js';
 import { lockOutputFolder } from '../fs/out-lock.js';
-import { appendDurably, replaceFileDurably } from '../fs/durable-file.js';
+import { appendToLog, readLogFile, settingDifferences, writeLog } from '../fs/run-log.js';
 
 /**
  * Values for the fields a line leaves out (a line's own value wins). Unset: λ 0.1, onlyV false, the paper's
@@ -45,10 +46,8 @@ export interface BatchOptions {
   threads?: number;
   /** Lines per chunk (one encode pass and one batched solve each); default 32. */
   chunk?: number;
-  /** Quiet: no progress bar, no summary on stderr. */
-  quiet?: boolean;
-  /** runBatch: print the summary as JSON on stdout instead of a line on stderr. */
-  json?: boolean;
+  /** Told how many of the lines to compute are done: (0, total) before the first chunk, then after each chunk. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface BatchRow {
@@ -91,6 +90,14 @@ export interface BatchSummary {
   solver: string;
 }
 
+/** What runBatch returns: the summary, where the results are, and how many layers each edit covers. */
+export interface BatchReport extends BatchSummary {
+  /** path of results.jsonl */
+  results: string;
+  /** cross-attention layers each edit covers (K and/or V of each) */
+  layers: number;
+}
+
 function lineKey(text: string): string {
   return createHash('sha1').update(text).digest('hex').slice(0, 16);
 }
@@ -124,16 +131,24 @@ export function parseBatchLine(text: string, defaults: BatchDefaults = {}): Edit
   return { pairs: [{ source, destination }], lambda, augmentations, mode: onlyV ? 'v' : 'kv', preserve: [...(preserve as string[])], onlyV };
 }
 
-/** What a result depends on besides the line's prompts: its effective settings and the model. */
-function settingsKey(s: { lambda?: number; onlyV?: boolean; augmentations?: string[]; preserve?: string[]; fingerprint?: string }): string {
-  return JSON.stringify([s.lambda ?? null, s.onlyV ?? null, s.augmentations ?? null, s.preserve ?? null, s.fingerprint ?? null]);
+/** What a result depends on besides the line's prompts: its effective settings and the model (null: not recorded). */
+type LineSettings = {
+  lambda: number | null;
+  onlyV: boolean | null;
+  augmentations: string[] | null;
+  preserve: string[] | null;
+  fingerprint: string | null;
+};
+
+function lineSettings(s: { lambda?: number; onlyV?: boolean; augmentations?: string[]; preserve?: string[]; fingerprint?: string }): LineSettings {
+  return { lambda: s.lambda ?? null, onlyV: s.onlyV ?? null, augmentations: s.augmentations ?? null, preserve: s.preserve ?? null, fingerprint: s.fingerprint ?? null };
 }
 
 const editName = (line: number) => `line-${String(line).padStart(5, '0')}.safetensors`;
 
 /** Rewrites results.jsonl atomically with one row per line, in line order. */
 function writeRows(resultsPath: string, rows: Iterable<BatchRow>): void {
-  replaceFileDurably(resultsPath, [...rows].sort((a, b) => a.line - b.line).map((r) => JSON.stringify(r) + '\n').join(''));
+  writeLog(resultsPath, [...rows].sort((a, b) => a.line - b.line));
 }
 
 interface Loaded {
@@ -153,26 +168,23 @@ interface Loaded {
  * which were computed with those settings) and 'ok' rows whose edit file is missing. Error rows stay until a retry
  * supersedes them.
  */
-function loadRows(resultsPath: string, editsDir: string, keys: Map<number, string>, wanted: (line: number) => string | undefined): Loaded {
+function loadRows(resultsPath: string, editsDir: string, keys: Map<number, string>, wanted: (line: number) => LineSettings | undefined): Loaded {
   const loaded: Loaded = { rows: new Map(), done: new Set(), failed: new Set(), changed: new Set() };
-  if (!existsSync(resultsPath)) return loaded;
+  const log = readLogFile(resultsPath);
+  if (log === undefined) return loaded;
   const latest = new Map<number, BatchRow>();
   const gone = new Set<number>();
-  for (const line of readFileSync(resultsPath, 'utf8').split('\n')) {
-    if (line.trim() === '') continue;
-    let row: BatchRow;
-    try {
-      row = JSON.parse(line) as BatchRow;
-    } catch {
-      continue; // a row torn by a crash: its line is redone
-    }
+  // A row torn by a crash (set aside by readLogFile, or any line that is not JSON) is skipped: its line is redone.
+  for (const { value } of log.lines) {
+    const row = value as BatchRow;
     if (typeof row !== 'object' || row === null || !Number.isSafeInteger(row.line)) continue;
     if (keys.get(row.line) === row.key) latest.set(row.line, row);
     else gone.add(row.line);
   }
   for (const [line, row] of latest) {
     if (row.status === 'ok') {
-      if (settingsKey(row) !== wanted(line)) {
+      const want = wanted(line);
+      if (want === undefined || settingDifferences(lineSettings(row), want).length > 0) {
         loaded.changed.add(line);
         gone.add(line);
       } else if (existsSync(join(editsDir, editName(line)))) {
@@ -189,31 +201,23 @@ function loadRows(resultsPath: string, editsDir: string, keys: Map<number, strin
   return loaded;
 }
 
-function progress(done: number, total: number, t0: number): void {
-  if (process.stderr.isTTY !== true) return;
-  const width = 30;
-  const fill = total === 0 ? width : Math.round((done / total) * width);
-  const rate = done / Math.max(1e-9, (performance.now() - t0) / 1000);
-  process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${done}/${total} lines, ${rate.toFixed(1)} lines/s `);
-  if (done === total) process.stderr.write('\n');
-}
-
 /** Runs the batch with an open model context (used by the CLI and tests). */
 export async function runBatchWith(ctx: EditContext, file: string, outDir: string, options: BatchOptions = {}, solver?: EditSolver): Promise<BatchSummary> {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    // Only a regular file, at most 1 GiB: `--batch /dev/zero` or a FIFO is refused at once instead of read forever.
+    text = readRegularFileSync(file, MAX_BATCH_FILE_BYTES).toString('utf8');
   } catch (err) {
-    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
+    throw new EditError((err as Error).message, { cause: err });
   }
   const defaults = options.defaults ?? {};
   const lines = text.split('\n').map((t, i) => ({ line: i + 1, text: t.trim() })).filter((l) => l.text !== '' && !l.text.startsWith('#'));
   const keys = new Map(lines.map((l) => [l.line, lineKey(l.text)]));
   const texts = new Map(lines.map((l) => [l.line, l.text]));
-  const wanted = (line: number): string | undefined => {
+  const wanted = (line: number): LineSettings | undefined => {
     try {
       const req = parseBatchLine(texts.get(line)!, defaults);
-      return settingsKey({ ...req, fingerprint: ctx.fingerprint });
+      return lineSettings({ ...req, fingerprint: ctx.fingerprint });
     } catch {
       return undefined; // the line fails now: not done
     }
@@ -232,7 +236,7 @@ async function runLines(
   ctx: EditContext,
   lines: { line: number; text: string }[],
   keys: Map<number, string>,
-  wanted: (line: number) => string | undefined,
+  wanted: (line: number) => LineSettings | undefined,
   outDir: string,
   editsDir: string,
   options: BatchOptions,
@@ -256,12 +260,12 @@ async function runLines(
   const append = (row: BatchRow) => {
     // A failed line keeps no edit file (one left by an earlier attempt would contradict its row).
     if (row.status === 'error') rmSync(join(editsDir, editName(row.line)), { force: true });
-    appendDurably(resultsPath, JSON.stringify(row) + '\n');
+    appendToLog(resultsPath, row);
     current.set(row.line, row);
     if (row.status === 'ok') ok++;
     else errors++;
   };
-  if (!options.quiet) progress(0, todo.length, t0);
+  options.onProgress?.(0, todo.length);
   for (let c = 0; c < todo.length; c += chunkSize) {
     const chunk = todo.slice(c, c + chunkSize);
     const planned: { line: number; key: string; req: ReturnType<typeof parseBatchLine>; plan: RowPlan; offset: number }[] = [];
@@ -314,7 +318,7 @@ async function runLines(
       });
     }
     processed += chunk.length;
-    if (!options.quiet) progress(processed, todo.length, t0);
+    options.onProgress?.(processed, todo.length);
   }
   writeRows(resultsPath, current.values()); // one row per line: a retried line's new row replaces its error row
   const seconds = (performance.now() - t0) / 1000;
@@ -324,27 +328,17 @@ async function runLines(
   };
 }
 
-/** Runs a batch file with the model of `options` and prints the summary; returns it (`errors` > 0: some lines failed). */
-export async function runBatch(file: string, outDir: string, options: BatchOptions): Promise<BatchSummary> {
-  if (!existsSync(file)) throw new UsageError(`batch file ${file} does not exist`);
+/**
+ * Runs a batch file with the model of `options` (loaded and closed here); `errors` > 0: some lines failed.
+ * Example: `const r = await runBatch('edits.jsonl', 'out/batch', { model: 'models/sd15' }); r.ok`.
+ */
+export async function runBatch(file: string, outDir: string, options: BatchOptions): Promise<BatchReport> {
+  if (!existsSync(file)) throw new EditError(`batch file ${file} does not exist`);
   const pipeline = await loadPipeline(options.model, { device: options.device, threads: options.threads });
   try {
     const ctx = await openEditContext(pipeline);
     const s = await runBatchWith(ctx, file, outDir, options);
-    if (options.json === true) {
-      console.log(JSON.stringify({ ...s, results: join(outDir, 'results.jsonl'), layers: ctx.map.layers.length }, null, 2));
-      return s;
-    }
-    const redone = [
-      ...(s.retried > 0 ? [`${s.retried} retried after an earlier failure`] : []),
-      ...(s.recomputed > 0 ? [`${s.recomputed} recomputed because their λ, only-v, augmentations, preserve or the model changed`] : []),
-    ];
-    console.error(
-      `${s.ok} edits written, ${s.errors} errors${redone.length > 0 ? ` (${redone.join(', ')})` : ''}, ${s.skipped} lines already done (of ${s.total}); ` +
-        `${s.editsPerSecond.toFixed(1)} edits/s end to end, ${s.solverEditsPerSecond.toFixed(1)} edits/s in the solver (${s.solver}); ` +
-        `each edit covers ${ctx.map.layers.length} layers × K/V; results in ${join(outDir, 'results.jsonl')}`,
-    );
-    return s;
+    return { ...s, results: join(outDir, 'results.jsonl'), layers: ctx.map.layers.length };
   } finally {
     await pipeline.close();
   }

@@ -2,10 +2,10 @@
 // computing an edit from prompts, and generating with an edit applied in embedding or weights mode.
 import { join } from 'node:path';
 import { findCrossAttention, type CrossAttentionMap } from '../model/cross-attention.js';
-import { loadModel, type LoadedModel } from '../model/onnx/index.js';
+import { loadModel, type LoadedModel, type ModelProto } from '../model/onnx/index.js';
 import type { Pipeline } from '../model/pipeline.js';
 import type { GenerateOptions } from '../sample/generate.js';
-import { editedConditioning, patchedUnetFast, splitConditioningUnet, unetSource, V_INPUT } from './apply.js';
+import { editedConditioning, patchUnetWeights, splitConditioningUnet, unetSource, V_INPUT } from './apply.js';
 import { computeEdit, type ComputedEdit, type EditRequest, type PromptEncoder } from './compute.js';
 import { type Edit, EditError, needsSplitConditioning } from './edit.js';
 import { loadEdit } from './edit-file.js';
@@ -66,7 +66,7 @@ export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode
   if (edit.fingerprint !== ctx.fingerprint) throw new EditError('this edit was made for a different model');
   let cleanup: (() => void) | undefined;
   let pipeline = ctx.pipeline;
-  const useModel = async (model: Awaited<ReturnType<typeof patchedUnetFast>>): Promise<void> => {
+  const useModel = async (model: ModelProto): Promise<void> => {
     const src = await unetSource(model, ctx.unet.dir);
     if ('path' in src) {
       cleanup = src.cleanup;
@@ -87,7 +87,7 @@ export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode
       }
     } else pipeline = await ctx.pipeline.withUnet(src.externalData ? { modelBytes: src.modelBytes, externalData: src.externalData } : { modelBytes: src.modelBytes });
   };
-  if (mode === 'weights') await useModel(await patchedUnetFast(ctx.unet, ctx.map, edit));
+  if (mode === 'weights') await useModel(await patchUnetWeights(ctx.unet, ctx.map, edit));
   else if (needsSplitConditioning(edit)) await useModel(splitConditioningUnet(ctx.unet, ctx.map));
   const owned = pipeline !== ctx.pipeline;
   return {

@@ -1,11 +1,11 @@
 // Edit files: an Edit saved as safetensors. Tensors step<i>.D and step<i>.G (n × d float32, the low-rank form);
 // metadata (strings): format "time-edit/1", d, fingerprint, steps (JSON: pairs, preserve, λ, augmentations,
-// mode, rows per step). Loading checks every shape against the metadata; applying to another model is refused.
+// mode, rows per step). Loading checks every shape against the metadata and every value (finite, |v| ≤
+// MAX_EDIT_VALUE), and saving checks the values too: a NaN in D or G turns every edited image black and would
+// otherwise travel on through `edit --on` into new edit files. Applying to another model is refused.
 
-import { dirname } from 'node:path';
 import { type Edit, EditError, type EditStep } from './edit.js';
 import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
-import { makeDirectory } from '../fs/make-directory.js';
 
 export const EDIT_FORMAT = 'time-edit/1';
 
@@ -18,16 +18,44 @@ interface StepMeta {
   rows: number;
 }
 
-/** Writes the edit atomically (temp file + rename), creating the parent folder if missing. */
+/**
+ * The largest |value| accepted in D and G. Applying an edit sums products of a D and a G value over the rows
+ * (lib/edit/edit.ts); with |v| ≤ 1e15 a product is ≤ 1e30 and a sum over even 10⁵ rows ≤ 1e35, still below the
+ * float32 maximum 3.4e38, so no Inf can arise. Edits the solver makes have values of order 1; 3e38 or 1e20 only
+ * come from a damaged file.
+ */
+export const MAX_EDIT_VALUE = 1e15;
+
+/** Index and value of the first entry of `data` that is not finite or exceeds MAX_EDIT_VALUE in size; undefined when all are fine. */
+function firstBadValue(data: Float32Array): { index: number; value: number } | undefined {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (!(Math.abs(v) <= MAX_EDIT_VALUE)) return { index: i, value: v }; // NaN fails the comparison too
+  }
+  return undefined;
+}
+
+function describeBad(tensor: string, bad: { index: number; value: number }): string {
+  return `tensor ${tensor} has the value ${bad.value} at index ${bad.index} (every value must be finite with |v| ≤ ${MAX_EDIT_VALUE})`;
+}
+
+/**
+ * Writes the edit atomically (temp file + rename), creating the parent folder if missing; refuses (EditError naming
+ * the tensor and index) an edit with a value that is not finite or exceeds MAX_EDIT_VALUE.
+ * Example: `saveEdit('out/edit.safetensors', computed.edit)`.
+ */
 export function saveEdit(path: string, edit: Edit): void {
   const tensors = new Map<string, NamedTensor>();
   const steps: StepMeta[] = edit.steps.map((s, i) => {
     if (s.D.length !== s.rows * edit.d || s.G.length !== s.rows * edit.d) throw new EditError(`step ${i}: D/G do not have ${s.rows} × ${edit.d} values`);
+    for (const [which, data] of [['D', s.D], ['G', s.G]] as const) {
+      const badValue = firstBadValue(data);
+      if (badValue !== undefined) throw new EditError(`cannot save ${path}: ${describeBad(`step${i}.${which}`, badValue)}`);
+    }
     tensors.set(`step${i}.D`, { dtype: 'F32', shape: [s.rows, edit.d], data: s.D });
     tensors.set(`step${i}.G`, { dtype: 'F32', shape: [s.rows, edit.d], data: s.G });
     return { pairs: s.pairs, preserve: s.preserve, lambda: s.lambda, augmentations: s.augmentations, mode: s.mode, rows: s.rows };
   });
-  makeDirectory(dirname(path));
   writeSafetensors(path, {
     tensors,
     metadata: { format: EDIT_FORMAT, d: String(edit.d), fingerprint: edit.fingerprint, steps: JSON.stringify(steps) },
@@ -60,6 +88,7 @@ export async function loadEdit(path: string, expectFingerprint?: string): Promis
   }
   if (!Array.isArray(metas) || metas.length === 0) bad(path, 'no steps');
   const steps: EditStep[] = metas.map((m, i) => {
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) bad(path, `metadata 'steps' entry ${i} is ${JSON.stringify(m)}, not an object`);
     const D = content.tensors.get(`step${i}.D`);
     const G = content.tensors.get(`step${i}.G`);
     if (!D || !G) bad(path, `step ${i} lacks its D or G tensor`);
@@ -67,6 +96,14 @@ export async function loadEdit(path: string, expectFingerprint?: string): Promis
     for (const t of [D, G]) if (t.shape.length !== 2 || t.shape[0] !== m.rows || t.shape[1] !== d) bad(path, `step ${i} tensors are [${t.shape}], expected [${m.rows}, ${d}]`);
     if (m.mode !== 'kv' && m.mode !== 'v') bad(path, `step ${i} has mode ${String(m.mode)}`);
     if (!(typeof m.lambda === 'number' && m.lambda > 0)) bad(path, `step ${i} has a bad λ`);
+    const isStrings = (x: unknown): boolean => x === undefined || (Array.isArray(x) && x.every((e) => typeof e === 'string'));
+    if (!isStrings(m.preserve) || !isStrings(m.augmentations)) bad(path, `step ${i}: preserve and augmentations must be lists of strings`);
+    if (m.pairs !== undefined && !(Array.isArray(m.pairs) && m.pairs.every((p) => typeof p === 'object' && p !== null && typeof p.source === 'string' && typeof p.destination === 'string')))
+      bad(path, `step ${i}: pairs must be a list of {source, destination} strings`);
+    for (const [which, t] of [['D', D], ['G', G]] as const) {
+      const badValue = firstBadValue(t.data);
+      if (badValue !== undefined) bad(path, describeBad(`step${i}.${which}`, badValue));
+    }
     return { pairs: m.pairs ?? [], preserve: m.preserve ?? [], lambda: m.lambda, augmentations: m.augmentations ?? [], mode: m.mode, rows: m.rows, D: D.data, G: G.data };
   });
   if (expectFingerprint !== undefined && expectFingerprint !== fingerprint)

@@ -6,6 +6,7 @@
 // Steps compose in order: after steps 1..s a projection is W·M₁·…·M_s, i.e. a conditioning is transformed by
 // the last step first. A step edits K and V ('kv', the paper's setting) or only V ('v', the official code
 // without --with_to_k), so the K path and the V path may see different transforms.
+import { TimeEditError } from '../errors.js';
 
 export type EditMode = 'kv' | 'v';
 
@@ -38,7 +39,7 @@ export interface Edit {
   fingerprint: string;
 }
 
-export class EditError extends Error {
+export class EditError extends TimeEditError {
   override readonly name = 'EditError';
 }
 
@@ -100,8 +101,16 @@ export function denseMatrix(edit: Edit, path: 'k' | 'v'): Float64Array {
   return m;
 }
 
-/** Sequential composition: `first` then `second` (W'' = W·M_first·M_second). Both must be for the same model. */
-export function composeEdits(first: Edit, second: Edit): Edit {
+/**
+ * The edit "`first`, then `second`" (W'' = W·M_first·M_second): the steps of both, in order, for the same model.
+ * Nothing is solved or multiplied (each step keeps its own D and G); the native composeTransforms is the one that
+ * multiplies two transforms into one.
+ *
+ * @example
+ *   const both = chainEdits(await loadEdit('purple.safetensors'), await loadEdit('square.safetensors'));
+ *   both.steps.length;   // the two files' step counts added
+ */
+export function chainEdits(first: Edit, second: Edit): Edit {
   if (first.fingerprint !== second.fingerprint)
     throw new EditError('cannot compose edits made for different models (fingerprints differ)');
   if (first.d !== second.d) throw new EditError(`cannot compose edits of width ${first.d} and ${second.d}`);

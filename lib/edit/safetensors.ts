@@ -1,10 +1,13 @@
 // Safetensors, read and written by hand: 8-byte little-endian header length N, N bytes of JSON
 // {name: {dtype, shape, data_offsets: [begin, end]}, __metadata__: {string: string}}, then the tensor bytes
-// (offsets relative to the end of the header). Only the dtypes this project writes are supported.
-import { closeSync, openSync, renameSync, rmSync, writeSync, existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+// (offsets relative to the end of the header). Only the dtypes this project writes are supported. Reading enforces
+// the rules of https://github.com/huggingface/safetensors (README, "Format"; the header limit of 100 MB is its
+// MAX_HEADER_SIZE), so that a damaged or crafted file is refused with the rule it breaks instead of half-read.
+import { readRegularFileSync } from '../fs/bounded-read.js';
+import { writeFileAtomicSync } from '../fs/durable-file.js';
+import { TimeEditError } from '../errors.js';
 
-export class SafetensorsError extends Error {
+export class SafetensorsError extends TimeEditError {
   override readonly name = 'SafetensorsError';
 }
 
@@ -52,30 +55,80 @@ export function encodeSafetensors(content: SafetensorsContent): Uint8Array {
   return out;
 }
 
+/** 100 MB: the largest header accepted, as the reference implementation's MAX_HEADER_SIZE (see the header comment). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+/** 1 GiB: the largest edit file read. An SD 1.x edit step is rows × 768 × 4 bytes × 2 (D and G), ~6 KB per row. */
+export const MAX_SAFETENSORS_FILE_BYTES = 1024 ** 3;
+
+/**
+ * The keys of the top-level object of a JSON text already known to be valid, in order, duplicates kept:
+ * JSON.parse keeps the last of duplicate keys silently, and the format forbids duplicates.
+ */
+function topLevelKeys(json: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < json.length; i++) {
+    const ch = json[i];
+    if (ch === '"') {
+      let j = i + 1;
+      while (json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) keys.push(JSON.parse(json.slice(i, j + 1)) as string);
+      expectKey = false;
+      i = j;
+    } else if (ch === '{' || ch === '[') {
+      depth++;
+      expectKey = ch === '{' && depth === 1;
+    } else if (ch === '}' || ch === ']') depth--;
+    else if (ch === ',' && depth === 1) expectKey = true;
+  }
+  return keys;
+}
+
+/**
+ * Parses safetensors bytes, enforcing the format's rules (https://github.com/huggingface/safetensors, "Format"):
+ * header at most 100 MB and starting with `{`, unique tensor names, `__metadata__` a string → string map, each
+ * tensor's data_offsets [begin, end] with begin ≤ end and end − begin = shape product × dtype size, and the
+ * tensors' ranges contiguous, non-overlapping and covering the whole data buffer (no holes, no trailing bytes).
+ * `what` names the file in messages. Example: `decodeSafetensors(readFileSync('e.safetensors'), 'e.safetensors')`.
+ */
 export function decodeSafetensors(bytes: Uint8Array, what = 'safetensors file'): SafetensorsContent {
   if (bytes.length < 8) throw new SafetensorsError(`${what} is too short to be a safetensors file`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  const n = Number(view.getBigUint64(0, true));
-  if (n < 2 || 8 + n > bytes.length) throw new SafetensorsError(`${what} is not a safetensors file (header length ${n})`);
+  // BigInt throughout: a length near 2^64 must be printed exactly, and Number() would round it.
+  const big = view.getBigUint64(0, true);
+  if (big < 2n || 8n + big > BigInt(bytes.length)) throw new SafetensorsError(`${what} is not a safetensors file (header length ${big}, file length ${bytes.length})`);
+  if (big > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsError(`${what} is not a safetensors file (header length ${big} is over the format's limit of ${MAX_HEADER_BYTES} bytes)`);
+  const n = Number(big);
+  let text: string;
   let header: Record<string, unknown>;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n))) as Record<string, unknown>;
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n));
+    header = JSON.parse(text) as Record<string, unknown>;
   } catch (err) {
     throw new SafetensorsError(`${what} has a corrupt header: ${(err as Error).message}`);
   }
-  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new SafetensorsError(`${what} has a corrupt header`);
+  if (typeof header !== 'object' || header === null || Array.isArray(header) || !text.startsWith('{')) throw new SafetensorsError(`${what} has a corrupt header: not a JSON object`);
+  const seen = new Set<string>();
+  for (const key of topLevelKeys(text)) {
+    if (seen.has(key)) throw new SafetensorsError(`${what} has a corrupt header: the key '${key}' appears more than once`);
+    seen.add(key);
+  }
   const dataStart = 8 + n;
   const dataLength = bytes.length - dataStart;
   const metadata: Record<string, string> = {};
-  const tensors = new Map<string, NamedTensor>();
+  const ranges: { name: string; begin: number; end: number; shape: number[] }[] = [];
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') {
-      for (const [k, v] of Object.entries((entry ?? {}) as Record<string, unknown>)) {
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new SafetensorsError(`${what}: __metadata__ is ${JSON.stringify(entry)}, not an object of strings`);
+      for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
         if (typeof v !== 'string') throw new SafetensorsError(`${what}: metadata '${k}' is not a string`);
         metadata[k] = v;
       }
       continue;
     }
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new SafetensorsError(`${what}: tensor ${name} is ${JSON.stringify(entry)}, not an object with dtype, shape and data_offsets`);
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (e.dtype !== 'F32') throw new SafetensorsError(`${what}: tensor ${name} has dtype ${String(e.dtype)}; only F32 is supported`);
     const shape = e.shape;
@@ -86,42 +139,47 @@ export function decodeSafetensors(bytes: Uint8Array, what = 'safetensors file'):
     const [b, end] = offs as [number, number];
     const count = (shape as number[]).reduce((x, y) => x * y, 1);
     if (end < b || end > dataLength || end - b !== 4 * count)
-      throw new SafetensorsError(`${what}: tensor ${name} data [${b}, ${end}) does not fit the file or its shape [${shape}]`);
+      throw new SafetensorsError(`${what}: tensor ${name} data [${b}, ${end}) does not fit the file (${dataLength} data bytes) or its shape [${shape}]`);
+    ranges.push({ name, begin: b, end, shape: shape as number[] });
+  }
+  // The ranges, in file order, must tile the data buffer exactly: no overlap (two names for one set of bytes),
+  // no hole and no trailing bytes (room for anything else, e.g. a second file hidden inside).
+  const sorted = [...ranges].sort((x, y) => x.begin - y.begin || x.end - y.end);
+  let at = 0;
+  for (const r of sorted) {
+    if (r.begin < at) throw new SafetensorsError(`${what}: tensor ${r.name} data [${r.begin}, ${r.end}) overlaps another tensor's (which ends at ${at})`);
+    if (r.begin > at) throw new SafetensorsError(`${what}: the data bytes [${at}, ${r.begin}) before tensor ${r.name} belong to no tensor`);
+    at = r.end;
+  }
+  if (at !== dataLength) throw new SafetensorsError(`${what}: ${dataLength - at} bytes after the last tensor (data ends at ${at}, the file at ${dataLength})`);
+  const tensors = new Map<string, NamedTensor>();
+  for (const r of ranges) {
+    const count = (r.end - r.begin) / 4;
     const data = new Float32Array(count);
-    for (let i = 0; i < count; i++) data[i] = view.getFloat32(dataStart + b + 4 * i, true);
-    tensors.set(name, { dtype: 'F32', shape: shape as number[], data });
+    for (let i = 0; i < count; i++) data[i] = view.getFloat32(dataStart + r.begin + 4 * i, true);
+    tensors.set(r.name, { dtype: 'F32', shape: r.shape, data });
   }
   return { tensors, metadata };
 }
 
+/**
+ * Reads and parses a safetensors file: a regular file (symlinks followed) of at most 1 GiB; a FIFO, device or
+ * folder is refused at once. Example: `const { tensors } = await readSafetensors('out/edit.safetensors')`.
+ */
 export async function readSafetensors(path: string): Promise<SafetensorsContent> {
   let bytes: Uint8Array;
   try {
-    bytes = await readFile(path);
+    bytes = readRegularFileSync(path, MAX_SAFETENSORS_FILE_BYTES);
   } catch (err) {
-    throw new SafetensorsError(`cannot read ${path}: ${(err as Error).message}`);
+    throw new SafetensorsError((err as Error).message, { cause: err });
   }
   return decodeSafetensors(bytes, path);
 }
 
-/** Writes bytes to `path` atomically: a temp file in the same folder, then rename. */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    const fd = openSync(tmp, 'w');
-    try {
-      let done = 0;
-      while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (err) {
-    if (existsSync(tmp)) rmSync(tmp, { force: true });
-    throw err;
-  }
-}
-
+/**
+ * Writes tensors + metadata to `path` atomically (lib/fs/durable-file.ts), creating the parent folder if missing.
+ * Example: `writeSafetensors('out/edit.safetensors', { tensors, metadata: { format: 'time-edit/1' } })`.
+ */
 export function writeSafetensors(path: string, content: SafetensorsContent): void {
-  writeFileAtomic(path, encodeSafetensors(content));
+  writeFileAtomicSync(path, encodeSafetensors(content));
 }

@@ -13,6 +13,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RgbImage } from '../image/png.js';
+import { ModelError } from '../errors.js';
 import { ClipTokenizer } from '../model/tokenizer.js';
 import { SessionHost } from '../model/session-host.js';
 import type { Feed } from '../model/worker-protocol.js';
@@ -84,7 +85,7 @@ export class ClipJudge {
    */
   static async load(dir: string, tokenizerDir?: string): Promise<ClipJudge> {
     const modelPath = join(dir, 'model.onnx');
-    if (!existsSync(modelPath)) throw new Error(`CLIP folder ${dir} has no model.onnx (a Hugging Face CLIPModel ONNX export)`);
+    if (!existsSync(modelPath)) throw new ModelError(modelPath, `CLIP folder ${dir} has no model.onnx (a Hugging Face CLIPModel ONNX export)`);
     const cfgPath = join(dir, 'preprocessor_config.json');
     let pre = CLIP_PREPROCESS;
     if (existsSync(cfgPath)) {
@@ -104,8 +105,8 @@ export class ClipJudge {
       const key = host.newKey('clip');
       const info = await host.load(key, { path: modelPath }, { device: 'cpu' }, 'CLIP model.onnx');
       const inputs = info.inputs.map((i) => i.name);
-      for (const need of ['input_ids', 'pixel_values']) if (!inputs.includes(need)) throw new Error(`${modelPath} has no input '${need}' (inputs: ${inputs.join(', ')})`);
-      if (!info.outputs.some((o) => o.name === 'logits_per_image')) throw new Error(`${modelPath} has no output 'logits_per_image'`);
+      for (const need of ['input_ids', 'pixel_values']) if (!inputs.includes(need)) throw new ModelError(modelPath, `${modelPath} has no input '${need}' (inputs: ${inputs.join(', ')})`);
+      if (!info.outputs.some((o) => o.name === 'logits_per_image')) throw new ModelError(modelPath, `${modelPath} has no output 'logits_per_image'`);
       return new ClipJudge(host, key, tokenizer, pre, inputs.includes('attention_mask'));
     } catch (err) {
       await host.close();

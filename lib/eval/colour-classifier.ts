@@ -108,24 +108,24 @@ export function classifyColourDetailed(
   let fg = 0;
   for (let p = 0; p < width * height; p++) {
     const o = p * channels;
-    const { hue, saturation, value } = hsv(pixels[o], pixels[o + 1], pixels[o + 2]);
+    const { hue, saturation, value } = hsv(pixels[o]!, pixels[o + 1]!, pixels[o + 2]!);
     if (saturation < satMin || value < valMin) continue;
     fg++;
     let best = 0;
-    let bestD = circularDistance(hue, centres[0]);
+    let bestD = circularDistance(hue, centres[0]!);
     for (let k = 1; k < centres.length; k++) {
-      const d = circularDistance(hue, centres[k]);
+      const d = circularDistance(hue, centres[k]!);
       if (d < bestD) {
         best = k;
         bestD = d;
       }
     }
-    votes[best]++;
+    votes[best] = votes[best]! + 1;
   }
   if (fg < minPixels) return { colour: 'none', votes, foregroundPixels: fg };
   let win = 0;
-  for (let k = 1; k < votes.length; k++) if (votes[k] > votes[win]) win = k;
-  return { colour: colours[win].name, votes, foregroundPixels: fg };
+  for (let k = 1; k < votes.length; k++) if (votes[k]! > votes[win]!) win = k;
+  return { colour: colours[win]!.name, votes, foregroundPixels: fg };
 }
 
 /**

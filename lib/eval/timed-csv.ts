@@ -2,8 +2,9 @@
 // RFC 4180 quoting ("a, b" and doubled quotes).
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { TimeEditError } from '../errors.js';
 
-export class DatasetError extends Error {
+export class DatasetError extends TimeEditError {
   override readonly name = 'DatasetError';
 }
 

@@ -4,10 +4,13 @@
 // if the settings differ, and skips the entries already done, so an interrupted run resumes where it stopped.
 // A kill can only cut the last line short: such a line is dropped (its entry is computed again); any other damage
 // is reported by file and line, since it means the file was not written by this code alone.
-import { existsSync, readFileSync } from 'node:fs';
-import { appendDurably, replaceFileDurably } from '../fs/durable-file.js';
+// The file handling (header line, torn last line, durable appends, atomic rewrites) is lib/fs/run-log.ts; this file
+// holds what is particular to eval timed: the settings, the entry lines and the messages.
+import { FileError } from '../fs/file-error.js';
+import { appendToLog, logHeaderOf, parseLogText, readLogFile, settingDifferences, writeLog, type LogText } from '../fs/run-log.js';
 import type { EntryResult, ModelName, Scores, TimedOptions } from './timed.js';
 import type { TimedEntry } from './timed-csv.js';
+import { TimeEditError } from '../errors.js';
 
 export const RUN_LOG_NAME = 'results.jsonl';
 const LOG_KIND = 'time-edit eval timed';
@@ -48,7 +51,7 @@ const SETTING_NAMES: Record<keyof TimedRunSettings, string> = {
   batchSize: 'images per UNet call (set by time-edit itself)',
 };
 
-export class RunLogError extends Error {
+export class RunLogError extends TimeEditError {
   override readonly name = 'RunLogError';
   /** 'foreign': the file is not an eval timed log at all (e.g. the results.jsonl of `edit --batch`) */
   constructor(message: string, readonly kind: 'damaged' | 'foreign' = 'damaged') {
@@ -111,45 +114,27 @@ function parseEntryLine(v: unknown): EntryResult {
 
 /** Parses a log's text; `path` names the file in errors. */
 export function parseRunLog(text: string, path: string): ReadRunLog {
-  const lines = text.split('\n');
-  const numbered = lines.map((t, i) => ({ no: i + 1, text: t })).filter((l) => l.text.trim() !== '');
-  // The last line is cut short when a kill interrupted its write: then it lacks its newline, or is not JSON.
-  const last = numbered.at(-1);
-  let tornLine: number | undefined;
-  if (last !== undefined) {
-    let whole = true;
-    try {
-      JSON.parse(last.text);
-    } catch {
-      whole = false;
-    }
-    if (!whole) {
-      tornLine = last.no;
-      numbered.pop();
-    }
-  }
-  if (numbered.length === 0) return { tornLine };
-  const [head, ...rest] = numbered;
-  const notHeader = () => new RunLogError(`${path} line ${head!.no} is not the header of a '${LOG_KIND}' log: this folder holds something else`, 'foreign');
-  let header: unknown;
-  try {
-    header = JSON.parse(head!.text);
-  } catch {
-    throw notHeader();
-  }
-  if (!isObject(header) || header['log'] !== LOG_KIND || !isObject(header['settings'])) throw notHeader();
-  if (header['format'] !== LOG_FORMAT) throw new RunLogError(`${path} is a log of format ${String(header['format'])}; this time-edit reads format ${LOG_FORMAT}`);
+  return checkRunLog(parseLogText(text), path);
+}
+
+function checkRunLog({ lines, tornLine }: LogText, path: string): ReadRunLog {
+  if (lines.length === 0) return { tornLine };
+  const [head, ...rest] = lines;
+  const header = logHeaderOf(head!.value, LOG_KIND);
+  if (header === undefined) throw new RunLogError(`${path} line ${head!.no} is not the header of a '${LOG_KIND}' log: this folder holds something else`, 'foreign');
+  if (header.format !== LOG_FORMAT) throw new RunLogError(`${path} is a log of format ${String(header.format)}; this time-edit reads format ${LOG_FORMAT}`);
   const results = new Map<number, EntryResult>();
   for (const l of rest) {
     let r: EntryResult;
     try {
-      r = parseEntryLine(JSON.parse(l.text));
+      if (l.error !== undefined) throw new Error(l.error);
+      r = parseEntryLine(l.value);
     } catch (err) {
       throw new RunLogError(`${path} line ${l.no} is damaged (${(err as Error).message}); only a last line cut short by a kill is dropped automatically`);
     }
     results.set(r.entry.index, r);
   }
-  return { log: { settings: header['settings'], results }, tornLine };
+  return { log: { settings: header.settings, results }, tornLine };
 }
 
 /**
@@ -167,14 +152,14 @@ export function isForeignFile(path: string): boolean {
 
 /** Reads OUT/results.jsonl; no file is no log. */
 export function readRunLog(path: string): ReadRunLog {
-  if (!existsSync(path)) return {};
-  let text: string;
+  let text: LogText | undefined;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readLogFile(path);
   } catch (err) {
-    throw new RunLogError(`cannot read ${path}: ${(err as Error).message}`);
+    if (err instanceof FileError) throw new RunLogError(err.message);
+    throw err;
   }
-  return parseRunLog(text, path);
+  return text === undefined ? {} : checkRunLog(text, path);
 }
 
 function show(v: unknown): string {
@@ -188,16 +173,13 @@ function show(v: unknown): string {
  * present in `current` are compared (the model fingerprint is known only after loading the model).
  */
 export function settingsDifferences(recorded: Record<string, unknown>, current: Partial<TimedRunSettings>): string[] {
-  const out: string[] = [];
-  for (const [key, value] of Object.entries(current) as [keyof TimedRunSettings, unknown][]) {
-    if (JSON.stringify(recorded[key]) !== JSON.stringify(value)) out.push(`${SETTING_NAMES[key]} was ${show(recorded[key])} there and is ${show(value)} now`);
-  }
-  return out;
+  return settingDifferences(recorded, current).map((d) => `${SETTING_NAMES[d.key as keyof TimedRunSettings]} was ${show(d.recorded)} there and is ${show(d.current)} now`);
 }
 
-function entryLine(r: EntryResult): string {
+/** An entry as its log line stores it: the entry, its scores or its error, and its timings. */
+function entryRecord(r: EntryResult): object {
   const { entry, scores, error, editMs, seconds } = r;
-  return JSON.stringify({ entry, ...(error !== undefined ? { error } : { scores }), editMs, seconds }) + '\n';
+  return { entry, ...(error !== undefined ? { error } : { scores }), editMs, seconds };
 }
 
 /**
@@ -205,11 +187,10 @@ function entryLine(r: EntryResult): string {
  * also drops a line cut short, so that appends start on a fresh line).
  */
 export function startRunLog(path: string, settings: TimedRunSettings, kept: EntryResult[]): void {
-  const header = JSON.stringify({ log: LOG_KIND, format: LOG_FORMAT, settings }) + '\n';
-  replaceFileDurably(path, header + [...kept].sort((a, b) => a.entry.index - b.entry.index).map(entryLine).join(''));
+  writeLog(path, [...kept].sort((a, b) => a.entry.index - b.entry.index).map(entryRecord), { log: LOG_KIND, format: LOG_FORMAT, settings });
 }
 
 /** Appends one finished entry: one write, then fsync, so the line is whole on disk before the next entry starts. */
 export function appendToRunLog(path: string, result: EntryResult): void {
-  appendDurably(path, entryLine(result));
+  appendToLog(path, entryRecord(result));
 }

@@ -7,7 +7,6 @@
 // The oracle row scores images of the target prompts themselves (an upper reference for the judge and model).
 // Each finished entry is handed to the caller as it completes (the CLI records it: timed-log.ts), and a resumed run
 // passes the entries done earlier, whose unedited images are read back rather than sampled again.
-import { writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeGrid } from '../image/grid.js';
 import { writePng, type RgbImage } from '../image/png.js';
@@ -17,6 +16,7 @@ import { classifyColour, colourNamedIn } from './colour-classifier.js';
 import type { TimedEntry } from './timed-csv.js';
 import { UneditedImages } from './unedited-images.js';
 import { makeDirectory } from '../fs/make-directory.js';
+import { promptSlug } from '../fs/file-name.js';
 
 export type Category = 'efficacy' | 'generality' | 'specificity';
 
@@ -83,9 +83,8 @@ export interface TimedOptions {
 /** Images per UNet call when the caller gives none; recorded with a run's settings since it is part of how images are made. */
 export const DEFAULT_TIMED_BATCH = 16;
 
-function slug(s: string): string {
-  return s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 50) || 'empty';
-}
+/** A prompt as a file-name part of this evaluation's image folders and files: at most 50 characters. */
+const slug = (prompt: string): string => promptSlug(prompt, 50);
 
 /** The test prompts of an entry (1 efficacy, 5 generality, 5 specificity) and the target each is judged against. */
 function entryPrompts(entry: TimedEntry): { tests: string[]; targets: string[] } {
@@ -250,11 +249,4 @@ still show their gn prompt's attribute. Oracle: the unedited model on the target
 ${entries}
 </body></html>
 `;
-}
-
-/** Writes text atomically (temp + rename). */
-export async function writeTextAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
 }

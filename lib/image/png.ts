@@ -1,11 +1,8 @@
-// PNG output with pngjs. Files are written to a temporary name in the same folder and renamed into place, so a
-// crash or an error never leaves a half-written PNG under the final name. A missing parent folder is created.
-import { randomBytes } from 'node:crypto';
-import { rename, unlink, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+// PNG output with pngjs. Files are written atomically (lib/fs/durable-file.ts), so a crash or an error never
+// leaves a half-written PNG under the final name. A missing parent folder is created.
 import { crc32 } from 'node:zlib';
 import { PNG } from 'pngjs';
-import { makeDirectory } from '../fs/make-directory.js';
+import { writeFileAtomic } from '../fs/durable-file.js';
 
 /** An RGB image: height × width × 3 bytes, row-major. */
 export interface RgbImage {
@@ -77,19 +74,6 @@ export function decodePng(bytes: Uint8Array): RgbImage {
     rgb[j + 2] = png.data[i + 2]!;
   }
   return { width: png.width, height: png.height, rgb };
-}
-
-/** Writes bytes to `path` atomically: a temporary sibling file, then rename; creates the parent folder if missing. */
-export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  makeDirectory(dirname(path));
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  try {
-    await writeFile(tmp, bytes);
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
 }
 
 /**

@@ -4,8 +4,9 @@
 // their output goes: K's reaches the Q·Kᵀ MatMul whose result feeds a Softmax; V's reaches the MatMul that
 // takes the Softmax output. A layer is one (K, V) pair sharing a Softmax.
 import { OnnxError, tensorDims, type GraphProto, type TensorProto } from './onnx/index.js';
+import { TimeEditError } from '../errors.js';
 
-export class CrossAttentionError extends Error {
+export class CrossAttentionError extends TimeEditError {
   override readonly name = 'CrossAttentionError';
 }
 

@@ -1,9 +1,11 @@
-// The onnxruntime worker thread: owns the sessions so that their synchronous run() (notes section 3, "Blocking")
-// never stalls the main thread's event loop (progress bar, signals, other work).
+// The onnxruntime worker thread: owns the sessions so that their synchronous run() (onnxruntime-node runs a
+// session on the calling thread) never stalls the main thread's event loop (progress bar, signals, other work).
+// Its errors are lib/errors.ts classes, sent back as a WorkerFailure and rebuilt by session-host.ts.
 import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
+import { BackendUnavailableError, InputError, ModelError } from '../errors.js';
 import { float16ToFloat32 as fromHalf, float32ToFloat16 as toHalf } from './onnx/float16.js';
-import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, ValueInfo, WireTensor } from './worker-protocol.js';
+import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, ValueInfo, WireTensor, WorkerFailure } from './worker-protocol.js';
 
 if (parentPort === null) throw new Error('ort-worker.js must run in a worker thread');
 const port = parentPort;
@@ -11,10 +13,8 @@ const port = parentPort;
 // onnxruntime's own log lines (e.g. a failed CUDA provider load) would precede the clear error this worker sends.
 ort.env.logLevel = 'fatal';
 
-const sessions = new Map<string, { session: ort.InferenceSession; types: Map<string, string> }>();
+const sessions = new Map<string, { session: ort.InferenceSession; types: Map<string, string>; label: string }>();
 const stash = new Map<string, { tensor: WireTensor; cache: Map<string, ort.Tensor> }>();
-
-class UserError extends Error {}
 
 function describe(meta: readonly ort.InferenceSession.ValueMetadata[]): ValueInfo[] {
   return meta.map((m) => (m.isTensor ? { name: m.name, type: m.type, shape: [...m.shape] } : { name: m.name, type: 'non-tensor', shape: [] }));
@@ -41,16 +41,18 @@ async function load(source: ModelSource, config: SessionConfig, label: string): 
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     if (config.device === 'cuda' && cudaMissing(message)) {
-      throw new UserError(
-        `--device cuda: onnxruntime-node's CUDA execution provider is not installed or cannot load (${message.split('\n')[0]}). ` +
-          'Install it with ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (needs CUDA 12 + cuDNN 9), or use --device cpu',
+      throw new BackendUnavailableError(
+        'device',
+        'cuda',
+        `onnxruntime-node's CUDA execution provider is not installed or cannot load (${message.split('\n')[0]}). ` +
+          'Install it with ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (needs CUDA 12 + cuDNN 9)',
       );
     }
-    throw new UserError(`cannot load ${label}: ${message.split('\n')[0]}`);
+    throw new ModelError(label, `cannot load ${label}: ${message.split('\n')[0]}`);
   }
 }
 
-function toOrt(t: WireTensor, type: string): ort.Tensor {
+function toOrt(t: WireTensor, type: string, name: string, label: string): ort.Tensor {
   switch (type) {
     case 'float32':
       return new ort.Tensor('float32', t.data instanceof Float32Array ? t.data : Float32Array.from(t.data), t.dims);
@@ -61,16 +63,16 @@ function toOrt(t: WireTensor, type: string): ort.Tensor {
     case 'int64':
       return new ort.Tensor('int64', BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))), t.dims);
     default:
-      throw new UserError(`input of type ${type} is not supported`);
+      throw new ModelError(label, `${label}: input ${name} of type ${type} is not supported`);
   }
 }
 
-function fromOrt(t: ort.Tensor, name: string): { dims: number[]; data: Float32Array } {
+function fromOrt(t: ort.Tensor, name: string, label: string): { dims: number[]; data: Float32Array } {
   const dims = [...t.dims];
   // A copy: onnxruntime's output buffers may be external memory, which cannot be transferred between threads.
   if (t.type === 'float32') return { dims, data: new Float32Array(t.data as Float32Array) };
   if (t.type === 'float16') return { dims, data: fromHalf(t.data as Uint16Array) };
-  throw new UserError(`output ${name} has type ${t.type}, expected float32 or float16`);
+  throw new ModelError(label, `${label}: output ${name} has type ${t.type}, expected float32 or float16`);
 }
 
 async function handle(req: Request): Promise<{ result: unknown; transfer: ArrayBuffer[] }> {
@@ -80,7 +82,7 @@ async function handle(req: Request): Promise<{ result: unknown; transfer: ArrayB
       const info: SessionInfo = { inputs: describe(session.inputMetadata), outputs: describe(session.outputMetadata) };
       const old = sessions.get(req.key);
       if (old !== undefined) await old.session.release();
-      sessions.set(req.key, { session, types: new Map(info.inputs.map((i) => [i.name, i.type])) });
+      sessions.set(req.key, { session, types: new Map(info.inputs.map((i) => [i.name, i.type])), label: req.label });
       return { result: info, transfer: [] };
     }
     case 'run': {
@@ -90,17 +92,17 @@ async function handle(req: Request): Promise<{ result: unknown; transfer: ArrayB
       const feeds: Record<string, ort.Tensor> = {};
       for (const [name, feed] of Object.entries(req.feeds) as [string, Feed][]) {
         const type = entry.types.get(name);
-        if (type === undefined) throw new UserError(`the model has no input named '${name}'`);
+        if (type === undefined) throw new InputError('feeds', `${entry.label} has no input named '${name}'`, { received: name });
         if ('ref' in feed) {
           const s = stash.get(feed.ref);
           if (s === undefined) throw new Error(`no stashed tensor '${feed.ref}'`);
           let t = s.cache.get(type);
           if (t === undefined) {
-            t = toOrt(s.tensor, type);
+            t = toOrt(s.tensor, type, name, entry.label);
             s.cache.set(type, t);
           }
           feeds[name] = t;
-        } else feeds[name] = toOrt(feed, type);
+        } else feeds[name] = toOrt(feed, type, name, entry.label);
       }
       const t1 = performance.now();
       const raw = req.outputs !== undefined ? await entry.session.run(feeds, req.outputs) : await entry.session.run(feeds);
@@ -108,7 +110,7 @@ async function handle(req: Request): Promise<{ result: unknown; transfer: ArrayB
       const outputs: RunResult['outputs'] = {};
       const transfer: ArrayBuffer[] = [];
       for (const [name, t] of Object.entries(raw)) {
-        outputs[name] = fromOrt(t, name);
+        outputs[name] = fromOrt(t, name, entry.label);
         transfer.push(outputs[name]!.data.buffer as ArrayBuffer);
       }
       const t3 = performance.now();
@@ -130,12 +132,17 @@ async function handle(req: Request): Promise<{ result: unknown; transfer: ArrayB
   }
 }
 
+function describeFailure(err: unknown): WorkerFailure {
+  const message = err instanceof Error ? err.message : String(err);
+  if (err instanceof ModelError) return { kind: 'model', message, file: err.file };
+  if (err instanceof InputError) return { kind: 'input', message, argument: err.argument };
+  if (err instanceof BackendUnavailableError) return { kind: 'backend', message, option: err.option, value: err.value };
+  return { kind: 'internal', message };
+}
+
 port.on('message', (req: Request) => {
   handle(req).then(
     ({ result, transfer }) => port.postMessage({ id: req.id, ok: true, result } satisfies Response, transfer),
-    (err: unknown) => {
-      const message = err instanceof Error ? err.message : String(err);
-      port.postMessage({ id: req.id, ok: false, message, usage: err instanceof UserError } satisfies Response);
-    },
+    (err: unknown) => port.postMessage({ id: req.id, ok: false, failure: describeFailure(err) } satisfies Response),
   );
 });

@@ -1,10 +1,14 @@
 // A Stable Diffusion 1.x ONNX pipeline folder (diffusers or optimum layout, fp32 or fp16, int32/int64 ids,
 // int64/float timesteps of rank 0, 1 or batch) or the embedded toy model, loaded into an onnxruntime worker.
-// Every dtype and shape decision is read from the session metadata (notes section 1), never assumed.
-import { open, readFile, stat } from 'node:fs/promises';
+// Every dtype and shape decision is read from the session metadata (onnxruntime's inputMetadata/outputMetadata),
+// never assumed. A folder, config or graph that cannot be used is a ModelError naming the file; a bad option or
+// argument is an InputError naming it.
+import { open } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UsageError } from '../cli/errors.js';
-import type { SchedulerConfig } from '../sample/schedulers.js';
+import { InputError, invalidInput, ModelError, TimeEditError } from '../errors.js';
+import { FileError } from '../fs/file-error.js';
+import { isDirectory as isDir, isFile, readJsonObject } from '../fs/json-file.js';
+import { SCHEDULER_CONFIG_FILE, type SchedulerConfig } from './configs.js';
 import { defaultModelDir } from './paths.js';
 import { SessionHost, type HostStats } from './session-host.js';
 import { ClipTokenizer } from './tokenizer.js';
@@ -67,37 +71,13 @@ const UNET_INPUTS = ['sample', 'timestep', 'encoder_hidden_states'];
 // ("GPU-optimized" exports) whose per-layer projections are gone and which do not run on CPU.
 const PACKED_MARKERS = ['MultiHeadAttention', 'BiasSplitGelu', 'PackedAttention', 'MatMul_KV'];
 
-async function isDir(p: string): Promise<boolean> {
-  try {
-    return (await stat(p)).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-async function isFile(p: string): Promise<boolean> {
-  try {
-    return (await stat(p)).isFile();
-  } catch {
-    return false;
-  }
-}
-
+/** A config of the model folder; one that cannot be read or is not a JSON object is a ModelError naming it. */
 async function readJsonFile(path: string): Promise<Record<string, unknown>> {
-  let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    return await readJsonObject(path);
   } catch (err) {
-    throw new UsageError(`cannot read ${path}: ${(err as Error).message}`);
+    throw err instanceof FileError ? new ModelError(err.path, err.message, { cause: err }) : err;
   }
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (err) {
-    throw new UsageError(`${path} is not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError(`${path} must hold a JSON object`);
-  return v as Record<string, unknown>;
 }
 
 async function optionalJson(path: string): Promise<Record<string, unknown>> {
@@ -147,22 +127,22 @@ function lastDim(v: ValueInfo | undefined): number | null {
 function checkUnet(info: SessionInfo, label: string, allowExtra: boolean): Omit<UnetInfo, 'path' | 'key'> {
   const byName = new Map(info.inputs.map((i) => [i.name, i]));
   const missing = UNET_INPUTS.filter((n) => !byName.has(n));
-  if (missing.length > 0) throw new UsageError(`${label}: missing input(s) ${missing.join(', ')}; it has ${fmtInputs(info)} (not an SD 1.x UNet)`);
+  if (missing.length > 0) throw new ModelError(label, `${label}: missing input(s) ${missing.join(', ')}; it has ${fmtInputs(info)} (not an SD 1.x UNet)`);
   const extra = info.inputs.filter((i) => !UNET_INPUTS.includes(i.name));
   if (extra.length > 0 && !allowExtra) {
-    throw new UsageError(`${label}: unexpected input(s) ${extra.map((i) => i.name).join(', ')} (an SD 1.x UNet takes only ${UNET_INPUTS.join(', ')}; SDXL and ControlNet UNets are not supported)`);
+    throw new ModelError(label, `${label}: unexpected input(s) ${extra.map((i) => i.name).join(', ')} (an SD 1.x UNet takes only ${UNET_INPUTS.join(', ')}; SDXL and ControlNet UNets are not supported)`);
   }
-  for (const e of extra) if (!isFloat(e.type)) throw new UsageError(`${label}: extra input ${e.name} has type ${e.type}; only float inputs can be fed as conditioning`);
+  for (const e of extra) if (!isFloat(e.type)) throw new ModelError(label, `${label}: extra input ${e.name} has type ${e.type}; only float inputs can be fed as conditioning`);
   for (const n of ['sample', 'encoder_hidden_states']) {
     const t = byName.get(n)!.type;
-    if (!isFloat(t)) throw new UsageError(`${label}: input ${n} has type ${t}, expected float32 or float16`);
+    if (!isFloat(t)) throw new ModelError(label, `${label}: input ${n} has type ${t}, expected float32 or float16`);
   }
   const ts = byName.get('timestep')!;
-  if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type)) throw new UsageError(`${label}: input timestep has type ${ts.type}, expected int64, float32 or float16`);
-  if (ts.shape.length > 1) throw new UsageError(`${label}: input timestep has rank ${ts.shape.length}, expected 0 or 1`);
+  if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type)) throw new ModelError(label, `${label}: input timestep has type ${ts.type}, expected int64, float32 or float16`);
+  if (ts.shape.length > 1) throw new ModelError(label, `${label}: input timestep has rank ${ts.shape.length}, expected 0 or 1`);
   const form = ts.shape.length === 0 ? 'scalar' : ts.shape[0] === 1 ? 'one' : 'batch';
   const outputName = info.outputs.find((o) => o.name === 'out_sample')?.name ?? info.outputs[0]?.name;
-  if (outputName === undefined) throw new UsageError(`${label}: the model has no outputs`);
+  if (outputName === undefined) throw new ModelError(label, `${label}: the model has no outputs`);
   return { outputName, timestep: { type: ts.type as TimestepInput['type'], form }, extraInputs: extra };
 }
 
@@ -253,10 +233,10 @@ export class Pipeline {
   static async load(dir: string | undefined, opts: PipelineOptions): Promise<Pipeline> {
     const root = resolve(dir ?? defaultModelDir);
     const device = opts.device ?? 'cpu';
-    if (device !== 'cpu' && device !== 'cuda') throw new UsageError(`device must be cpu or cuda, got '${String(device)}'`);
-    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1)) throw new UsageError(`threads must be a positive integer, got ${opts.threads}`);
+    if (device !== 'cpu' && device !== 'cuda') throw invalidInput('device', 'cpu or cuda', device);
+    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1)) throw invalidInput('threads', 'a positive integer', opts.threads);
     if (!(await isDir(root))) {
-      throw new UsageError(dir === undefined ? `the embedded model is missing: ${root} does not exist (the package was installed without models/toy-shapes)` : `model folder ${root} does not exist`);
+      throw new ModelError(root, dir === undefined ? `the embedded model is missing: ${root} does not exist (the package was installed without models/toy-shapes)` : `model folder ${root} does not exist`);
     }
     const required = ['model_index.json', 'text_encoder/model.onnx', 'unet/model.onnx', 'vae_decoder/model.onnx', 'tokenizer', 'scheduler/scheduler_config.json'];
     const missing: string[] = [];
@@ -264,16 +244,16 @@ export class Pipeline {
       const p = join(root, r);
       if (r === 'tokenizer' ? !(await isDir(p)) : !(await isFile(p))) missing.push(r);
     }
-    if (missing.length > 0) throw new UsageError(`${root} is not a complete SD pipeline folder: missing ${missing.join(', ')}`);
+    if (missing.length > 0) throw new ModelError(root, `${root} is not a complete SD pipeline folder: missing ${missing.join(', ')}`);
     const index = await readJsonFile(join(root, 'model_index.json'));
     const cls = String(index['_class_name'] ?? '');
-    if (/XL|Flux|SD3|StableDiffusion3|Kandinsky|LatentConsistency/i.test(cls)) throw new UsageError(`${root}: model_index.json says ${cls}; only Stable Diffusion 1.x pipelines are supported`);
+    if (/XL|Flux|SD3|StableDiffusion3|Kandinsky|LatentConsistency/i.test(cls)) throw new ModelError(join(root, 'model_index.json'), `${root}: model_index.json says ${cls}; only Stable Diffusion 1.x pipelines are supported`);
     const unetPath = join(root, 'unet', 'model.onnx');
     const marker = await findPackedMarker({ path: unetPath });
     if (marker !== null) {
-      throw new UsageError(`${unetPath} is an onnxruntime "GPU-optimized" UNet (found ${marker}): its K/V projections are packed and it does not run on CPU; use an unoptimized export (diffusers or optimum-cli)`);
+      throw new ModelError(unetPath, `${unetPath} is an onnxruntime "GPU-optimized" UNet (found ${marker}): its K/V projections are packed and it does not run on CPU; use an unoptimized export (diffusers or optimum-cli)`);
     }
-    const schedulerConfig = (await readJsonFile(join(root, 'scheduler', 'scheduler_config.json'))) as SchedulerConfig;
+    const schedulerConfig = (await readJsonFile(join(root, SCHEDULER_CONFIG_FILE))) as SchedulerConfig;
     const vaeConfig = await optionalJson(join(root, 'vae_decoder', 'config.json'));
     const unetConfig = await optionalJson(join(root, 'unet', 'config.json'));
     const tokenizer = await ClipTokenizer.fromFolder(join(root, 'tokenizer'));
@@ -289,22 +269,22 @@ export class Pipeline {
       const vaeInfo = await host.load(vaeKey, { path: join(root, 'vae_decoder', 'model.onnx') }, config, 'vae_decoder/model.onnx');
 
       const ids = textInfo.inputs.find((i) => i.name === 'input_ids');
-      if (ids === undefined || textInfo.inputs.length !== 1) throw new UsageError(`text_encoder/model.onnx: expected one input input_ids, got ${fmtInputs(textInfo)}`);
-      if (ids.type !== 'int32' && ids.type !== 'int64') throw new UsageError(`text_encoder/model.onnx: input_ids has type ${ids.type}, expected int32 or int64`);
+      if (ids === undefined || textInfo.inputs.length !== 1) throw new ModelError('text_encoder/model.onnx', `text_encoder/model.onnx: expected one input input_ids, got ${fmtInputs(textInfo)}`);
+      if (ids.type !== 'int32' && ids.type !== 'int64') throw new ModelError('text_encoder/model.onnx', `text_encoder/model.onnx: input_ids has type ${ids.type}, expected int32 or int64`);
       const textOut = textInfo.outputs.find((o) => o.name === 'last_hidden_state') ?? textInfo.outputs[0];
-      if (textOut === undefined) throw new UsageError('text_encoder/model.onnx has no outputs');
+      if (textOut === undefined) throw new ModelError('text_encoder/model.onnx', 'text_encoder/model.onnx has no outputs');
       const unet = checkUnet(unetInfo, 'unet/model.onnx', false);
       const latent = vaeInfo.inputs.find((i) => i.name === 'latent_sample');
-      if (latent === undefined || vaeInfo.inputs.length !== 1) throw new UsageError(`vae_decoder/model.onnx: expected one input latent_sample, got ${fmtInputs(vaeInfo)}`);
-      if (!isFloat(latent.type)) throw new UsageError(`vae_decoder/model.onnx: latent_sample has type ${latent.type}, expected float32 or float16`);
+      if (latent === undefined || vaeInfo.inputs.length !== 1) throw new ModelError('vae_decoder/model.onnx', `vae_decoder/model.onnx: expected one input latent_sample, got ${fmtInputs(vaeInfo)}`);
+      if (!isFloat(latent.type)) throw new ModelError('vae_decoder/model.onnx', `vae_decoder/model.onnx: latent_sample has type ${latent.type}, expected float32 or float16`);
       const vaeOut = vaeInfo.outputs.find((o) => o.name === 'sample') ?? vaeInfo.outputs[0];
-      if (vaeOut === undefined) throw new UsageError('vae_decoder/model.onnx has no outputs');
+      if (vaeOut === undefined) throw new ModelError('vae_decoder/model.onnx', 'vae_decoder/model.onnx has no outputs');
 
       const ehs = unetInfo.inputs.find((i) => i.name === 'encoder_hidden_states');
       const sample = unetInfo.inputs.find((i) => i.name === 'sample')!;
       const textW = lastDim(textOut);
       const unetW = lastDim(ehs);
-      if (textW !== null && unetW !== null && textW !== unetW) throw new UsageError(`${root}: text encoder width ${textW} does not match the UNet's encoder_hidden_states width ${unetW}`);
+      if (textW !== null && unetW !== null && textW !== unetW) throw new ModelError(root, `${root}: text encoder width ${textW} does not match the UNet's encoder_hidden_states width ${unetW}`);
       const ch = sample.shape[1];
       const latentChannels = typeof ch === 'number' && ch > 0 ? ch : Number(unetConfig['in_channels'] ?? 4);
       const boc = vaeConfig['block_out_channels'];
@@ -339,7 +319,7 @@ export class Pipeline {
 
   /** Text-encoder output [B, 77, d] float32 (converted from fp16 if the model is fp16), one row per prompt. */
   async encodePrompts(prompts: string[]): Promise<Float32Array> {
-    if (!Array.isArray(prompts) || prompts.length === 0) throw new UsageError('no prompts to encode');
+    if (!Array.isArray(prompts) || prompts.length === 0) throw new InputError('prompts', 'no prompts to encode', { received: prompts });
     const L = this.tokenizer.maxLength;
     const fixed = this.shared.textInfo.inputs[0]!.shape[0];
     const chunk = typeof fixed === 'number' && fixed > 0 ? fixed : prompts.length;
@@ -349,7 +329,7 @@ export class Pipeline {
       while (group.length < chunk) group.push('');
       const ids = new Int32Array(chunk * L);
       group.forEach((p, k) => {
-        if (typeof p !== 'string') throw new UsageError(`prompt ${i + k} is not a string`);
+        if (typeof p !== 'string') throw new InputError('prompts', `prompt ${i + k} is not a string`, { received: p });
         ids.set(this.tokenizer.encode(p).ids, k * L);
       });
       const r = await this.shared.host.run(this.shared.textKey, { input_ids: { dims: [chunk, L], data: ids } }, [ids.buffer]);
@@ -381,7 +361,7 @@ export class Pipeline {
     };
     for (const e of this.unet.extraInputs) {
       const v = f.extraInputs?.[e.name];
-      if (v === undefined) throw new UsageError(`this UNet needs the extra input '${e.name}': pass it in conditioning.extraInputs`);
+      if (v === undefined) throw new InputError('extraInputs', `this UNet needs the extra input '${e.name}': pass it in conditioning.extraInputs`);
       feeds[e.name] = v;
     }
     const transfer = f.transferSample === true && f.sample.byteOffset === 0 && f.sample.byteLength === f.sample.buffer.byteLength ? [f.sample.buffer as ArrayBuffer] : [];
@@ -389,9 +369,10 @@ export class Pipeline {
       const r = await this.shared.host.run(this.unet.key, feeds, transfer);
       return r.outputs[this.unet.outputName]!.data;
     } catch (err) {
-      if (err instanceof UsageError) throw err;
+      if (err instanceof TimeEditError) throw err;
+      // onnxruntime's own failure (e.g. a size a fixed-shape export does not take): the model cannot do this run.
       const [, , h, w] = f.dims;
-      throw new UsageError(`the UNet failed on a ${h}×${w} latent (${h * this.vaeScaleFactor}×${w * this.vaeScaleFactor} image): ${(err as Error).message.split('\n')[0]}`);
+      throw new ModelError(this.unet.path, `the UNet failed on a ${h}×${w} latent (${h * this.vaeScaleFactor}×${w * this.vaeScaleFactor} image): ${(err as Error).message.split('\n')[0]}`);
     }
   }
 
@@ -432,18 +413,18 @@ export class Pipeline {
   async withUnet(source: ModelSource): Promise<Pipeline> {
     const label = 'path' in source ? source.path : 'the replacement UNet';
     if ('path' in source) {
-      if (!(await isFile(source.path))) throw new UsageError(`UNet model ${source.path} does not exist`);
+      if (!(await isFile(source.path))) throw new ModelError(source.path, `UNet model ${source.path} does not exist`);
     } else if (!(source.modelBytes instanceof Uint8Array) || source.modelBytes.byteLength === 0) {
-      throw new UsageError('withUnet: modelBytes must be a non-empty Uint8Array');
+      throw invalidInput('modelBytes', 'a non-empty Uint8Array', source.modelBytes);
     }
     const marker = await findPackedMarker('path' in source ? source : { bytes: source.modelBytes });
-    if (marker !== null) throw new UsageError(`${label} is an onnxruntime "GPU-optimized" UNet (found ${marker}); use an unoptimized export`);
+    if (marker !== null) throw new ModelError(label, `${label} is an onnxruntime "GPU-optimized" UNet (found ${marker}); use an unoptimized export`);
     const key = this.shared.host.newKey('unet');
     const info = await this.shared.host.load(key, source, { device: this.shared.device, threads: this.shared.threads, spinning: this.shared.spinning }, 'path' in source ? basename(dirname(source.path)) + '/' + basename(source.path) : label);
     try {
       const unet = checkUnet(info, label, true);
       const w = lastDim(info.inputs.find((i) => i.name === 'encoder_hidden_states'));
-      if (w !== null && w !== this.textWidth) throw new UsageError(`${label}: encoder_hidden_states width ${w} does not match the text encoder's ${this.textWidth}`);
+      if (w !== null && w !== this.textWidth) throw new ModelError(label, `${label}: encoder_hidden_states width ${w} does not match the text encoder's ${this.textWidth}`);
       return new Pipeline(this.shared, { ...unet, path: 'path' in source ? resolve(source.path) : this.unet.path, key }, false);
     } catch (err) {
       await this.shared.host.release(key);
@@ -459,8 +440,9 @@ export class Pipeline {
 }
 
 /**
- * Loads and validates a pipeline folder (default: the embedded models/toy-shapes). Errors name what is wrong:
- * a missing folder or subfolder, an unreadable or corrupt model.onnx, unexpected inputs or dtypes, a packed-KV UNet.
+ * Loads and validates a pipeline folder (default: the embedded models/toy-shapes). Errors name what is wrong: a
+ * ModelError for a missing folder or subfolder, an unreadable or corrupt model.onnx, unexpected inputs or dtypes,
+ * a packed-KV UNet; an InputError for a bad option; a BackendUnavailableError when device 'cuda' cannot run.
  * Example: `const p = await loadPipeline(); const e = await p.encodePrompts(['a circle']); await p.close();`
  */
 export function loadPipeline(dir?: string, opts: PipelineOptions = {}): Promise<Pipeline> {

@@ -2,8 +2,8 @@
 // round trip) so the overhead of the thread hop is measured, and the worker is unref'd while idle so that an open
 // pipeline never keeps the process alive.
 import { Worker } from 'node:worker_threads';
-import { UsageError } from '../cli/errors.js';
-import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, WireTensor } from './worker-protocol.js';
+import { BackendUnavailableError, InputError, ModelError } from '../errors.js';
+import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, WireTensor, WorkerFailure } from './worker-protocol.js';
 import { sessionWorkerStackMb } from './worker-stack.js';
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
@@ -17,6 +17,20 @@ export interface HostStats {
   workerMs: number;
   /** total milliseconds from posting a run to receiving its result, on the main thread */
   roundTripMs: number;
+}
+
+/** The lib/errors.ts error a worker failure stands for; an internal one is a plain Error (a bug). */
+function rebuildFailure(f: WorkerFailure): Error {
+  switch (f.kind) {
+    case 'model':
+      return new ModelError(f.file, f.message);
+    case 'input':
+      return new InputError(f.argument, f.message);
+    case 'backend':
+      return new BackendUnavailableError(f.option, f.value, f.message);
+    case 'internal':
+      return new Error(f.message);
+  }
 }
 
 export class SessionHost {
@@ -39,7 +53,7 @@ export class SessionHost {
       this.pending.delete(res.id);
       if (this.pending.size === 0) this.worker.unref();
       if (res.ok) p.resolve(res.result);
-      else p.reject(res.usage ? new UsageError(res.message) : new Error(res.message));
+      else p.reject(rebuildFailure(res.failure));
     });
     const fail = (err: Error): void => {
       this.failure = err;

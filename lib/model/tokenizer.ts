@@ -4,7 +4,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { UsageError } from '../cli/errors.js';
+import { ModelError } from '../errors.js';
+import { FileError } from '../fs/file-error.js';
+import { readJsonFile } from '../fs/json-file.js';
 
 const BOS_TOKEN = '<|startoftext|>';
 const EOS_TOKEN = '<|endoftext|>';
@@ -28,17 +30,12 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** A tokenizer file's JSON; one that cannot be read or parsed is a ModelError naming it. */
 async function readJson(path: string): Promise<unknown> {
-  let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    return await readJsonFile(path);
   } catch (err) {
-    throw new UsageError(`cannot read ${path}: ${(err as Error).message}`);
-  }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (err) {
-    throw new UsageError(`${path} is not valid JSON: ${(err as Error).message}`);
+    throw err instanceof FileError ? new ModelError(err.path, err.message, { cause: err }) : err;
   }
 }
 
@@ -85,10 +82,11 @@ export class ClipTokenizer {
 
   /**
    * Loads a tokenizer folder: vocab.json + merges.txt (SD 1.x layout) or tokenizer.json, plus the optional
-   * tokenizer_config.json for model_max_length. Example: `await ClipTokenizer.fromFolder('models/toy-shapes/tokenizer')`.
+   * tokenizer_config.json for model_max_length; a missing, unreadable or non-CLIP folder is a ModelError naming the
+   * file. Example: `await ClipTokenizer.fromFolder('models/toy-shapes/tokenizer')`.
    */
   static async fromFolder(dir: string): Promise<ClipTokenizer> {
-    if (!(await exists(dir))) throw new UsageError(`tokenizer folder ${dir} does not exist`);
+    if (!(await exists(dir))) throw new ModelError(dir, `tokenizer folder ${dir} does not exist`);
     const vocabPath = join(dir, 'vocab.json');
     const mergesPath = join(dir, 'merges.txt');
     const jsonPath = join(dir, 'tokenizer.json');
@@ -97,27 +95,29 @@ export class ClipTokenizer {
     let tokenizerJson: object;
     if ((await exists(vocabPath)) && (await exists(mergesPath))) {
       const vocab = await readJson(vocabPath);
-      if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab)) throw new UsageError(`${vocabPath} must map tokens to ids`);
-      const lines = (await readFile(mergesPath, 'utf8')).split('\n');
+      if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab)) throw new ModelError(vocabPath, `${vocabPath} must map tokens to ids`);
+      const lines = (await readFile(mergesPath, 'utf8').catch((err: unknown) => {
+        throw new ModelError(mergesPath, `cannot read ${mergesPath}: ${(err as Error).message}`, { cause: err });
+      })).split('\n');
       // The first line is the "#version" header; empty trailing lines are not merges.
       const merges = lines.filter((line, i) => !(i === 0 && line.startsWith('#version')) && line.trim() !== '');
       const v = vocab as Record<string, number>;
-      if (v[BOS_TOKEN] === undefined || v[EOS_TOKEN] === undefined) throw new UsageError(`${vocabPath} lacks ${BOS_TOKEN} or ${EOS_TOKEN}: not a CLIP vocabulary`);
+      if (v[BOS_TOKEN] === undefined || v[EOS_TOKEN] === undefined) throw new ModelError(vocabPath, `${vocabPath} lacks ${BOS_TOKEN} or ${EOS_TOKEN}: not a CLIP vocabulary`);
       tokenizerJson = clipTokenizerJson(v, merges);
     } else if (await exists(jsonPath)) {
       tokenizerJson = (await readJson(jsonPath)) as object;
     } else {
-      throw new UsageError(`tokenizer folder ${dir} has neither vocab.json + merges.txt nor tokenizer.json`);
+      throw new ModelError(dir, `tokenizer folder ${dir} has neither vocab.json + merges.txt nor tokenizer.json`);
     }
     let inner: Tokenizer;
     try {
       inner = new Tokenizer(tokenizerJson, config);
     } catch (err) {
-      throw new UsageError(`cannot build a tokenizer from ${dir}: ${(err as Error).message}`);
+      throw new ModelError(dir, `cannot build a tokenizer from ${dir}: ${(err as Error).message}`, { cause: err });
     }
     const bos = inner.token_to_id(BOS_TOKEN);
     const eos = inner.token_to_id(EOS_TOKEN);
-    if (bos === undefined || eos === undefined) throw new UsageError(`tokenizer in ${dir} lacks ${BOS_TOKEN} or ${EOS_TOKEN}: not a CLIP tokenizer`);
+    if (bos === undefined || eos === undefined) throw new ModelError(dir, `tokenizer in ${dir} lacks ${BOS_TOKEN} or ${EOS_TOKEN}: not a CLIP tokenizer`);
     // Some configs carry a huge sentinel model_max_length; SD 1.x text encoders have 77 positions.
     const m = config['model_max_length'];
     const maxLength = typeof m === 'number' && Number.isInteger(m) && m >= 3 && m <= 1024 ? m : 77;

@@ -49,6 +49,16 @@ export interface RunResult {
   workerMs: number;
 }
 
+/**
+ * A failure in the worker, by kind: classes do not cross postMessage, so lib/errors.ts's error is described here
+ * and rebuilt on the main thread ('internal' becomes a plain Error: a bug, not the caller's or the model's fault).
+ */
+export type WorkerFailure =
+  | { kind: 'model'; message: string; file: string }
+  | { kind: 'input'; message: string; argument: string }
+  | { kind: 'backend'; message: string; option: string; value: string }
+  | { kind: 'internal'; message: string };
+
 export type Response =
   | { id: number; ok: true; result: unknown }
-  | { id: number; ok: false; message: string; usage: boolean };
+  | { id: number; ok: false; failure: WorkerFailure };

@@ -1,6 +1,6 @@
 // Text-to-image sampling: seeded latents, the scheduler loop with classifier-free guidance (unconditional and
 // conditional rows in one UNet call, as diffusers' concat([uncond, cond])), VAE decode, RGB bytes.
-import { UsageError } from '../cli/errors.js';
+import { InputError, invalidInput } from '../errors.js';
 import type { Feed, Pipeline } from '../model/pipeline.js';
 import { checkSeed, gaussianNoise } from './noise.js';
 import { createScheduler, parseSchedulerName, type SchedulerName } from './schedulers.js';
@@ -48,46 +48,53 @@ export interface GeneratedImage {
   rgb: Uint8Array;
 }
 
-function fail(msg: string): never {
-  throw new UsageError(msg);
+/** Throws an InputError about the option `argument` (named as in GenerateOptions). */
+function fail(argument: string, message: string, received?: unknown): never {
+  throw new InputError(argument, message, { received });
 }
 
-/** Checks every option before any model work, so that bad input fails fast and writes nothing. */
+/**
+ * Checks every option before any model work, so that bad input fails fast and writes nothing. A bad option is an
+ * InputError whose `argument` is the GenerateOptions field (`'steps'`, `'height'`, `'conditioning.cond…'`).
+ * Example: `validateGenerateOptions(pipeline, { ...options, height: 33 })` throws "height must be a positive multiple of 32 …".
+ */
 export function validateGenerateOptions(pipeline: Pipeline, o: GenerateOptions): void {
-  if (!Array.isArray(o.prompts) || o.prompts.length === 0) fail('no prompts: give at least one prompt');
-  o.prompts.forEach((p, i) => typeof p === 'string' || fail(`prompt ${i} is not a string`));
-  if (!Array.isArray(o.seeds) || o.seeds.length === 0) fail('no seeds: give at least one seed');
+  if (!Array.isArray(o.prompts) || o.prompts.length === 0) fail('prompts', 'no prompts: give at least one prompt', o.prompts);
+  o.prompts.forEach((p, i) => typeof p === 'string' || fail('prompts', `prompt ${i} is not a string`, p));
+  if (!Array.isArray(o.seeds) || o.seeds.length === 0) fail('seeds', 'no seeds: give at least one seed', o.seeds);
   for (const s of o.seeds) {
     try {
       checkSeed(s);
     } catch (err) {
-      fail((err as Error).message);
+      fail('seeds', (err as Error).message, s);
     }
   }
-  if (!Number.isInteger(o.steps) || o.steps <= 0) fail(`steps must be a positive integer, got ${o.steps}`);
-  if (typeof o.guidance !== 'number' || !Number.isFinite(o.guidance) || o.guidance < 0) fail(`guidance must be a number ≥ 0, got ${o.guidance}`);
+  if (!Number.isInteger(o.steps) || o.steps <= 0) throw invalidInput('steps', 'a positive integer', o.steps);
+  if (typeof o.guidance !== 'number' || !Number.isFinite(o.guidance) || o.guidance < 0) throw invalidInput('guidance', 'a number ≥ 0', o.guidance);
   const f = pipeline.sizeMultiple;
   for (const [name, v] of [['height', o.height], ['width', o.width]] as const) {
-    if (!Number.isInteger(v) || v <= 0 || v % f !== 0) fail(`${name} must be a positive multiple of ${f} for this model (VAE factor ${pipeline.vaeScaleFactor} × UNet downsampling), got ${v}`);
+    if (!Number.isInteger(v) || v <= 0 || v % f !== 0) throw invalidInput(name, `a positive multiple of ${f} for this model (VAE factor ${pipeline.vaeScaleFactor} × UNet downsampling)`, v);
   }
   if (o.scheduler !== undefined) parseSchedulerName(o.scheduler);
-  if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1)) fail(`batch size must be a positive integer, got ${o.batchSize}`);
+  if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1)) throw invalidInput('batchSize', 'a positive integer', o.batchSize);
   if (o.conditioning !== undefined) {
-    if (o.negativePrompt !== undefined) fail('negativePrompt and conditioning cannot be combined: conditioning.uncond is the unconditional branch');
+    if (o.negativePrompt !== undefined) fail('negativePrompt', 'negativePrompt and conditioning cannot be combined: conditioning.uncond is the unconditional branch');
     const per = pipeline.sequenceLength * pipeline.textWidth;
     for (const [name, c] of [['cond', o.conditioning.cond], ['uncond', o.conditioning.uncond]] as const) {
-      if (c === undefined || !(c.encoderHiddenStates instanceof Float32Array)) fail(`conditioning.${name}.encoderHiddenStates must be a Float32Array`);
+      const what = `conditioning.${name}.encoderHiddenStates`;
+      if (c === undefined || !(c.encoderHiddenStates instanceof Float32Array)) fail(what, `${what} must be a Float32Array`, c?.encoderHiddenStates);
       const n = c.encoderHiddenStates.length;
-      if (n !== per && n !== per * o.prompts.length) fail(`conditioning.${name}.encoderHiddenStates has ${n} values; expected ${per} (77×${pipeline.textWidth}) or ${per * o.prompts.length} (one per prompt)`);
+      if (n !== per && n !== per * o.prompts.length) fail(what, `${what} has ${n} values; expected ${per} (77×${pipeline.textWidth}) or ${per * o.prompts.length} (one per prompt)`);
     }
   }
   const extras = pipeline.unetExtraInputs;
   for (const e of extras) {
     for (const name of ['cond', 'uncond'] as const) {
+      const what = `conditioning.${name}.extraInputs`;
       const v = o.conditioning?.[name].extraInputs?.[e.name];
-      if (!(v instanceof Float32Array)) fail(`this UNet needs the extra input '${e.name}': pass it in conditioning.${name}.extraInputs`);
+      if (!(v instanceof Float32Array)) fail(what, `this UNet needs the extra input '${e.name}': pass it in ${what}`, v);
       const rows = o.conditioning![name].encoderHiddenStates.length / (pipeline.sequenceLength * pipeline.textWidth);
-      if (v.length === 0 || v.length % rows !== 0) fail(`conditioning.${name}.extraInputs.${e.name} has ${v.length} values: not ${rows} equal rows like its encoderHiddenStates`);
+      if (v.length === 0 || v.length % rows !== 0) fail(`${what}.${e.name}`, `${what}.${e.name} has ${v.length} values: not ${rows} equal rows like its encoderHiddenStates`);
     }
   }
 }
@@ -95,7 +102,7 @@ export function validateGenerateOptions(pipeline: Pipeline, o: GenerateOptions):
 /** Rows of a [rows, …] tensor (rows = 1: shared by every prompt, or P: one per prompt) for the given prompt indices. */
 function gatherRows(src: Float32Array, rows: number, promptIdx: number[], what: string): Float32Array {
   const per = src.length / rows;
-  if (!Number.isInteger(per) || per === 0) throw new UsageError(`${what} has ${src.length} values, which is not ${rows} equal rows`);
+  if (!Number.isInteger(per) || per === 0) throw new InputError(what, `${what} has ${src.length} values, which is not ${rows} equal rows`);
   const out = new Float32Array(promptIdx.length * per);
   promptIdx.forEach((p, k) => {
     const r = rows === 1 ? 0 : p;
@@ -113,7 +120,7 @@ function dimsFor(pipeline: Pipeline, name: string, batch: number, total: number)
     if (prod === per) return [batch, ...(rest as number[])];
   }
   const L = pipeline.sequenceLength;
-  if (per % L !== 0) throw new UsageError(`extra input ${name}: ${per} values per row is not 77×k and its shape is not fixed`);
+  if (per % L !== 0) throw new InputError(`conditioning.extraInputs.${name}`, `extra input ${name}: ${per} values per row is not 77×k and its shape is not fixed`);
   return [batch, L, per / L];
 }
 

@@ -1,26 +1,20 @@
 // Diffusion schedulers with diffusers' semantics (PNDM/PLMS, DDIM, Euler discrete, DPM-Solver++ 2M), built from a
-// scheduler_config.json. Formulas: ../shared/reference/sd-onnx-notes.md section 5. Scalars are float64; latents are
-// float32 and each update is computed per element in float64 then rounded once.
-import { UsageError } from '../cli/errors.js';
+// scheduler_config.json. Formulas: diffusers' schedulers (scheduling_pndm.py, scheduling_ddim.py,
+// scheduling_euler_discrete.py, scheduling_dpmsolver_multistep.py). Scalars are float64; latents are float32 and
+// each update is computed per element in float64 then rounded once.
+// A bad `steps` or scheduler name is an InputError; a config this module cannot follow is a ModelError naming
+// scheduler/scheduler_config.json, since the config comes from the model folder.
+import { InputError, invalidInput, ModelError } from '../errors.js';
+import { SCHEDULER_CONFIG_FILE, type SchedulerConfig } from '../model/configs.js';
+
+export type { SchedulerConfig } from '../model/configs.js';
 
 export type SchedulerName = 'pndm' | 'ddim' | 'euler' | 'dpm++2m';
 export const schedulerNames: readonly SchedulerName[] = ['pndm', 'ddim', 'euler', 'dpm++2m'];
 type Spacing = 'leading' | 'linspace' | 'trailing';
 
-/** The fields of diffusers' scheduler_config.json this module reads (others are ignored). */
-export interface SchedulerConfig {
-  _class_name?: string;
-  num_train_timesteps?: number;
-  beta_start?: number;
-  beta_end?: number;
-  beta_schedule?: string;
-  trained_betas?: number[] | null;
-  set_alpha_to_one?: boolean;
-  steps_offset?: number;
-  timestep_spacing?: string;
-  clip_sample?: boolean;
-  clip_sample_range?: number;
-  prediction_type?: string;
+function configError(message: string): ModelError {
+  return new ModelError(SCHEDULER_CONFIG_FILE, `scheduler config: ${message}`);
 }
 
 /**
@@ -38,14 +32,17 @@ export interface Scheduler {
   step(eps: Float32Array, i: number, x: Float32Array): Float32Array;
 }
 
-/** Map a user-facing name (--scheduler) or a diffusers class name to a scheduler. */
+/**
+ * Maps a scheduler name or a diffusers class name to a scheduler; an unknown one is an InputError naming `scheduler`.
+ * Example: `parseSchedulerName('DPMSolverMultistepScheduler')` → `'dpm++2m'`.
+ */
 export function parseSchedulerName(name: string): SchedulerName {
   const n = name.toLowerCase().replace(/scheduler$/, '').replace(/[_\s]/g, '');
   if (n === 'pndm' || n === 'plms') return 'pndm';
   if (n === 'ddim') return 'ddim';
   if (n === 'euler' || n === 'eulerdiscrete') return 'euler';
   if (['dpm++2m', 'dpmpp2m', 'dpm-solver++', 'dpmsolver++', 'dpmsolvermultistep', 'dpm', 'dpmpp-2m', 'dpm++'].includes(n)) return 'dpm++2m';
-  throw new UsageError(`unknown scheduler '${name}'; choose one of: ${schedulerNames.join(', ')}`);
+  throw new InputError('scheduler', `unknown scheduler '${name}'; choose one of: ${schedulerNames.join(', ')}`, { received: name });
 }
 
 /** ᾱ_t for t = 0…T-1 (float64), from the config's beta schedule. */
@@ -56,7 +53,7 @@ export function alphasCumprod(config: SchedulerConfig): Float64Array {
   const schedule = config.beta_schedule ?? 'linear';
   const betas = new Float64Array(T);
   if (config.trained_betas != null) {
-    if (config.trained_betas.length !== T) throw new UsageError(`scheduler config: trained_betas has ${config.trained_betas.length} values, expected ${T}`);
+    if (config.trained_betas.length !== T) throw configError(`trained_betas has ${config.trained_betas.length} values, expected ${T}`);
     betas.set(config.trained_betas);
   } else if (schedule === 'scaled_linear') {
     const s0 = Math.sqrt(b0);
@@ -65,7 +62,7 @@ export function alphasCumprod(config: SchedulerConfig): Float64Array {
   } else if (schedule === 'linear') {
     for (let i = 0; i < T; i++) betas[i] = b0 + ((b1 - b0) * i) / (T - 1);
   } else {
-    throw new UsageError(`scheduler config: beta_schedule '${schedule}' is not supported (scaled_linear, linear)`);
+    throw configError(`beta_schedule '${schedule}' is not supported (scaled_linear, linear)`);
   }
   const out = new Float64Array(T);
   let prod = 1;
@@ -78,7 +75,7 @@ export function alphasCumprod(config: SchedulerConfig): Float64Array {
 
 function spacingOf(config: SchedulerConfig, fallback: Spacing): Spacing {
   const s = config.timestep_spacing ?? fallback;
-  if (s !== 'leading' && s !== 'linspace' && s !== 'trailing') throw new UsageError(`scheduler config: timestep_spacing '${s}' is not supported`);
+  if (s !== 'leading' && s !== 'linspace' && s !== 'trailing') throw configError(`timestep_spacing '${s}' is not supported`);
   return s;
 }
 
@@ -118,12 +115,16 @@ function sigmaAt(ac: Float64Array, t: number): number {
 }
 
 function checkSteps(steps: number): void {
-  if (!Number.isInteger(steps) || steps <= 0) throw new UsageError(`steps must be a positive integer, got ${steps}`);
+  if (!Number.isInteger(steps) || steps <= 0) throw invalidInput('steps', 'a positive integer', steps);
+}
+
+function tooManySteps(steps: number, T: number): InputError {
+  return new InputError('steps', `steps (${steps}) must not exceed num_train_timesteps (${T})`, { received: steps });
 }
 
 function checkPrediction(config: SchedulerConfig): void {
   const p = config.prediction_type ?? 'epsilon';
-  if (p !== 'epsilon') throw new UsageError(`scheduler config: prediction_type '${p}' is not supported (SD 1.x predicts epsilon)`);
+  if (p !== 'epsilon') throw configError(`prediction_type '${p}' is not supported (SD 1.x predicts epsilon)`);
 }
 
 class Pndm implements Scheduler {
@@ -140,7 +141,7 @@ class Pndm implements Scheduler {
   constructor(config: SchedulerConfig, steps: number) {
     this.ac = alphasCumprod(config);
     const T = this.ac.length;
-    if (steps > T) throw new UsageError(`steps (${steps}) must not exceed num_train_timesteps (${T})`);
+    if (steps > T) throw tooManySteps(steps, T);
     this.finalAlpha = config.set_alpha_to_one ?? false ? 1 : this.ac[0]!;
     this.ratio = Math.floor(T / steps);
     const asc = integerTimesteps(T, steps, spacingOf(config, 'leading'), config.steps_offset ?? 0).reverse();
@@ -209,7 +210,7 @@ class Ddim implements Scheduler {
   constructor(config: SchedulerConfig, steps: number) {
     this.ac = alphasCumprod(config);
     const T = this.ac.length;
-    if (steps > T) throw new UsageError(`steps (${steps}) must not exceed num_train_timesteps (${T})`);
+    if (steps > T) throw tooManySteps(steps, T);
     this.finalAlpha = config.set_alpha_to_one ?? true ? 1 : this.ac[0]!;
     this.ratio = Math.floor(T / steps);
     this.timesteps = integerTimesteps(T, steps, spacingOf(config, 'leading'), config.steps_offset ?? 0);
@@ -331,6 +332,16 @@ class DpmPP2M implements Scheduler {
   }
 }
 
+/** The scheduler the config's _class_name names; one this module does not implement is the model's problem. */
+function schedulerOfConfig(config: SchedulerConfig): SchedulerName {
+  const cls = config._class_name ?? 'PNDMScheduler';
+  try {
+    return parseSchedulerName(cls);
+  } catch {
+    throw configError(`_class_name '${cls}' is not a scheduler this library implements (${schedulerNames.join(', ')}); pass a scheduler name to use one of those`);
+  }
+}
+
 /**
  * A fresh scheduler for one run of `steps` steps. The config is the pipeline's scheduler_config.json; `name`
  * overrides its class (the betas and offsets still come from the config). Example:
@@ -339,7 +350,7 @@ class DpmPP2M implements Scheduler {
 export function createScheduler(config: SchedulerConfig, steps: number, name?: SchedulerName): Scheduler {
   checkSteps(steps);
   checkPrediction(config);
-  const kind = name ?? parseSchedulerName(config._class_name ?? 'PNDMScheduler');
+  const kind = name ?? schedulerOfConfig(config);
   switch (kind) {
     case 'pndm':
       return new Pndm(config, steps);

@@ -15,7 +15,7 @@ export function referenceG(C: Float32Array, n: number, d: number, lambda: number
   for (let j = 0; j < n; j++) {  // S = L·Lᵀ in place (lower triangle)
     let s = S[j * n + j]!;
     for (let p = 0; p < j; p++) s -= S[j * n + p]! ** 2;
-    if (!(s > 0)) throw new RangeError('the Gram matrix λI + C·Cᵀ is not positive definite (non-finite embeddings?)');
+    if (!(s > 0)) throw notPositiveDefinite(s, lambda, n);
     const diag = Math.sqrt(s);
     S[j * n + j] = diag;
     for (let i = j + 1; i < n; i++) {
@@ -42,6 +42,15 @@ export function referenceG(C: Float32Array, n: number, d: number, lambda: number
     for (let j = 0; j < d; j++) G[i * d + j] *= inv;
   }
   return G;
+}
+
+// A pivot ≤ 0 from finite float32 rows is never an overflow (their squares stay far below float64's range): it is
+// λ too small to lift the zero eigenvalues of a rank-deficient C·Cᵀ above float64's rounding.
+function notPositiveDefinite(pivot: number, lambda: number, n: number): RangeError {
+  if (!Number.isFinite(pivot)) {
+    return new RangeError(`the system λI + CCᵀ has non-finite entries (λ = ${lambda}, n = ${n}): C holds NaN or ±∞`);
+  }
+  return new RangeError(`the system λI + CCᵀ is not positive definite in float64 (λ = ${lambda}, n = ${n}): λ is too small for C's rank; use a larger λ`);
 }
 
 /** M = I + Dᵀ·G in float64 (D = C* − C computed in float64). */

@@ -1,6 +1,7 @@
-// The TIME solve behind one interface: the native addon when it is built (lib/native.js), else a float64
+// The TIME solve behind one interface: the native addon when it is built (native.ts), else a float64
 // TypeScript reference (Cholesky of S = λI + CCᵀ, G = S⁻¹C), correct but slower, used by tests and as fallback.
-import { solveEdits, solverBackend } from './native.js';
+import { trySolverBackend } from './backend.js';
+import { solveEdits } from './native.js';
 import { referenceG } from './reference.js';
 import { EditError } from '../edit/edit.js';
 
@@ -54,14 +55,10 @@ let cached: EditSolver | undefined;
 export async function defaultSolver(prefer?: 'native' | 'reference'): Promise<EditSolver> {
   if (prefer === 'reference') return referenceSolver;
   if (cached) return cached;
-  let backend: string;
-  try {
-    backend = solverBackend().name;  // throws when the addon is not built or cannot load
-  } catch {
-    return (cached = referenceSolver);
-  }
+  const backend = trySolverBackend();  // undefined without a usable addon (not built, not loadable, bad TIME_EDIT_BACKEND)
+  if (backend === undefined) return (cached = referenceSolver);
   return (cached = {
-    name: backend,
+    name: backend.name,
     async solve(d, items) {
       items.forEach((it, i) => checkItem(d, it, i));
       const result = await solveEdits(d, items.map((it) => ({ source: it.source, destination: it.destination, rows: it.rows, lambda: it.lambda })), { lowRank: true });

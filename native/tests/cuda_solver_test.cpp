@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "cuda_reference.hpp"
+#include "../testing/cuda_reference.hpp"
 #include "expect.hpp"
 #include "time_edit/solver.hpp"
 
@@ -27,7 +27,7 @@ namespace {
 
 using time_edit::testing::expect;
 
-constexpr double kTol = 1e-6;  // the accuracy target against float64
+constexpr double kTol = 1e-6;  // the CUDA backend's accuracy target against float64 (the GPU benchmark's too)
 
 bool allFinite(const std::vector<float>& v) {
   for (float x : v)
@@ -56,8 +56,8 @@ struct BatchResult {
 };
 
 // Runs one batch through `solver` with every output poisoned; outputs requested per the flags.
-BatchResult runBatch(time_edit::Solver& solver, int64_t d, const std::vector<Case>& cases, bool wantLowRank,
-                     bool wantM, const std::vector<float>* weights, int64_t rows) {
+BatchResult runBatch(time_edit::Solver& solver, int64_t d, const std::vector<Case>& cases, bool wantLowRank, bool wantM,
+                     const std::vector<float>* weights, int64_t rows) {
   const int64_t count = static_cast<int64_t>(cases.size());
   BatchResult res;
   std::vector<EditRows> edits(cases.size());

@@ -119,14 +119,19 @@ std::vector<float> randn(std::mt19937& rng, size_t count, float scale = 1.0f) {
 }
 
 void testAgainstReference(cpu::Kernel kernel, const char* label) {
-  struct Case { int d, n, R; double lambda; };
-  const Case cases[] = {{8, 3, 13, 0.1}, {8, 20, 5, 0.5}, {17, 17, 9, 1.0}, {33, 5, 40, 0.01}, {12, 40, 7, 2.0}, {5, 1, 3, 0.3}};
+  struct Case {
+    int d, n, R;
+    double lambda;
+  };
+  const Case cases[] = {{8, 3, 13, 0.1},   {8, 20, 5, 0.5},  {17, 17, 9, 1.0},
+                        {33, 5, 40, 0.01}, {12, 40, 7, 2.0}, {5, 1, 3, 0.3}};
   std::mt19937 rng(1234);
   auto solver = cpu::makeSolver(kernel);
   for (const Case& cs : cases) {
     const std::string at = std::string(label) + " d=" + std::to_string(cs.d) + " n=" + std::to_string(cs.n);
     const size_t nd = static_cast<size_t>(cs.n * cs.d);
-    std::vector<float> c = randn(rng, nd), noise = randn(rng, nd, 0.5f), w = randn(rng, static_cast<size_t>(cs.R * cs.d));
+    std::vector<float> c = randn(rng, nd), noise = randn(rng, nd, 0.5f),
+                       w = randn(rng, static_cast<size_t>(cs.R * cs.d));
     std::vector<float> cstar(nd);
     for (size_t i = 0; i < nd; ++i) cstar[i] = c[i] + noise[i];
     const std::vector<double> m64 = referenceM(cs.d, cs.n, c, cstar, cs.lambda);
@@ -254,10 +259,10 @@ void testSdShapeMemory() {
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const double weightBytes = static_cast<double>(w.size()) * sizeof(float);
   const double temp = static_cast<double>(gPeak.load() - before);
-  std::printf("SD shape (R=%lld, d=%d, n=%d): patched in %.1f ms; solver temporaries %.1f MB = %.3f× the weights "
-              "(%.1f MB); W + W' + temporaries = %.3f× the weights\n",
-              static_cast<long long>(R), d, n, ms, temp / 1e6, temp / weightBytes, weightBytes / 1e6,
-              2.0 + temp / weightBytes);
+  std::printf(
+      "SD shape (R=%lld, d=%d, n=%d): patched in %.1f ms; solver temporaries %.1f MB = %.3f× the weights "
+      "(%.1f MB); W + W' + temporaries = %.3f× the weights\n",
+      static_cast<long long>(R), d, n, ms, temp / 1e6, temp / weightBytes, weightBytes / 1e6, 2.0 + temp / weightBytes);
   check(2.0 + temp / weightBytes <= 3.0, "peak memory of the SD-shape patched solve ≤ 3× the weights");
   check(R == 24960, "SD 1.x K+V stacked rows");
 }

@@ -4,20 +4,23 @@ import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { parseCommandLine } from '../flags.js';
-import { makeGrid } from '../../image/grid.js';
+import { makeGrid, scaleToAtLeast } from '../../image/grid.js';
 import { writePng } from '../../image/png.js';
 import { loadPipeline } from '../../model/pipeline.js';
 import { generate } from '../../sample/generate.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sampling-flags.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseSeeds, SAMPLING_OPTION_FLAGS } from '../sampling-flags.js';
 import { DEFAULT_AUGMENTATIONS } from '../../edit/augment.js';
-import { composeEdits, EditError, type Edit } from '../../edit/edit.js';
+import { chainEdits, type Edit } from '../../edit/edit.js';
 import { saveEdit } from '../../edit/edit-file.js';
 import { exportEditedPipeline } from '../../edit/apply.js';
 import { computeModelEdit, loadEditFor, openEditContext, prepareEditedGeneration, type ApplyMode } from '../../edit/context.js';
 import { describeCrossAttention } from '../../model/cross-attention.js';
-import { AlignmentError } from '../../edit/align.js';
-import type { BatchDefaults } from '../../edit/batch.js';
+import type { BatchDefaults, BatchReport } from '../../edit/batch.js';
 import { makeDirectory } from '../../fs/make-directory.js';
+import { progressBar } from '../progress.js';
+
+/** This command's flags for the library options it sets, so that the library's messages name the flag. */
+export const optionFlags = SAMPLING_OPTION_FLAGS;
 
 export const summary = 'TIME edit: --source "a circle" --dest "a purple circle" → edit file + before/after grid';
 
@@ -37,6 +40,8 @@ const usage = `usage: time-edit edit --source TEXT --dest TEXT [options]
   --prompt TEXT           a prompt for the before/after grid (repeatable; default: the source prompt)
   --seeds LIST            seeds for the grid (default 0-7)
   --no-grid               only compute and save the edit
+  --grid-scale N          enlarge the grid N times, nearest neighbour (default: the smallest N that makes each
+                          image at least 128 px wide, e.g. 4 for 32×32 images; 1 keeps the model's size)
   --mode embedding|weights  how the grid's edited images are made (default embedding; both give the same images)
   --export DIR            also write an edited pipeline folder (patched UNet weights, everything else linked)
   --force                 replace an existing --export folder
@@ -50,8 +55,11 @@ Grid layout: for each prompt, one row before and one row after the edit; one col
 With --batch, each line gives its own source and destination; --lambda, --only-v, --no-augment, --augmentations
 and --preserve are defaults for the lines that do not set that field ("lambda", "onlyV", "augmentations",
 "preserve"); --model, --device, --threads, --out, --json apply to the run; --no-grid is accepted (a batch draws
-no grid); --pair, --on, --prompt, --seeds, --mode, --steps, --guidance, --export and --force are refused.
+no grid); --pair, --on, --prompt, --seeds, --grid-scale, --mode, --steps, --guidance, --export and --force are refused.
 example: time-edit edit --source "a circle" --dest "a purple circle" --seeds 0-7 --out out/`;
+
+/** The smallest side, in pixels, an image of the before/after grid is enlarged to unless --grid-scale says otherwise. */
+const MIN_GRID_CELL = 128;
 
 /** Flags that have no meaning with --batch, and why (the refusal names them). */
 const NOT_WITH_BATCH: Record<string, string> = {
@@ -61,6 +69,7 @@ const NOT_WITH_BATCH: Record<string, string> = {
   on: 'a batch does not compose onto an existing edit',
   prompt: 'a batch draws no before/after grid',
   seeds: 'a batch draws no before/after grid',
+  'grid-scale': 'a batch draws no before/after grid',
   mode: 'a batch draws no before/after grid',
   steps: 'a batch draws no before/after grid',
   guidance: 'a batch draws no before/after grid',
@@ -83,7 +92,7 @@ export async function run(args: string[]): Promise<void> {
         source: { type: 'string' }, dest: { type: 'string' }, pair: { type: 'string', multiple: true },
         lambda: { type: 'string' }, 'only-v': { type: 'boolean' }, 'no-augment': { type: 'boolean' }, augmentations: { type: 'string' },
         preserve: { type: 'string', multiple: true }, on: { type: 'string' }, prompt: { type: 'string', multiple: true },
-        seeds: { type: 'string' }, 'no-grid': { type: 'boolean' }, mode: { type: 'string' }, export: { type: 'string' }, force: { type: 'boolean' },
+        seeds: { type: 'string' }, 'no-grid': { type: 'boolean' }, 'grid-scale': { type: 'string' }, mode: { type: 'string' }, export: { type: 'string' }, force: { type: 'boolean' },
         out: { type: 'string' }, model: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' },
         device: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, batch: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -125,7 +134,9 @@ export async function run(args: string[]): Promise<void> {
       ...(v.preserve !== undefined ? { preserve: v.preserve } : {}),
     };
     const { runBatch } = await import('../../edit/batch.js');
-    const s = await runBatch(v.batch, outDir, { model: v.model, device, threads, defaults, json: v.json === true });
+    // The bar goes to stderr, so it is drawn with --json too (stdout holds only the JSON).
+    const s = await runBatch(v.batch, outDir, { model: v.model, device, threads, defaults, onProgress: progressBar('lines', { rate: 'lines' }) });
+    reportBatch(s, v.json === true);
     // Scripts must see that lines failed; the others' results are written and a rerun retries only the failures.
     if (s.errors > 0) process.exitCode = 1;
     return;
@@ -133,9 +144,11 @@ export async function run(args: string[]): Promise<void> {
   if (v.source === undefined || v.dest === undefined) throw new UsageError(`--source and --dest are required\n${usage}`);
   const pairs = [{ source: v.source, destination: v.dest }, ...(v.pair ?? []).map(parsePair)];
   for (const p of pairs) if (p.source.trim() === '' || p.destination.trim() === '') throw new UsageError('source and destination prompts must not be empty');
+  if ((v.preserve ?? []).some((p) => p.trim() === '')) throw new UsageError('--preserve prompts must not be empty');
   const seeds = parseSeeds(v.seeds ?? '0-7');
   const steps = parsePositiveInt(v.steps, '--steps', 50);
   const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
+  const gridScale = v['grid-scale'] === undefined ? undefined : parsePositiveInt(v['grid-scale'], '--grid-scale', 1);
   const mode = (v.mode ?? 'embedding') as ApplyMode;
   if (mode !== 'embedding' && mode !== 'weights') throw new UsageError(`--mode must be embedding or weights, got '${v.mode}'`);
   const exportDir = v.export === undefined ? undefined : resolve(v.export);
@@ -148,24 +161,11 @@ export async function run(args: string[]): Promise<void> {
   try {
     const ctx = await openEditContext(pipeline);
     const t0 = performance.now();
-    let computed;
-    try {
-      computed = await computeModelEdit(ctx, { pairs, lambda, augmentations, mode: v['only-v'] === true ? 'v' : 'kv', preserve: v.preserve ?? [] });
-    } catch (err) {
-      if (err instanceof AlignmentError || err instanceof EditError) throw new UsageError(err.message);
-      throw err;
-    }
+    const computed = await computeModelEdit(ctx, { pairs, lambda, augmentations, mode: v['only-v'] === true ? 'v' : 'kv', preserve: v.preserve ?? [] });
     const solveMs = performance.now() - t0;
     for (const w of computed.warnings) console.error(`time-edit: warning: ${w}`);
     let edit: Edit = computed.edit;
-    if (v.on !== undefined) {
-      try {
-        edit = composeEdits(await loadEditFor(ctx, v.on), edit);
-      } catch (err) {
-        if (err instanceof EditError) throw new UsageError(err.message);
-        throw err;
-      }
-    }
+    if (v.on !== undefined) edit = chainEdits(await loadEditFor(ctx, v.on), edit);
     makeDirectory(outDir);
     const editPath = join(outDir, 'edit.safetensors');
     saveEdit(editPath, edit);
@@ -180,24 +180,21 @@ export async function run(args: string[]): Promise<void> {
     const prompts = v.prompt ?? [v.source];
     if (v['no-grid'] !== true) {
       const size = pipeline.defaultSize;
-      const tty = process.stderr.isTTY === true && v.json !== true;
-      const bar = (label: string) => (done: number, total: number) => {
-        const fill = Math.round((done / total) * 30);
-        process.stderr.write(`\r${label} [${'#'.repeat(fill)}${'.'.repeat(30 - fill)}] ${done}/${total} UNet calls `);
-        if (done === total) process.stderr.write('\n');
-      };
+      const bar = (label: string) => (v.json === true ? undefined : progressBar('UNet calls', { label }));
       const base = { prompts, seeds, steps, guidance, height: size, width: size };
-      const before = await generate(pipeline, { ...base, ...(tty ? { onProgress: bar('before') } : {}) });
+      const before = await generate(pipeline, { ...base, onProgress: bar('before') });
       const edited = await prepareEditedGeneration(ctx, edit, mode);
       let after;
       try {
-        after = await generate(edited.pipeline, await edited.options({ ...base, ...(tty ? { onProgress: bar('after ') } : {}) }));
+        after = await generate(edited.pipeline, await edited.options({ ...base, onProgress: bar('after ') }));
       } finally {
         await edited.close();
       }
       const rows = prompts.flatMap((_, p) => [...before.slice(p * seeds.length, (p + 1) * seeds.length), ...after.slice(p * seeds.length, (p + 1) * seeds.length)]);
       gridPath = join(outDir, 'before-after.png');
-      await writePng(gridPath, makeGrid(rows, seeds.length));
+      // Small models' images (32×32 for the embedded one) are enlarged so the picture can be seen; whole factors
+      // and nearest neighbour keep every pixel's colour exact.
+      await writePng(gridPath, makeGrid(rows, seeds.length, { scale: gridScale ?? scaleToAtLeast(size, MIN_GRID_CELL) }));
       if (v.json !== true) console.error(`wrote ${gridPath} (${prompts.length} prompt(s) × [before, after] rows × ${seeds.length} seeds)`);
     }
     if (exportDir !== undefined) {
@@ -213,4 +210,21 @@ export async function run(args: string[]): Promise<void> {
   } finally {
     await pipeline.close();
   }
+}
+
+/** The summary of `edit --batch`: JSON on stdout with --json, else one line on stderr. */
+function reportBatch(s: BatchReport, json: boolean): void {
+  if (json) {
+    console.log(JSON.stringify(s, null, 2));
+    return;
+  }
+  const redone = [
+    ...(s.retried > 0 ? [`${s.retried} retried after an earlier failure`] : []),
+    ...(s.recomputed > 0 ? [`${s.recomputed} recomputed because their λ, only-v, augmentations, preserve or the model changed`] : []),
+  ];
+  console.error(
+    `${s.ok} edits written, ${s.errors} errors${redone.length > 0 ? ` (${redone.join(', ')})` : ''}, ${s.skipped} lines already done (of ${s.total}); ` +
+      `${s.editsPerSecond.toFixed(1)} edits/s end to end, ${s.solverEditsPerSecond.toFixed(1)} edits/s in the solver (${s.solver}); ` +
+      `each edit covers ${s.layers} layers × K/V; results in ${s.results}`,
+  );
 }

@@ -1,18 +1,22 @@
 // `time-edit eval timed`: the TIMED evaluation (baseline, edited, oracle) with images, CSV and HTML report.
 import { rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { UsageError } from '../errors.js';
+import { restate, UsageError } from '../errors.js';
 import { parseCommandLine } from '../flags.js';
 import { loadPipeline, defaultModelDir } from '../../model/pipeline.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sampling-flags.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseSeeds, SAMPLING_OPTION_FLAGS } from '../sampling-flags.js';
 import { DEFAULT_AUGMENTATIONS } from '../../edit/augment.js';
 import { openEditContext, type ApplyMode } from '../../edit/context.js';
-import { DatasetError, readTimedDataset, type TimedEntry } from '../../eval/timed-csv.js';
-import { averageScores, colourJudge, DEFAULT_TIMED_BATCH, resultsCsv, resultsHtml, runTimed, writeTextAtomic, type EntryResult, type Judge } from '../../eval/timed.js';
+import { readTimedDataset, type TimedEntry } from '../../eval/timed-csv.js';
+import { averageScores, colourJudge, DEFAULT_TIMED_BATCH, resultsCsv, resultsHtml, runTimed, type EntryResult, type Judge } from '../../eval/timed.js';
 import { appendToRunLog, isForeignFile, readRunLog, RUN_LOG_NAME, RunLogError, settingsDifferences, startRunLog, type RunLogContents, type TimedRunSettings } from '../../eval/timed-log.js';
 import { ClipJudge } from '../../eval/clip-judge.js';
 import { makeDirectory } from '../../fs/make-directory.js';
+import { writeFileAtomic } from '../../fs/durable-file.js';
 import { lockOutputFolder } from '../../fs/out-lock.js';
+
+/** This command's flags for the library options it sets, so that the library's messages name the flag. */
+export const optionFlags = SAMPLING_OPTION_FLAGS;
 
 export const summary = 'evaluation: eval timed --dataset FILE.csv (efficacy, generality, specificity vs baseline and oracle)';
 
@@ -88,13 +92,7 @@ export async function run(args: string[]): Promise<void> {
   if (v['keep-uncond'] === true && mode !== 'embedding') throw new UsageError('--keep-uncond needs --mode embedding');
   const device = parseDevice(v.device);
   const outDir = resolve(v.out ?? 'out/timed');
-  let data;
-  try {
-    data = await readTimedDataset(dataset, begin, end);
-  } catch (err) {
-    if (err instanceof DatasetError) throw new UsageError(err.message);
-    throw err;
-  }
+  const data = await readTimedDataset(dataset, begin, end);
   const entries = data.entries;
   try {
     if (!(await stat(outDir)).isDirectory()) throw new UsageError(`--out ${outDir} exists and is not a folder`);
@@ -118,7 +116,7 @@ export async function run(args: string[]): Promise<void> {
   if (restart && isForeignFile(logPath)) throw new UsageError(`--restart discards eval timed results only, and ${logPath} is not one (its first line is no eval timed header): pick another --out`);
   if (!restart) readEarlierRun(logPath, settings); // fails fast on a mismatch; read again once the folder is locked
   const judge: Judge = clipDir === undefined ? colourJudge : await ClipJudge.load(clipDir, clipTokenizer).catch((err: unknown) => {
-    throw new UsageError(`cannot load the CLIP judge: ${(err as Error).message}`);
+    throw restate(err, `cannot load the CLIP judge: ${(err as Error).message}`);
   });
   const pipeline = await loadPipeline(v.model, { device, threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1) });
   let releaseLock: (() => void) | undefined;
@@ -149,13 +147,13 @@ export async function run(args: string[]): Promise<void> {
       model: pipeline.dir, dataset, entries: indexRanges(results.map((r) => r.entry.index)), seeds: seeds.join(','), steps: String(steps), guidance: String(guidance),
       lambda: String(lambda), augmentations: augmentations.join('|') || 'none', projections: onlyV ? 'V only' : 'K and V', mode, unconditional: keepUncond ? 'unedited (diagnostic)' : 'edited (as published)', judge: judge.name,
     };
-    await writeTextAtomic(join(outDir, 'results.csv'), resultsCsv(results));
-    await writeTextAtomic(join(outDir, 'report.html'), resultsHtml(results, meta));
+    await writeFileAtomic(join(outDir, 'results.csv'), resultsCsv(results));
+    await writeFileAtomic(join(outDir, 'report.html'), resultsHtml(results, meta));
     const avg = averageScores(results);
     // seconds: the time spent on the entries, summed over the runs that computed them.
     const seconds = results.reduce((s, r) => s + (r.seconds ?? 0), 0);
     const summaryJson = { ...meta, summary: avg ?? null, errors: results.filter((r) => r.error).map((r) => ({ index: r.entry.index, error: r.error })), seconds };
-    await writeTextAtomic(join(outDir, 'summary.json'), JSON.stringify(summaryJson, null, 2) + '\n');
+    await writeFileAtomic(join(outDir, 'summary.json'), JSON.stringify(summaryJson, null, 2) + '\n');
     if (v.json === true) console.log(JSON.stringify(summaryJson, null, 2));
     else {
       const p = (x: number) => `${(100 * x).toFixed(1)}%`.padStart(8);
@@ -177,8 +175,8 @@ function readEarlierRun(logPath: string, settings: Partial<TimedRunSettings>, qu
   try {
     read = readRunLog(logPath);
   } catch (err) {
-    if (err instanceof RunLogError && err.kind === 'foreign') throw new UsageError(`${err.message}; pick another --out`);
-    if (err instanceof RunLogError) throw new UsageError(`${err.message}. Fix or remove the file, pick another --out, or pass --restart to discard the earlier results`);
+    if (err instanceof RunLogError && err.kind === 'foreign') throw restate(err, `${err.message}; pick another --out`);
+    if (err instanceof RunLogError) throw restate(err, `${err.message}. Fix or remove the file, pick another --out, or pass --restart to discard the earlier results`);
     throw err;
   }
   if (read.tornLine !== undefined && !quiet) console.error(`time-edit: ${logPath} line ${read.tornLine} was cut short (an interrupted run): ignored; its entry is computed again`);

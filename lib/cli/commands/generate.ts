@@ -4,12 +4,18 @@ import { join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { parseCommandLine } from '../flags.js';
 import { makeGrid } from '../../image/grid.js';
-import { writePng } from '../../image/png.js';
+import { encodePng, writePng } from '../../image/png.js';
+import { writeFilesAtomic } from '../../fs/durable-file.js';
 import { loadPipeline } from '../../model/pipeline.js';
 import { generate, type GeneratedImage, type GenerateOptions } from '../../sample/generate.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseScheduler, parseSeeds } from '../sampling-flags.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseScheduler, parseSeeds, SAMPLING_OPTION_FLAGS } from '../sampling-flags.js';
 import { schedulerNames } from '../../sample/schedulers.js';
 import { makeDirectory } from '../../fs/make-directory.js';
+import { promptSlug } from '../../fs/file-name.js';
+import { progressBar } from '../progress.js';
+
+/** This command's flags for the GenerateOptions it sets, so that the library's messages name the flag. */
+export const optionFlags = { ...SAMPLING_OPTION_FLAGS, height: '--height', width: '--width', batchSize: '--batch' };
 
 export const summary = 'text-to-image: prompts × seeds → PNG files (embedded model, or --model an SD 1.x ONNX folder)';
 
@@ -34,14 +40,9 @@ const usage = `usage: time-edit generate PROMPT… [options]
 Files are named NN-<prompt>-seed<S>.png (NN = prompt index). Nothing is written unless every image succeeds.
 example: time-edit generate "a circle" --seeds 0-7 --out out/`;
 
-function slug(prompt: string): string {
-  const s = prompt.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 60);
-  return s === '' ? 'empty' : s;
-}
-
-/** The file name of an image in `generate`'s output folder. */
+/** The file name of an image in `generate`'s output folder (the prompt cut to 60 characters). */
 export function imageFileName(img: Pick<GeneratedImage, 'prompt' | 'promptIndex' | 'seed'>): string {
-  return `${String(img.promptIndex).padStart(2, '0')}-${slug(img.prompt)}-seed${img.seed}.png`;
+  return `${String(img.promptIndex).padStart(2, '0')}-${promptSlug(img.prompt, 60)}-seed${img.seed}.png`;
 }
 
 export async function run(args: string[]): Promise<void> {
@@ -88,10 +89,10 @@ export async function run(args: string[]): Promise<void> {
   }
 
   const pipeline = await loadPipeline(v.model, { device, threads });
-  // Hook for TIME edits (lib/edit/session.ts): an edited pipeline and options carrying the edit.
+  // Hook for TIME edits (lib/edit/context.ts): an edited pipeline and options carrying the edit.
   const edited = v.edit === undefined ? undefined : await import('../../edit/context.js').then((m) => m.prepareEditFile(pipeline, resolve(v.edit!), editMode)).catch(async (err: unknown) => {
     await pipeline.close();
-    throw err instanceof Error && ['EditError', 'SafetensorsError', 'CrossAttentionError'].includes(err.name) ? new UsageError(err.message) : err;
+    throw err;
   });
   try {
     const height = heightFlag ?? pipeline.defaultSize;
@@ -104,15 +105,7 @@ export async function run(args: string[]): Promise<void> {
     const genOptions: GenerateOptions = {
       prompts, seeds, steps, guidance, height, width, scheduler, batchSize,
       ...(v['negative-prompt'] !== undefined ? { negativePrompt: v['negative-prompt'] } : {}),
-      onProgress: tty
-        ? (done, total) => {
-            const width = 30;
-            const fill = Math.round((done / total) * width);
-            const rate = done / ((performance.now() - t0) / 1000);
-            process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${done}/${total} UNet calls, ${rate.toFixed(1)}/s `);
-            if (done === total) process.stderr.write('\n');
-          }
-        : undefined,
+      onProgress: progressBar('UNet calls', { rate: true }),
     };
     const images = edited === undefined ? await generate(pipeline, genOptions) : await generate(edited.pipeline, await edited.options(genOptions));
     const seconds = (performance.now() - t0) / 1000;
@@ -132,11 +125,11 @@ export async function run(args: string[]): Promise<void> {
         prompts: JSON.stringify(prompts), seeds: JSON.stringify(seeds),
       });
     } else {
-      for (const img of images) {
-        const path = join(outDir, imageFileName(img));
-        await writePng(path, img, { ...meta, prompt: img.prompt, seed: String(img.seed) });
-        written.push({ path, prompt: img.prompt, seed: img.seed });
-      }
+      // All or nothing (as the usage says): every PNG is staged under a temporary name and only then are all
+      // renamed into place; a failure (a full disk) removes the staged ones and any already renamed.
+      const files = images.map((img) => ({ img, path: join(outDir, imageFileName(img)) }));
+      await writeFilesAtomic(files.map(({ img, path }) => ({ path, data: encodePng(img, { ...meta, prompt: img.prompt, seed: String(img.seed) }) })));
+      for (const { img, path } of files) written.push({ path, prompt: img.prompt, seed: img.seed });
     }
     if (v.json === true) {
       const order = grid !== null ? { rows: 'prompts in the order given', columns: 'seeds in the order given', prompts, seeds } : undefined;

@@ -5,6 +5,7 @@ import { UsageError } from '../errors.js';
 import { parseCommandLine } from '../flags.js';
 import { defaultModelDir } from '../../model/paths.js';
 import { ClipTokenizer } from '../../model/tokenizer.js';
+import { MAX_STDIN_BYTES, readStreamBounded } from '../../fs/bounded-read.js';
 
 export const summary = 'print the 77 CLIP token ids of each prompt (SD padding and truncation), one JSON array per line';
 
@@ -18,10 +19,9 @@ const usage = `usage: time-edit tokenize [--model PATH | --tokenizer DIR] [--tok
 example: time-edit tokenize --tokenizer ../shared/data/clip-tokenizer "a photo of a cat"
   -> [49406,320,1125,539,320,2368,49407,49407,…]`;
 
+/** Standard input, at most MAX_STDIN_BYTES (16 MiB): `tokenize < /dev/zero` stops with an error instead of growing without bound. */
 async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  return (await readStreamBounded(process.stdin, MAX_STDIN_BYTES, 'standard input')).toString('utf8');
 }
 
 export async function run(args: string[]): Promise<void> {

@@ -4,7 +4,7 @@
 // Memory: decoding keeps tensor payloads as subarrays of the file's buffer (no copy), and tensors stored as
 // external data are only read when asked for (`tensorBytes`), a slice at a time, so a UNet whose 1.7 GB of
 // weights live in weights.pb costs only its graph proto to load.
-import { closeSync, existsSync, openSync, readSync, fstatSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, fstatSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { decodeMessage, encodeMessageTo, ModelSchema, TensorSchema, GraphSchema, NodeSchema } from './schema.js';
@@ -15,10 +15,11 @@ export * from './types.js';
 export { ProtobufError, type Int64 } from './wire.js';
 export { float16ToFloat32, float32ToFloat16, float16BitsToNumber, numberToFloat16Bits } from './float16.js';
 import { float16ToFloat32, float32ToFloat16 } from './float16.js';
-import { makeDirectory } from '../../fs/make-directory.js';
+import { openAtomicFileSync, type AtomicFile } from '../../fs/durable-file.js';
+import { TimeEditError } from '../../errors.js';
 
 /** Thrown for models that decode but cannot be used as asked (missing data, unsupported types). */
-export class OnnxError extends Error {
+export class OnnxError extends TimeEditError {
   override readonly name = 'OnnxError';
 }
 
@@ -292,59 +293,46 @@ function writeAll(fd: number, bytes: Uint8Array, position: number): void {
 }
 
 /**
- * Writes a model to `path` atomically (temp file + rename, external file first), optionally moving large
- * tensors to an external data file. Missing parent folders (of the model and of the external file) are created.
- * The model object is modified to describe what was written.
+ * Writes a model to `path` atomically (lib/fs/durable-file.ts: temporary siblings, fsynced, renamed into place,
+ * external file first), optionally moving large tensors to an external data file. Missing parent folders (of the
+ * model and of the external file) are created. The model object is modified to describe what was written.
  */
 export function saveModel(model: ModelProto, path: string, options: SaveOptions = {}): void {
   const dir = dirname(resolve(path));
-  makeDirectory(dir);
-  const temps: string[] = [];
+  const temps: AtomicFile[] = [];
   try {
     const ext = options.externalData;
-    let extTemp: string | undefined;
-    let extFinal: string | undefined;
+    let extFile: AtomicFile | undefined;
     if (ext !== undefined) {
       if (model.graph === undefined) throw new OnnxError('model has no graph');
-      extFinal = resolveLocation(dir, ext.location);
-      extTemp = `${extFinal}.tmp-${process.pid}`;
-      makeDirectory(dirname(extFinal));
-      temps.push(extTemp);
+      extFile = openAtomicFileSync(resolveLocation(dir, ext.location));
+      temps.push(extFile);
       const threshold = ext.threshold ?? 1024;
-      const fd = openSync(extTemp, 'w');
-      try {
-        let offset = 0;
-        for (const t of allTensors(model.graph)) {
-          const ref = externalDataRef(t);
-          if (ref !== undefined && ref.location === ext.location && resolve(ext.sourceDir ?? dir) === dir)
-            throw new OnnxError(`cannot rewrite external data file ${ext.location} in place; write to a new location`);
-          const bytes = ref !== undefined ? tensorBytes(t, ext.sourceDir ?? dir) : t.rawData;
-          if (bytes === undefined || bytes.length < threshold) continue;
-          offset = Math.ceil(offset / 64) * 64;
-          writeAll(fd, bytes, offset);
-          setTensorExternal(t, ext.location, offset, bytes.length);
-          offset += bytes.length;
-        }
-      } finally {
-        closeSync(fd);
+      let offset = 0;
+      for (const t of allTensors(model.graph)) {
+        const ref = externalDataRef(t);
+        if (ref !== undefined && ref.location === ext.location && resolve(ext.sourceDir ?? dir) === dir)
+          throw new OnnxError(`cannot rewrite external data file ${ext.location} in place; write to a new location`);
+        const bytes = ref !== undefined ? tensorBytes(t, ext.sourceDir ?? dir) : t.rawData;
+        if (bytes === undefined || bytes.length < threshold) continue;
+        offset = Math.ceil(offset / 64) * 64;
+        writeAll(extFile.fd, bytes, offset);
+        setTensorExternal(t, ext.location, offset, bytes.length);
+        offset += bytes.length;
       }
     }
-    const tmp = `${resolve(path)}.tmp-${process.pid}`;
-    temps.push(tmp);
-    const fd = openSync(tmp, 'w');
-    try {
-      let pos = 0;
-      for (const part of encodeMessageTo(ModelSchema, model as never).parts()) {
-        writeAll(fd, part, pos);
-        pos += part.length;
-      }
-    } finally {
-      closeSync(fd);
+    const modelFile = openAtomicFileSync(resolve(path));
+    temps.push(modelFile);
+    let pos = 0;
+    for (const part of encodeMessageTo(ModelSchema, model as never).parts()) {
+      writeAll(modelFile.fd, part, pos);
+      pos += part.length;
     }
-    if (extTemp !== undefined && extFinal !== undefined) renameSync(extTemp, extFinal);
-    renameSync(tmp, resolve(path));
+    // The external file first: a model file in place always finds the data it points to.
+    extFile?.commit();
+    modelFile.commit();
   } catch (err) {
-    for (const t of temps) if (existsSync(t)) rmSync(t, { force: true });
+    for (const t of temps) t.discard();
     throw err;
   }
 }

@@ -1,6 +1,7 @@
 // Protocol-buffers wire format (varint, fixed32, fixed64, length-delimited), reading and writing.
 // The reader never copies length-delimited payloads: it hands out subarrays of the input, so a model's
 // raw tensor bytes stay views into the buffer the file was read into.
+import { TimeEditError } from '../../errors.js';
 
 /** An int64/uint64 value: a plain number when it fits exactly (|v| ≤ 2^53 − 1), a bigint otherwise. */
 export type Int64 = number | bigint;
@@ -10,7 +11,7 @@ export const WIRE_FIXED64 = 1;
 export const WIRE_LEN = 2;
 export const WIRE_FIXED32 = 5;
 
-export class ProtobufError extends Error {
+export class ProtobufError extends TimeEditError {
   override readonly name = 'ProtobufError';
 }
 

@@ -4,7 +4,10 @@ import { UsageError } from '../../errors.js';
 import { parseCommandLine } from '../../flags.js';
 import { loadPipeline } from '../../../model/pipeline.js';
 import { generate } from '../../../sample/generate.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseScheduler } from '../../sampling-flags.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseScheduler, SAMPLING_OPTION_FLAGS } from '../../sampling-flags.js';
+
+/** This benchmark's flags for the library options it sets (--size sets both sides), for the library's messages. */
+export const optionFlags = { ...SAMPLING_OPTION_FLAGS, height: '--size', width: '--size', batchSize: '--batch' };
 
 const usage = `usage: time-edit bench generate [--model PATH] [--batch 8] [--steps 50] [--guidance 7.5] [--size 64]
                                [--scheduler pndm] [--threads 2] [--runs 1] [--device cpu|cuda] [--spinning] [--json]

@@ -1,9 +1,9 @@
 // `time-edit bench <what>`: each benchmark lives in lib/bench/ and is loaded only when asked for.
-import { UsageError } from '../../errors.js';
+import { inTermsOfFlags, UsageError, type OptionFlags } from '../../errors.js';
 
 export const summary = 'benchmarks: bench solve (native TIME solver), bench generate (sampling)';
 
-const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
+const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void>; optionFlags?: OptionFlags }>> = {
   solve: () => import('./solve.js'),
   generate: () => import('./generate.js'),
 };
@@ -16,5 +16,10 @@ export async function run(args: string[]): Promise<void> {
   }
   const load = benches[what];
   if (load === undefined) throw new UsageError(`unknown benchmark '${what}'; choose one of: ${Object.keys(benches).join(', ')}`);
-  await (await load()).run(rest);
+  const bench = await load();
+  try {
+    await bench.run(rest);
+  } catch (err) {
+    throw inTermsOfFlags(err, bench.optionFlags);
+  }
 }

@@ -2,24 +2,16 @@
 // layers' K and V stacked: R = 24,960 rows, n = 77 × 4 = 308 aligned rows, λ = 0.1, seeded random data), against a
 // plain SGEMM of the patched-weights size (the floor) and a port of the paper's per-layer algorithm (the baseline),
 // all in the same run, with each result's relative error against a float64 reference.
-import { existsSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { UsageError } from '../../errors.js';
-import {
-  backendFor,
-  benchNative,
-  patchWeights,
-  setSolverThreads,
-  solveEdits,
-  solverBackend,
-  solverThreads,
-  type BackendChoice,
-  type BackendKind,
-  type EditInput,
-} from '../../../solver/native.js';
+import { writeFileAtomicSync } from '../../../fs/durable-file.js';
+import { backendFor, setSolverThreads, solverBackend, solverThreads, type BackendChoice, type BackendKind } from '../../../solver/backend.js';
+import { benchNative } from '../../../solver/bench.js';
+import { patchWeights, solveEdits, type EditInput } from '../../../solver/native.js';
 import { referenceG, referenceM, referenceRows, relativeError } from '../../../solver/reference.js';
 
 // diffusers SD 1.x UNet: attn2 to_k/to_v output widths of the 16 transformer blocks (down, mid, up).
@@ -139,11 +131,8 @@ export async function run(args: string[]): Promise<void> {
   let backend: BackendChoice;
   if (v.backend !== undefined) {
     if (!['cpu', 'cpu-portable', 'cuda'].includes(v.backend)) throw new UsageError(`--backend must be cpu, cpu-portable or cuda, got '${v.backend}'`);
-    try {
-      backend = backendFor(v.backend, '--backend');
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
+    // A backend that is not available here is not a usage error: the work cannot be done (exit 1).
+    backend = backendFor(v.backend, '--backend');
   } else {
     backend = solverBackend();
   }
@@ -285,12 +274,10 @@ peak memory of the patched solve: ${(peakBytes / 1e6).toFixed(0)} MB RSS growth 
       host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', loadAverage1m: loadavg()[0] },
       date: new Date().toISOString(),
     };
-    const tmp = `${jsonPath}.${process.pid}.tmp`;
     try {
-      writeFileSync(tmp, `${JSON.stringify(report, null, 2)}\n`);
-      renameSync(tmp, jsonPath);
+      writeFileAtomicSync(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
     } catch (err) {
-      throw new UsageError(`--json: cannot write ${jsonPath} (${(err as Error).message}); is ${dirname(jsonPath)} a writable folder?`);
+      throw new UsageError(`--json: ${(err as Error).message}; is ${dirname(jsonPath)} a writable folder?`);
     }
     console.log(`wrote ${jsonPath}`);
   }

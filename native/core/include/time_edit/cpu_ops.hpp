@@ -38,8 +38,8 @@ void sgemm(int64_t m, int64_t n, int64_t k, const float* A, const float* B, floa
 // The paper's per-layer algorithm, ported as is (the benchmark's baseline): for every layer l with weights
 // W_l (layerRows[l] × d, stacked in `weights`), W'_l = (λW_l + Σᵢ v*ᵢcᵢᵀ)(λI + Σᵢ cᵢcᵢᵀ)⁻¹ with v*ᵢ = W_l c*ᵢ, the Gram
 // matrix rebuilt and inverted explicitly in float32 for every layer. Writes the stacked W' to `out`.
-void baselinePerLayer(int64_t d, const EditRows& edit, const float* weights, const int64_t* layerRows,
-                      int64_t layers, float* out, Kernel kernel = Kernel::Best);
+void baselinePerLayer(int64_t d, const EditRows& edit, const float* weights, const int64_t* layerRows, int64_t layers,
+                      float* out, Kernel kernel = Kernel::Best);
 
 // BLAS threads of the given kernels (OpenBLAS: openblas_{get,set}_num_threads; portable: its own std::threads).
 int threads(Kernel kernel = Kernel::Best);

@@ -73,8 +73,8 @@ class Solver {
                      const WeightsPatch* patch) = 0;
 
   // W' = W · M for given dense M's (d × d each, e.g. loaded from a file or composed): patched[b] = W · M[b].
-  virtual void patchWithDense(int64_t d, const float* const* dense, int64_t count, const float* weights,
-                              int64_t rows, float* const* patched) = 0;
+  virtual void patchWithDense(int64_t d, const float* const* dense, int64_t count, const float* weights, int64_t rows,
+                              float* const* patched) = 0;
 };
 
 // The CPU backend: BLAS/LAPACK when the build found them, else a portable (slower) implementation.

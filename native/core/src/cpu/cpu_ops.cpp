@@ -40,8 +40,8 @@ void sgemm(int64_t m, int64_t n, int64_t k, const float* A, const float* B, floa
   pick(kernel).sgemm(false, false, m, n, k, 1.0f, A, k, B, n, 0.0f, C, n);
 }
 
-void baselinePerLayer(int64_t d, const EditRows& edit, const float* weights, const int64_t* layerRows,
-                      int64_t layers, float* out, Kernel kernel) {
+void baselinePerLayer(int64_t d, const EditRows& edit, const float* weights, const int64_t* layerRows, int64_t layers,
+                      float* out, Kernel kernel) {
   validateEdits(d, &edit, 1);
   if (layers < 1 || layerRows == nullptr || weights == nullptr || out == nullptr) invalid("no layers given");
   const Kernels& k = pick(kernel);

@@ -98,10 +98,10 @@ class CpuSolver final : public Solver {
     for (int64_t i = 0; i < s; ++i) gram[static_cast<size_t>(i * s + i)] += e.lambda;
     if (const int64_t info = k_.dpotrfLower(s, gram.data()); info != 0)
       throw Error(Error::Kind::Backend, "edit " + std::to_string(b) + ": Cholesky of λI + " +
-                                            (small ? "C·Cᵀ" : "Cᵀ·C") + " failed (dpotrf info " +
-                                            std::to_string(info) + "): values too large for float64?");
+                                            (small ? "C·Cᵀ" : "Cᵀ·C") + " failed (dpotrf info " + std::to_string(info) +
+                                            "): values too large for float64?");
     if (small) k_.dcholSolveLeft(n, gram.data(), d, g.data());  // G = S⁻¹·C
-    else k_.dcholSolveRight(d, gram.data(), n, g.data());        // G = C·(λI + CᵀC)⁻¹
+    else k_.dcholSolveRight(d, gram.data(), n, g.data());       // G = C·(λI + CᵀC)⁻¹
 
     std::vector<float> ownD, ownG, ownM;
     float* outD = out != nullptr ? out->lowRankD : nullptr;
@@ -125,7 +125,8 @@ class CpuSolver final : public Solver {
     if (outM != nullptr) {
       std::vector<double>& diff = diff_;
       diff.resize(nd);
-      for (size_t i = 0; i < nd; ++i) diff[i] = static_cast<double>(e.destination[i]) - static_cast<double>(e.source[i]);
+      for (size_t i = 0; i < nd; ++i)
+        diff[i] = static_cast<double>(e.destination[i]) - static_cast<double>(e.source[i]);
       std::vector<double>& m = m_;
       m.assign(static_cast<size_t>(d * d), 0.0);
       for (int64_t i = 0; i < d; ++i) m[static_cast<size_t>(i * d + i)] = 1.0;

@@ -25,14 +25,14 @@ class BlasKernels final : public Kernels {
   void sgemm(bool tA, bool tB, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) const override {
     if (m == 0 || n == 0) return;
-    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, dim(m, "m"),
-                dim(n, "n"), dim(k, "k"), alpha, A, dim(lda, "lda"), B, dim(ldb, "ldb"), beta, C, dim(ldc, "ldc"));
+    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, dim(m, "m"), dim(n, "n"),
+                dim(k, "k"), alpha, A, dim(lda, "lda"), B, dim(ldb, "ldb"), beta, C, dim(ldc, "ldc"));
   }
   void dgemm(bool tA, bool tB, int64_t m, int64_t n, int64_t k, double alpha, const double* A, int64_t lda,
              const double* B, int64_t ldb, double beta, double* C, int64_t ldc) const override {
     if (m == 0 || n == 0) return;
-    cblas_dgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, dim(m, "m"),
-                dim(n, "n"), dim(k, "k"), alpha, A, dim(lda, "lda"), B, dim(ldb, "ldb"), beta, C, dim(ldc, "ldc"));
+    cblas_dgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, dim(m, "m"), dim(n, "n"),
+                dim(k, "k"), alpha, A, dim(lda, "lda"), B, dim(ldb, "ldb"), beta, C, dim(ldc, "ldc"));
   }
   void dgramRows(int64_t k, int64_t m, const double* A, double* S) const override {
     cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, dim(k, "k"), dim(m, "m"), 1.0, A, dim(m, "m"), 0.0, S,
@@ -67,7 +67,8 @@ class BlasKernels final : public Kernels {
     info = LAPACKE_sgetri_work(LAPACK_COL_MAJOR, kk, A, kk, ipiv.data(), &query, -1);
     if (info != 0) return info;
     std::vector<float> work(std::max<size_t>(static_cast<size_t>(query), static_cast<size_t>(kk)));
-    return LAPACKE_sgetri_work(LAPACK_COL_MAJOR, kk, A, kk, ipiv.data(), work.data(), static_cast<lapack_int>(work.size()));
+    return LAPACKE_sgetri_work(LAPACK_COL_MAJOR, kk, A, kk, ipiv.data(), work.data(),
+                               static_cast<lapack_int>(work.size()));
   }
   int threads() const override { return openblas_get_num_threads(); }
   void setThreads(int n) const override { openblas_set_num_threads(n); }

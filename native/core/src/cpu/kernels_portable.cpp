@@ -31,13 +31,14 @@ std::vector<T> transposed(const T* A, int64_t rows, int64_t cols, int64_t ld) {
 // summed into a fresh row buffer before it is added to C: rounding error grows with the block length (128) plus
 // the number of blocks rather than with k, which keeps float32 results within ~1e-7 of float64 for d = 768.
 template <class T>
-void gemmRows(int64_t i0, int64_t i1, int64_t n, int64_t k, T alpha, const T* A, int64_t lda, const T* B,
-              int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemmRows(int64_t i0, int64_t i1, int64_t n, int64_t k, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
+              T beta, T* C, int64_t ldc) {
   constexpr int64_t kBlockK = 128, kBlockN = 1024;
   for (int64_t i = i0; i < i1; ++i) {
     T* c = C + i * ldc;
     if (beta == T(0)) std::fill(c, c + n, T(0));
-    else if (beta != T(1)) for (int64_t j = 0; j < n; ++j) c[j] *= beta;
+    else if (beta != T(1))
+      for (int64_t j = 0; j < n; ++j) c[j] *= beta;
   }
   std::vector<T> partial(static_cast<size_t>(std::min(n, kBlockN)));
   for (int64_t j0 = 0; j0 < n; j0 += kBlockN) {
@@ -61,8 +62,8 @@ void gemmRows(int64_t i0, int64_t i1, int64_t n, int64_t k, T alpha, const T* A,
 }
 
 template <class T>
-void gemm(bool tA, bool tB, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemm(bool tA, bool tB, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
+          T beta, T* C, int64_t ldc) {
   if (m == 0 || n == 0) return;
   std::vector<T> packedA, packedB;
   if (tA) {  // A is stored k × m

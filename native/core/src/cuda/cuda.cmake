@@ -71,7 +71,7 @@ int main() {
     target_compile_options(time_edit_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3>)
     target_link_libraries(time_edit_cuda_kernels PUBLIC CUDA::cudart)
     target_sources(time_edit_core PRIVATE
-      "${_time_edit_cuda_dir}/cuda_pipeline.cpp"
+      "${_time_edit_cuda_dir}/cuda_device_solve.cpp"
       "${_time_edit_cuda_dir}/cuda_solver.cpp")
     target_link_libraries(time_edit_core PUBLIC time_edit_cuda_kernels CUDA::cudart CUDA::cublas CUDA::cusolver)
     target_compile_definitions(time_edit_core PUBLIC TIME_EDIT_HAS_CUDA=1)

@@ -21,9 +21,8 @@ unsigned gridFor(int64_t total) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(blocks, 65535 * 8)));
 }
 
-__global__ void prepareKernel(const float* __restrict__ source, float* __restrict__ dest,
-                              double* __restrict__ sourceD, double* __restrict__ diffD, bool writeDiff,
-                              int64_t total) {
+__global__ void prepareKernel(const float* __restrict__ source, float* __restrict__ dest, double* __restrict__ sourceD,
+                              double* __restrict__ diffD, bool writeDiff, int64_t total) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const double c = source[i];
@@ -71,8 +70,8 @@ __global__ void addIdentityToFloatKernel(const double* __restrict__ src, float* 
   }
 }
 
-__global__ void fillBlockPointersKernel(double** out, double* gram, double* x, int64_t s, int64_t d,
-                                        int64_t xStride, int64_t nb, int64_t nblocks, int64_t count) {
+__global__ void fillBlockPointersKernel(double** out, double* gram, double* x, int64_t s, int64_t d, int64_t xStride,
+                                        int64_t nb, int64_t nblocks, int64_t count) {
   const int64_t total = nblocks * count;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -129,8 +128,8 @@ void launchCholeskySubstitution(const double* factors, double* x, int64_t n, int
   else launchSubstitution<8>(factors, x, n, d, count, stream);
 }
 
-void launchPrepare(const float* source, float* dest, double* sourceD, double* diffD, bool writeDiff,
-                   int64_t total, cudaStream_t stream) {
+void launchPrepare(const float* source, float* dest, double* sourceD, double* diffD, bool writeDiff, int64_t total,
+                   cudaStream_t stream) {
   if (total <= 0) return;
   prepareKernel<<<gridFor(total), kThreads, 0, stream>>>(source, dest, sourceD, diffD, writeDiff, total);
   checkLaunch("prepareKernel launch");
@@ -161,12 +160,11 @@ void launchAddIdentityToFloat(const double* src, float* dst, int64_t d, int64_t 
   checkLaunch("addIdentityToFloatKernel launch");
 }
 
-void launchFillBlockPointers(double** out, double* gram, double* x, int64_t s, int64_t d, int64_t xStride,
-                             int64_t nb, int64_t nblocks, int64_t count, cudaStream_t stream) {
+void launchFillBlockPointers(double** out, double* gram, double* x, int64_t s, int64_t d, int64_t xStride, int64_t nb,
+                             int64_t nblocks, int64_t count, cudaStream_t stream) {
   const int64_t total = nblocks * count;
   if (total <= 0) return;
-  fillBlockPointersKernel<<<gridFor(total), kThreads, 0, stream>>>(out, gram, x, s, d, xStride, nb, nblocks,
-                                                                   count);
+  fillBlockPointersKernel<<<gridFor(total), kThreads, 0, stream>>>(out, gram, x, s, d, xStride, nb, nblocks, count);
   checkLaunch("fillBlockPointersKernel launch");
 }
 

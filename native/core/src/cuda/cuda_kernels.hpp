@@ -14,8 +14,8 @@ namespace time_edit::cuda {
 
 // For every element i < total: sourceD[i] = source[i]; if diffD: diffD[i] = dest[i] - source[i] (float64);
 // if writeDiff: dest[i] = float(dest[i] - source[i]) (so dest then holds D = C* - C, correctly rounded).
-void launchPrepare(const float* source, float* dest, double* sourceD, double* diffD, bool writeDiff,
-                   int64_t total, cudaStream_t stream);
+void launchPrepare(const float* source, float* dest, double* sourceD, double* diffD, bool writeDiff, int64_t total,
+                   cudaStream_t stream);
 
 // a[b][i][i] += lambda[b] for the `count` s x s matrices stored back to back.
 void launchAddDiagonal(double* a, int64_t s, int64_t count, const double* lambda, cudaStream_t stream);
@@ -42,7 +42,7 @@ void launchAddIdentityToFloat(const double* src, float* dst, int64_t d, int64_t 
 // out[(1*nblocks + j)*count + b] = gram + b*s*s + j1 + j0*s            (panel below diagonal block j)
 // out[(2*nblocks + j)*count + b] = x + b*xStride + j0*d                (column block j of X, d x n col-major)
 // with j0 = j*nb, j1 = min(j0 + nb, s).
-void launchFillBlockPointers(double** out, double* gram, double* x, int64_t s, int64_t d, int64_t xStride,
-                             int64_t nb, int64_t nblocks, int64_t count, cudaStream_t stream);
+void launchFillBlockPointers(double** out, double* gram, double* x, int64_t s, int64_t d, int64_t xStride, int64_t nb,
+                             int64_t nblocks, int64_t count, cudaStream_t stream);
 
 }  // namespace time_edit::cuda

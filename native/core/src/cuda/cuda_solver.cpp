@@ -1,4 +1,4 @@
-// The CUDA Solver: host buffers in, host buffers out, the device pipeline (cuda_pipeline.cpp) in between.
+// The CUDA Solver: host buffers in, host buffers out, the device solve (cuda_device_solve.cpp) in between.
 // Edits are grouped by row count n (batched calls need one shape) and processed in chunks that fit a share of
 // the free device memory.
 #include <algorithm>
@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "cuda_device_solve.hpp"
 #include "cuda_kernels.hpp"
-#include "cuda_pipeline.hpp"
 #include "cuda_util.hpp"
 #include "time_edit/solver.hpp"
 
@@ -28,8 +28,8 @@ void throwLaunchError(const char* kernel, cudaError_t status) {
 
 void check(cublasStatus_t status, const char* call) {
   if (status != CUBLAS_STATUS_SUCCESS) {
-    throwBackend(call, std::string(cublasGetStatusString(status)) + " (" + std::to_string(static_cast<int>(status)) +
-                           ")");
+    throwBackend(call,
+                 std::string(cublasGetStatusString(status)) + " (" + std::to_string(static_cast<int>(status)) + ")");
   }
 }
 
@@ -61,7 +61,7 @@ void download(void* dst, const void* src, std::size_t bytes, cudaStream_t st, co
 
 class CudaSolver final : public Solver {
  public:
-  explicit CudaSolver(int device) : ctx_(device), pipeline_(ctx_, tuningFromEnvironment()) {}
+  explicit CudaSolver(int device) : ctx_(device), deviceSolve_(ctx_, tuningFromEnvironment()) {}
 
   std::string name() const override { return "cuda:" + ctx_.deviceName(); }
 
@@ -100,7 +100,7 @@ class CudaSolver final : public Solver {
       const std::size_t perEdit = 2 * nd * sizeof(float) + sizeof(double) +
                                   (wantDense ? static_cast<std::size_t>(d * d) * sizeof(float) : 0) +
                                   static_cast<std::size_t>(rows * d) * sizeof(float) +
-                                  pipeline_.workspaceBytesPerEdit(d, n, wantDense, rows);
+                                  deviceSolve_.workspaceBytesPerEdit(d, n, wantDense, rows);
       // Capped so that no batched call exceeds what cuBLAS/cuSOLVER grids take comfortably.
       const int64_t chunk = std::clamp<int64_t>(static_cast<int64_t>(budgetBytes() / perEdit), 1, 16384);
 
@@ -135,8 +135,8 @@ class CudaSolver final : public Solver {
         r.weights = weightsDevice;
         r.rows = patch != nullptr ? patch->rows : 0;
         r.patched = patch != nullptr ? patched_.as<float>() : nullptr;
-        pipeline_.enqueue(r);
-        pipeline_.finish(members[first]);  // throws before anything of this chunk reaches the caller
+        deviceSolve_.enqueue(r);
+        deviceSolve_.finish(members[first]);  // throws before anything of this chunk reaches the caller
 
         for (int64_t i = 0; i < k; ++i) {
           const int64_t b = members[first + i];
@@ -169,7 +169,8 @@ class CudaSolver final : public Solver {
                       float* const* patched) override {
     if (d < 1) throw Error(Error::Kind::InvalidArgument, "d must be at least 1, got " + std::to_string(d));
     if (count < 0) throw Error(Error::Kind::InvalidArgument, "count must not be negative");
-    if (rows < 1) throw Error(Error::Kind::InvalidArgument, "weight rows must be at least 1, got " + std::to_string(rows));
+    if (rows < 1)
+      throw Error(Error::Kind::InvalidArgument, "weight rows must be at least 1, got " + std::to_string(rows));
     if (weights == nullptr) throw Error(Error::Kind::InvalidArgument, "weights is null");
     if (count > 0 && (dense == nullptr || patched == nullptr)) {
       throw Error(Error::Kind::InvalidArgument, "dense and patched must not be null");
@@ -177,7 +178,8 @@ class CudaSolver final : public Solver {
     const std::size_t dd = static_cast<std::size_t>(d * d);
     for (int64_t b = 0; b < count; ++b) {
       if (dense[b] == nullptr) throw Error(Error::Kind::InvalidArgument, "dense[" + std::to_string(b) + "] is null");
-      if (patched[b] == nullptr) throw Error(Error::Kind::InvalidArgument, "patched[" + std::to_string(b) + "] is null");
+      if (patched[b] == nullptr)
+        throw Error(Error::Kind::InvalidArgument, "patched[" + std::to_string(b) + "] is null");
       for (std::size_t i = 0; i < dd; ++i) {
         if (!std::isfinite(dense[b][i])) {
           throw Error(Error::Kind::InvalidArgument,
@@ -195,7 +197,7 @@ class CudaSolver final : public Solver {
     const std::size_t perEdit = dd * sizeof(float) + wBytes;
     const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(budgetBytes() / perEdit));
     const float one = 1.0f, zero = 0.0f;
-    const bool tf32 = pipeline_.tuning().tf32;
+    const bool tf32 = deviceSolve_.tuning().tf32;
     for (int64_t first = 0; first < count; first += chunk) {
       const int64_t k = std::min(chunk, count - first);
       dense_.reserve(k * dd * sizeof(float));
@@ -246,7 +248,7 @@ class CudaSolver final : public Solver {
 
   std::mutex mutex_;
   Context ctx_;
-  Pipeline pipeline_;
+  DeviceSolve deviceSolve_;
   DeviceBuffer weights_, source_, destination_, lambda_, dense_, patched_;
 };
 

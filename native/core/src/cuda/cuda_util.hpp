@@ -96,7 +96,9 @@ class Event {
   Event() { check(cudaEventCreate(&e_), "cudaEventCreate"); }
   // Ordering-only event (fork/join between streams), no timing.
   struct OrderingOnly {};
-  explicit Event(OrderingOnly) { check(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming), "cudaEventCreateWithFlags"); }
+  explicit Event(OrderingOnly) {
+    check(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  }
   ~Event() {
     if (e_ != nullptr) cudaEventDestroy(e_);
   }

@@ -8,7 +8,7 @@
 // and warp exchanges (native/tests/substitution_tile_test.cpp), which is how it is tested on machines without
 // a GPU.
 //
-// Layouts (the pipeline's column-major views): the factor L is n × n column-major (ld n; only the lower
+// Layouts (the device solve's column-major views): the factor L is n × n column-major (ld n; only the lower
 // triangle is read, the upper may hold anything); X is d × n column-major (ld d), i.e. element (k, i) at
 // x[k + i·d] is C[i][k] on entry and G[i][k] on exit.
 #pragma once
@@ -77,13 +77,13 @@ TIME_EDIT_DEVICE void solveDiagonalBlock(const Exec& ex, bool forward, int p0, i
 // a(i, j) = L(i, p0+j) forward, L(p0+j, i) backward. One thread per row keeps Columns sums, so each factor
 // element is read once per block (consecutive threads read consecutive rows of L when forward).
 template <int Columns, class Exec>
-TIME_EDIT_DEVICE void updateRows(const Exec& ex, bool forward, const double* factor, int n, int p0, int pb,
-                                 int first, int last, double* y) {
+TIME_EDIT_DEVICE void updateRows(const Exec& ex, bool forward, const double* factor, int n, int p0, int pb, int first,
+                                 int last, double* y) {
   for (int i = first + ex.thread(); i < last; i += ex.threads()) {
     double sum[Columns] = {};
     for (int j = 0; j < pb; ++j) {
-      const double a = forward ? factor[static_cast<int64_t>(p0 + j) * n + i]
-                               : factor[static_cast<int64_t>(i) * n + p0 + j];
+      const double a =
+          forward ? factor[static_cast<int64_t>(p0 + j) * n + i] : factor[static_cast<int64_t>(i) * n + p0 + j];
       const double* solved = y + (p0 + j) * Columns;
       for (int c = 0; c < Columns; ++c) sum[c] += a * solved[c];
     }
@@ -99,7 +99,7 @@ TIME_EDIT_DEVICE void updateRows(const Exec& ex, bool forward, const double* fac
 template <int Columns, class Exec>
 TIME_EDIT_DEVICE void substituteTile(const Exec& ex, const double* factor, double* x, int n, int d, int k0,
                                      double* shared) {
-  double* y = shared;                                              // y[i·Columns + c]
+  double* y = shared;                                             // y[i·Columns + c]
   double* diag = shared + static_cast<std::size_t>(n) * Columns;  // diag[col·kPanel + row]
   double* reciprocal = diag + kPanel * kPanel;
   const int columns = d - k0 < Columns ? d - k0 : Columns;
@@ -135,7 +135,7 @@ template <int Columns, class Exec>
 TIME_EDIT_DEVICE void substituteBlock(const Exec& ex, int tileIndex, int64_t edit, const double* factors, double* x,
                                       int n, int d, double* shared) {
   substituteTile<Columns>(ex, factors + edit * n * n, x + edit * n * static_cast<int64_t>(d), n, d, tileIndex * Columns,
-                 shared);
+                          shared);
 }
 
 }  // namespace time_edit::cuda::tile

@@ -91,12 +91,19 @@ struct GroupRequest {
   float* dense = nullptr;          // count × d × d: M, or null when not wanted
   const float* weights = nullptr;  // rows × d, shared by the group (stride 0), or null
   int64_t rows = 0;
-  float* patched = nullptr;        // count × rows × d: W·M per edit, when weights is set
+  float* patched = nullptr;  // count × rows × d: W·M per edit, when weights is set
 };
 
-class Pipeline {
+// The solve of one group on the device, as a chain of stages queued on the context's stream: prepare (C, D in
+// float64), Gram (λI + CCᵀ or λI + CᵀC), factor (Cholesky), solve (G), then the outputs: G and D in float32, the
+// patched weights (low-rank route, with W·Dᵀ on the side stream) and M = I + DᵀG (dense route).
+// Example (device pointers; the Solver in cuda_solver.cpp does the same around its host transfers):
+//   DeviceSolve solve(context, tuningFromEnvironment());
+//   solve.enqueue(request);
+//   solve.finish(0);  // waits, throws if an edit's Gram matrix was not positive definite
+class DeviceSolve {
  public:
-  Pipeline(Context& context, Tuning tuning);
+  DeviceSolve(Context& context, Tuning tuning);
 
   // Queues the whole solve for a group on the context's stream; returns without waiting.
   void enqueue(const GroupRequest& request);
@@ -104,7 +111,7 @@ class Pipeline {
   // factorization of edit b's Gram matrix failed (not positive definite in float64).
   void finish(int64_t firstEdit);
 
-  // Device bytes the pipeline itself needs per edit of a group (the caller's buffers not included);
+  // Device bytes the solve itself needs per edit of a group (the caller's buffers not included);
   // rows = R when weights are patched, else 0.
   std::size_t workspaceBytesPerEdit(int64_t d, int64_t n, bool wantDense, int64_t rows) const;
   // Whether patched weights of an n-row edit take the low-rank route.
@@ -116,8 +123,20 @@ class Pipeline {
   const Tuning& tuning() const noexcept { return tuning_; }
 
  private:
-  void factorBatched(double* gram, int64_t s, int64_t count, int64_t nb, int64_t nblocks, double** ptrs,
-                     int* info);
+  struct Plan;
+  Plan plan(const GroupRequest& r) const;
+  // The stages of enqueue(), in the order it queues them.
+  void reserveWorkspace(const GroupRequest& r, const Plan& p);
+  void enqueuePrepare(const GroupRequest& r, const Plan& p);
+  void enqueueSideProduct(const GroupRequest& r, const Plan& p);
+  void enqueueGram(const GroupRequest& r, const Plan& p);
+  void enqueueFactor(const Plan& p);
+  void enqueueSolve(const GroupRequest& r, const Plan& p);
+  const float* enqueueGToFloat(const GroupRequest& r, const Plan& p);
+  void enqueueLowRankPatch(const GroupRequest& r, const Plan& p, const float* g);
+  void enqueueDense(const GroupRequest& r, const Plan& p);
+
+  void factorBatched(double* gram, int64_t s, int64_t count, int64_t nb, int64_t nblocks, double** ptrs, int* info);
   void factorLoop(double* gram, int64_t s, int64_t count, int* info);
   void solveBatched(const GroupRequest& r, double* gram, double* x, int64_t nb, int64_t nblocks, double** ptrs);
   void solveLoop(const GroupRequest& r, double* gram, double* x);
@@ -135,7 +154,7 @@ class Pipeline {
   DeviceBuffer gFloat_;   // count × n × d float32: G for the low-rank patch when the caller gave no G output
   DeviceBuffer wdt_;      // count × R × n float32: W·Dᵀ (low-rank patch route)
   Event fork_{Event::OrderingOnly{}}, join_{Event::OrderingOnly{}};
-  int lwork_ = 0;         // doubles in work_
+  int lwork_ = 0;  // doubles in work_
   int64_t pendingCount_ = 0;
   int64_t pendingBlocks_ = 0;
   int64_t pendingBlockSize_ = 1;

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
-#include <string>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace time_edit::testref {
