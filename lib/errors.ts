@@ -16,6 +16,16 @@ export class TimeEditError extends Error {
   }
 }
 
+/**
+ * A TIME edit that cannot be computed, applied, saved or loaded (bad edit file, prompts without aligned tokens to
+ * edit, a solve that failed). Defined here rather than in lib/edit/ so the solver layer below the edit layer can throw
+ * it too; lib/edit/edit.ts re-exports it.
+ * Example: `try { await loadEdit('out/edit.safetensors') } catch (err) { if (err instanceof EditError) console.error(err.message) }`.
+ */
+export class EditError extends TimeEditError {
+  override readonly name = 'EditError';
+}
+
 /** A value as a message shows it: strings quoted, numbers as written, arrays and objects by their kind. */
 export function describeValue(value: unknown): string {
   if (typeof value === 'string') return `'${value}'`;

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `npm test`: build what is missing, then run every test/**/*.test.js with node's test runner.
+// `npm test`: build what is missing, check the layer rule (scripts/check-layers.js), then run every
+// test/**/*.test.js with node's test runner.
 // Extra arguments are passed through as file filters: `npm test -- solver` runs the files whose path contains "solver".
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
@@ -9,6 +10,11 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const build = spawnSync(process.execPath, [join(root, 'scripts', 'build.js')], { cwd: root, stdio: 'inherit' });
 if (build.status !== 0) process.exit(build.status ?? 1);
+const layers = spawnSync(process.execPath, [join(root, 'scripts', 'check-layers.js')], { cwd: root, stdio: 'inherit' });
+if (layers.status !== 0) {
+  console.error('test: the layer rule of docs/architecture.md is broken (see above); no tests were run');
+  process.exit(layers.status ?? 1);
+}
 
 function collect(dir) {
   const files = [];

@@ -264,3 +264,86 @@ test('F: writeFileAtomic and writeFileAtomicSync name the file on ENOSPC and lea
     unmount(mnt);
   }
 });
+
+const batchLines = [
+  { source: 'a circle', destination: 'a blue circle' },
+  { source: 'a square', destination: 'a red square', onlyV: true },
+  { source: 'a star', destination: 'a green star', augmentations: false },
+];
+
+test('C: edit --batch resume parses every kept edit file: a truncated or corrupt one is recomputed, saying so', { timeout: 120000 }, () => {
+  const file = join(dir, 'resume.jsonl');
+  writeFileSync(file, batchLines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  const out = join(dir, 'resume');
+  let r = run(['edit', '--batch', file, '--out', out, '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const edit = (n) => join(out, 'edits', `line-0000${n}.safetensors`);
+  const intact = readFileSync(edit(2));
+  writeFileSync(edit(2), intact.subarray(0, intact.length >> 1)); // cut short, as by a full disk or a kill
+  const bad3 = Buffer.from(readFileSync(edit(3)));
+  bad3.writeFloatLE(NaN, bad3.length - 4);
+  writeFileSync(edit(3), bad3);
+  r = run(['edit', '--batch', file, '--out', out, '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const s = JSON.parse(r.stdout);
+  assert.deepEqual([s.skipped, s.ok, s.repaired], [1, 2, 2]);
+  assert.match(r.stderr, /warning: line 2: its edit file .*line-00002\.safetensors is damaged \(.*\); computing it again/);
+  assert.match(r.stderr, /warning: line 3: its edit file .*line-00003\.safetensors is damaged \(.*value NaN.*\); computing it again/);
+  assert.deepEqual(readFileSync(edit(2)), intact, 'recomputed to the same bytes');
+  for (const n of [1, 2, 3]) decodeSafetensors(readFileSync(edit(n)));
+});
+
+/** The system calls of a command (strace -f), each as one completed line, or undefined where strace cannot run. */
+function traced(args) {
+  const log = join(dir, `strace-${Date.now()}.log`);
+  const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=openat,fsync,rename,renameat,renameat2,write,close', '-s', '100000', '-o', log, process.execPath, cli, ...args], { encoding: 'utf8', timeout: 120000 });
+  if (r.error || !existsSync(log)) return undefined;
+  const pending = new Map();
+  const calls = [];
+  for (const raw of readFileSync(log, 'utf8').split('\n')) {
+    const m = /^(\d+) +(.*)$/.exec(raw);
+    if (!m) continue;
+    const [, pid, rest] = m;
+    if (rest.endsWith('<unfinished ...>')) pending.set(pid, rest.slice(0, -'<unfinished ...>'.length));
+    else if (rest.startsWith('<... ')) calls.push(pending.get(pid) + rest.replace(/^<\.\.\. \w+ resumed>/, ''));
+    else calls.push(rest);
+  }
+  return { status: r.status, stderr: r.stderr, calls };
+}
+const canTrace = spawnSync('strace', ['-f', '-qq', '-o', '/dev/null', 'true']).status === 0;
+
+test('C: each edit file is fsynced before its rename, the folder after the renames, and only then is its ok row appended', { skip: canTrace ? false : 'strace is not available or ptrace is not permitted', timeout: 120000 }, () => {
+  const file = join(dir, 'order.jsonl');
+  const lines = Array.from({ length: 40 }, (_, i) => batchLines[i % 3]).map((l, i) => ({ ...l, lambda: 0.1 + i / 100 }));
+  writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  const out = join(dir, 'order');
+  const t = traced(['edit', '--batch', file, '--out', out]);
+  assert.equal(t.status, 0, t.stderr);
+  const editsDir = join(out, 'edits');
+  const fds = new Map();
+  const synced = new Set();
+  const renamedAt = new Map(); // final edit file → index of its rename
+  let lastFolderSync = -1;
+  let checkedRows = 0;
+  t.calls.forEach((c, i) => {
+    let m;
+    if ((m = /^openat\(AT_FDCWD, "([^"]+)", ([A-Z_|]+).*\) = (\d+)$/.exec(c))) fds.set(m[3], { path: m[1], append: m[2].includes('O_APPEND') });
+    else if ((m = /^close\((\d+)\)/.exec(c))) fds.delete(m[1]);
+    else if ((m = /^fsync\((\d+) ?\) += 0$/.exec(c))) {
+      const f = fds.get(m[1]);
+      if (f?.path === editsDir) lastFolderSync = i;
+      else if (f) synced.add(f.path);
+    } else if ((m = /^rename(?:at2?)?\((?:AT_FDCWD, )?"([^"]+)", (?:AT_FDCWD, )?"([^"]+)"/.exec(c)) && m[2].startsWith(editsDir)) {
+      assert.ok(synced.has(m[1]), `${m[1]} renamed before its fsync`);
+      renamedAt.set(m[2], i);
+    } else if ((m = /^write\((\d+), "(.*)", \d+\)/.exec(c)) && fds.get(m[1])?.append && fds.get(m[1]).path === join(out, 'results.jsonl')) {
+      for (const [, n] of m[2].matchAll(/\\"line\\":(\d+),[^\n]*?\\"status\\":\\"ok\\"/g)) {
+        const final = join(editsDir, `line-${String(n).padStart(5, '0')}.safetensors`);
+        assert.ok(renamedAt.has(final) && renamedAt.get(final) < i, `row of line ${n} appended before its edit file was in place`);
+        assert.ok(lastFolderSync > renamedAt.get(final), `row of line ${n} appended before the folder was fsynced`);
+        checkedRows++;
+      }
+    }
+  });
+  assert.equal(checkedRows, 40, 'every ok row was seen and checked');
+});

@@ -1,4 +1,4 @@
-// Schedulers against values computed here in float64 from diffusers' formulas (notes section 5), published numbers
+// Schedulers against values computed here in float64 from diffusers' formulas (diffusers src/diffusers/schedulers/scheduling_*.py), published numbers
 // (ᾱ₀, ᾱ₉₉₉, the WebNN demo's Euler 25-step sigmas) and a property every sampler must have: when the data is a
 // single point x0 and the "UNet" predicts the exact noise, sampling ends at x0.
 import { test } from 'node:test';

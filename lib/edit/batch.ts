@@ -7,10 +7,13 @@
 // Reruns are resumable: a line counts as done when its latest row (same line number, same text) is 'ok' and
 // records the same effective settings (λ, onlyV, augmentations, preserve) and model fingerprint as this run
 // would use; every other line is computed again: failed lines are retried, lines whose settings changed (another
-// --lambda, another model) are recomputed. Rows are appended only after their edit file is in place; the last row
-// of a line is its result. On start and at the end the file is rewritten compactly (atomically): one row per line,
-// a torn last row dropped, rows of changed or removed lines (and their edit files) discarded, so nothing is lost,
-// duplicated or silently mixed. The log's file handling is lib/fs/run-log.ts. Nothing here writes to the terminal:
+// --lambda, another model) are recomputed, and so are lines whose edit file is missing or damaged (every kept
+// file is parsed fully on resume; a damaged one is reported through `onRepair`). Rows are appended only after
+// their edit file is in place and on disk: a chunk's edit files are written to temporary names, fsynced together,
+// renamed, the folder fsynced once, and then the chunk's rows are appended with one write and one fsync (one
+// flush wait per chunk, not two per line). The last row of a line is its result. On start and at the end the
+// file is rewritten compactly (atomically): one row per line, a torn last row dropped, rows of changed or removed
+// lines (and their edit files) discarded, so nothing is lost, duplicated or silently mixed. The log's file handling is lib/fs/run-log.ts. Nothing here writes to the terminal:
 // progress goes to `onProgress`, and the caller reports the summary.
 import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
@@ -18,14 +21,15 @@ import { join } from 'node:path';
 import { loadPipeline } from '../model/pipeline.js';
 import { assembleRows, planRows, type EditRequest, type RowPlan } from './compute.js';
 import { EditError, type Edit } from './edit.js';
-import { saveEdit } from './edit-file.js';
+import { encodeEdit, loadEdit } from './edit-file.js';
 import { DEFAULT_AUGMENTATIONS } from './augment.js';
 import { openEditContext, type EditContext } from './context.js';
 import { defaultSolver, type EditSolver } from '../solver/select.js';
 import { makeDirectory } from '../fs/make-directory.js';
 import { MAX_BATCH_FILE_BYTES, readRegularFileSync } from '../fs/bounded-read.js';
 import { lockOutputFolder } from '../fs/out-lock.js';
-import { appendToLog, readLogFile, settingDifferences, writeLog } from '../fs/run-log.js';
+import { appendAllToLog, readLogFile, settingDifferences, writeLog } from '../fs/run-log.js';
+import { writeFilesAtomic } from '../fs/durable-file.js';
 
 /**
  * Values for the fields a line leaves out (a line's own value wins). Unset: λ 0.1, onlyV false, the paper's
@@ -48,6 +52,8 @@ export interface BatchOptions {
   chunk?: number;
   /** Told how many of the lines to compute are done: (0, total) before the first chunk, then after each chunk. */
   onProgress?: (done: number, total: number) => void;
+  /** Told of each line whose 'ok' row stands but whose edit file is damaged (why, e.g. "is too short …"): it is computed again. */
+  onRepair?: (line: number, file: string, problem: string) => void;
 }
 
 export interface BatchRow {
@@ -83,6 +89,8 @@ export interface BatchSummary {
   retried: number;
   /** of the lines computed by this run: those done earlier with other settings (λ, onlyV, augmentations, preserve, model) */
   recomputed: number;
+  /** of the lines computed by this run: those done earlier whose edit file was damaged (cut short, corrupt) */
+  repaired: number;
   seconds: number;
   solveSeconds: number;
   editsPerSecond: number;
@@ -160,16 +168,35 @@ interface Loaded {
   failed: Set<number>;
   /** lines done earlier with other settings or another model: computed again */
   changed: Set<number>;
+  /** lines whose 'ok' row stands but whose edit file is damaged: computed again */
+  damaged: Set<number>;
+}
+
+/** Why the edit file of an 'ok' row cannot be trusted (parsed fully, checked against the row), or undefined. */
+async function editFileProblem(path: string, row: BatchRow): Promise<string | undefined> {
+  try {
+    const edit = await loadEdit(path, row.fingerprint);
+    if (edit.steps.length !== 1 || (row.rows !== undefined && edit.steps[0]!.rows !== row.rows)) return `${path} does not hold the edit its row records`;
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 /**
  * Reads existing rows and keeps the latest one of each line. Dropped: a torn row (its line is redone), rows of lines
  * whose text changed or that are gone, 'ok' rows whose settings differ from `wanted(line)` (with their edit files,
- * which were computed with those settings) and 'ok' rows whose edit file is missing. Error rows stay until a retry
- * supersedes them.
+ * which were computed with those settings) and 'ok' rows whose edit file is missing or damaged (each kept file is
+ * parsed fully; `onRepair` hears of a damaged one). Error rows stay until a retry supersedes them.
  */
-function loadRows(resultsPath: string, editsDir: string, keys: Map<number, string>, wanted: (line: number) => LineSettings | undefined): Loaded {
-  const loaded: Loaded = { rows: new Map(), done: new Set(), failed: new Set(), changed: new Set() };
+async function loadRows(
+  resultsPath: string,
+  editsDir: string,
+  keys: Map<number, string>,
+  wanted: (line: number) => LineSettings | undefined,
+  onRepair: BatchOptions['onRepair'],
+): Promise<Loaded> {
+  const loaded: Loaded = { rows: new Map(), done: new Set(), failed: new Set(), changed: new Set(), damaged: new Set() };
   const log = readLogFile(resultsPath);
   if (log === undefined) return loaded;
   const latest = new Map<number, BatchRow>();
@@ -188,8 +215,16 @@ function loadRows(resultsPath: string, editsDir: string, keys: Map<number, strin
         loaded.changed.add(line);
         gone.add(line);
       } else if (existsSync(join(editsDir, editName(line)))) {
-        loaded.rows.set(line, row);
-        loaded.done.add(line);
+        // A file cut short by a full disk or damaged later must not count as done: it is parsed fully.
+        const problem = await editFileProblem(join(editsDir, editName(line)), row);
+        if (problem === undefined) {
+          loaded.rows.set(line, row);
+          loaded.done.add(line);
+        } else {
+          loaded.damaged.add(line);
+          gone.add(line);
+          onRepair?.(line, join(editsDir, editName(line)), problem);
+        }
       } // else its edit file was deleted: the line is computed again
     } else {
       loaded.rows.set(line, row);
@@ -243,11 +278,12 @@ async function runLines(
   solver?: EditSolver,
 ): Promise<BatchSummary> {
   const resultsPath = join(outDir, 'results.jsonl');
-  const loaded = loadRows(resultsPath, editsDir, keys, wanted);
+  const loaded = await loadRows(resultsPath, editsDir, keys, wanted, options.onRepair);
   const current = loaded.rows;
   const todo = lines.filter((l) => !loaded.done.has(l.line));
   const retried = todo.filter((l) => loaded.failed.has(l.line)).length;
   const recomputed = todo.filter((l) => loaded.changed.has(l.line)).length;
+  const repaired = todo.filter((l) => loaded.damaged.has(l.line)).length;
   const chunkSize = options.chunk ?? 32;
   const s = solver ?? (await defaultSolver());
   const tok = ctx.pipeline.tokenizer;
@@ -257,13 +293,21 @@ async function runLines(
   let ok = 0;
   let errors = 0;
   let processed = 0;
+  // A chunk's rows are collected and appended together once its edit files are on disk (see the header).
+  let chunkRows: BatchRow[] = [];
   const append = (row: BatchRow) => {
+    chunkRows.push(row);
+  };
+  const flushRows = () => {
     // A failed line keeps no edit file (one left by an earlier attempt would contradict its row).
-    if (row.status === 'error') rmSync(join(editsDir, editName(row.line)), { force: true });
-    appendToLog(resultsPath, row);
-    current.set(row.line, row);
-    if (row.status === 'ok') ok++;
-    else errors++;
+    for (const row of chunkRows) if (row.status === 'error') rmSync(join(editsDir, editName(row.line)), { force: true });
+    appendAllToLog(resultsPath, chunkRows);
+    for (const row of chunkRows) {
+      current.set(row.line, row);
+      if (row.status === 'ok') ok++;
+      else errors++;
+    }
+    chunkRows = [];
   };
   options.onProgress?.(0, todo.length);
   for (let c = 0; c < todo.length; c += chunkSize) {
@@ -297,6 +341,7 @@ async function runLines(
       }
       const solveMs = performance.now() - ts;
       solveMsTotal += solveMs;
+      const staged: { row: BatchRow; path: string; data: Uint8Array }[] = [];
       planned.forEach((p, i) => {
         const pair = p.req.pairs[0]!;
         try {
@@ -306,24 +351,32 @@ async function runLines(
             steps: [{ pairs: p.req.pairs, preserve: p.req.preserve ?? [], lambda: p.plan.lambda, augmentations: [...(p.req.augmentations ?? [])], mode: p.req.mode ?? 'kv', rows: built[i]!.rows, D: solved![i]!.D, G: solved![i]!.G }],
           };
           const name = editName(p.line);
-          saveEdit(join(editsDir, name), edit);
-          append({
+          const path = join(editsDir, name);
+          staged.push({ path, data: encodeEdit(edit, path), row: {
             line: p.line, key: p.key, status: 'ok', file: `edits/${name}`, source: pair.source, destination: pair.destination, lambda: p.plan.lambda,
             onlyV: p.req.onlyV, augmentations: p.req.augmentations, preserve: p.req.preserve, fingerprint: ctx.fingerprint, rows: built[i]!.rows, layers: ctx.map.layers.length, encodeMs: encodeMs / planned.length, solveMs: solveMs / planned.length,
             ...(p.plan.warnings.length > 0 ? { warnings: p.plan.warnings } : {}),
-          });
+          } });
         } catch (err) {
           append({ line: p.line, key: p.key, status: 'error', error: (err as Error).message });
         }
       });
+      try {
+        await writeFilesAtomic(staged);
+        for (const f of staged) append(f.row);
+      } catch (err) {
+        // All of the chunk's files or none are in place (a full disk): each of its lines fails and is retried later.
+        for (const f of staged) append({ line: f.row.line, key: f.row.key, status: 'error', error: (err as Error).message });
+      }
     }
+    flushRows();
     processed += chunk.length;
     options.onProgress?.(processed, todo.length);
   }
   writeRows(resultsPath, current.values()); // one row per line: a retried line's new row replaces its error row
   const seconds = (performance.now() - t0) / 1000;
   return {
-    total: lines.length, skipped: loaded.done.size, ok, errors, retried, recomputed, seconds, solveSeconds: solveMsTotal / 1000,
+    total: lines.length, skipped: loaded.done.size, ok, errors, retried, recomputed, repaired, seconds, solveSeconds: solveMsTotal / 1000,
     editsPerSecond: ok / Math.max(1e-9, seconds), solverEditsPerSecond: ok / Math.max(1e-9, solveMsTotal / 1000), solver: s.name,
   };
 }

@@ -5,7 +5,8 @@
 // otherwise travel on through `edit --on` into new edit files. Applying to another model is refused.
 
 import { type Edit, EditError, type EditStep } from './edit.js';
-import { readSafetensors, writeSafetensors, type NamedTensor } from './safetensors.js';
+import { encodeSafetensors, readSafetensors, type NamedTensor } from './safetensors.js';
+import { writeFileAtomicSync } from '../fs/durable-file.js';
 
 export const EDIT_FORMAT = 'time-edit/1';
 
@@ -45,6 +46,15 @@ function describeBad(tensor: string, bad: { index: number; value: number }): str
  * Example: `saveEdit('out/edit.safetensors', computed.edit)`.
  */
 export function saveEdit(path: string, edit: Edit): void {
+  writeFileAtomicSync(path, encodeEdit(edit, path));
+}
+
+/**
+ * The bytes of the edit file of `edit`, after the checks saveEdit makes (`path` names the file in messages): for
+ * writers that put several files in place together (lib/fs/durable-file.ts writeFilesAtomic).
+ * Example: `await writeFilesAtomic([{ path, data: encodeEdit(edit, path) }])`.
+ */
+export function encodeEdit(edit: Edit, path: string): Uint8Array {
   const tensors = new Map<string, NamedTensor>();
   const steps: StepMeta[] = edit.steps.map((s, i) => {
     if (s.D.length !== s.rows * edit.d || s.G.length !== s.rows * edit.d) throw new EditError(`step ${i}: D/G do not have ${s.rows} × ${edit.d} values`);
@@ -56,7 +66,7 @@ export function saveEdit(path: string, edit: Edit): void {
     tensors.set(`step${i}.G`, { dtype: 'F32', shape: [s.rows, edit.d], data: s.G });
     return { pairs: s.pairs, preserve: s.preserve, lambda: s.lambda, augmentations: s.augmentations, mode: s.mode, rows: s.rows };
   });
-  writeSafetensors(path, {
+  return encodeSafetensors({
     tensors,
     metadata: { format: EDIT_FORMAT, d: String(edit.d), fingerprint: edit.fingerprint, steps: JSON.stringify(steps) },
   });
@@ -108,7 +118,7 @@ export async function loadEdit(path: string, expectFingerprint?: string): Promis
   });
   if (expectFingerprint !== undefined && expectFingerprint !== fingerprint)
     throw new EditError(
-      `${path} was made for a different model (fingerprint ${fingerprint.slice(0, 12)}…, this model's is ${expectFingerprint.slice(0, 12)}…); ` +
+      `${path} was made for a different model (fingerprint ${fingerprint}, this model's is ${expectFingerprint}); ` +
         'recompute the edit for this model',
     );
   return { d, steps, fingerprint };

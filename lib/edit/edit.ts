@@ -6,7 +6,7 @@
 // Steps compose in order: after steps 1..s a projection is W·M₁·…·M_s, i.e. a conditioning is transformed by
 // the last step first. A step edits K and V ('kv', the paper's setting) or only V ('v', the official code
 // without --with_to_k), so the K path and the V path may see different transforms.
-import { TimeEditError } from '../errors.js';
+import { EditError } from '../errors.js';
 
 export type EditMode = 'kv' | 'v';
 
@@ -39,9 +39,7 @@ export interface Edit {
   fingerprint: string;
 }
 
-export class EditError extends TimeEditError {
-  override readonly name = 'EditError';
-}
+export { EditError };
 
 /** Which projections a step touches. */
 export function stepEdits(step: EditStep, path: 'k' | 'v'): boolean {

@@ -2,7 +2,9 @@
 // logs). A file is replaced atomically: the bytes go to a temporary sibling `.<name>.<pid>.<random>.tmp`, which is
 // fsynced and renamed over the target, and the folder is fsynced so that the rename itself is on disk; a kill or
 // an error leaves the old file or the new one, never a half-written one, and no temporary file stays behind. A log
-// line is appended with one write and an fsync, so it is on disk before the next one starts. Failures are
+// line is appended with one write and an fsync, so it is on disk before the next one starts. A set of files that
+// belong together (the images of one `generate`, the edit files of a batch chunk) is written as a unit by
+// writeFilesAtomic: all staged and fsynced together, then renamed; all of them or none. Failures are
 // FileErrors naming the file the caller asked for ("cannot write out/a.png: ENOSPC: no space left on device").
 // fsync semantics: POSIX fsync(2) and rename(2); https://pubs.opengroup.org/onlinepubs/9699919799/functions/rename.html
 import { randomBytes } from 'node:crypto';

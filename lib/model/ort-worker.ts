@@ -45,7 +45,7 @@ async function load(source: ModelSource, config: SessionConfig, label: string): 
         'device',
         'cuda',
         `onnxruntime-node's CUDA execution provider is not installed or cannot load (${message.split('\n')[0]}). ` +
-          'Install it with ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (needs CUDA 12 + cuDNN 9)',
+          'Install it with ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js (needs CUDA 12 + cuDNN 9; docs/install.md)',
       );
     }
     throw new ModelError(label, `cannot load ${label}: ${message.split('\n')[0]}`);

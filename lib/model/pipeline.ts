@@ -3,12 +3,12 @@
 // Every dtype and shape decision is read from the session metadata (onnxruntime's inputMetadata/outputMetadata),
 // never assumed. A folder, config or graph that cannot be used is a ModelError naming the file; a bad option or
 // argument is an InputError naming it.
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, invalidInput, ModelError, TimeEditError } from '../errors.js';
 import { FileError } from '../fs/file-error.js';
 import { isDirectory as isDir, isFile, readJsonObject } from '../fs/json-file.js';
-import { SCHEDULER_CONFIG_FILE, type SchedulerConfig } from './configs.js';
+import { readModelIndex, readUnetConfig, readVaeConfig, SCHEDULER_CONFIG_FILE, validateSchedulerConfig, type SchedulerConfig } from './configs.js';
 import { defaultModelDir } from './paths.js';
 import { SessionHost, type HostStats } from './session-host.js';
 import { ClipTokenizer } from './tokenizer.js';
@@ -19,10 +19,16 @@ export type { HostStats } from './session-host.js';
 
 export { defaultModelDir };
 
+/**
+ * The most onnxruntime threads a session may be given: far above any machine's useful count, low enough that a typo
+ * (threads: 1e6) is refused instead of exhausting the process's thread limit.
+ */
+export const MAX_THREADS = 1024;
+
 export interface PipelineOptions {
   /** execution provider: 'cpu' (default) or 'cuda' (needs onnxruntime-node's CUDA libraries) */
   device?: Device;
-  /** onnxruntime intra-op threads per session (default: onnxruntime's choice, one per core) */
+  /** onnxruntime intra-op threads per session, 1…MAX_THREADS (default: onnxruntime's choice, one per core) */
   threads?: number;
   /** let idle intra-op threads spin (onnxruntime's default; off here, see README, "Threads and devices") */
   spinning?: boolean;
@@ -77,6 +83,31 @@ async function readJsonFile(path: string): Promise<Record<string, unknown>> {
     return await readJsonObject(path);
   } catch (err) {
     throw err instanceof FileError ? new ModelError(err.path, err.message, { cause: err }) : err;
+  }
+}
+
+/**
+ * What is wrong with `rel` (a path inside the pipeline folder `root`) that should be a file or a folder: null when
+ * nothing, 'missing' when it does not exist, else a phrase saying what it is instead ("is a folder, not a file",
+ * "cannot be read: EACCES …", "cannot be reached: text_encoder is a file, not a folder").
+ */
+async function entryProblem(root: string, rel: string, kind: 'file' | 'folder'): Promise<string | null> {
+  try {
+    const s = await stat(join(root, rel));
+    if (kind === 'file' ? s.isFile() : s.isDirectory()) return null;
+    return s.isDirectory() ? 'is a folder, not a file' : kind === 'folder' ? 'is a file, not a folder' : 'is not a regular file';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'missing';
+    if (code === 'ENOTDIR') {
+      // Some folder on the way is a file: name the first one.
+      const parts = rel.split('/');
+      for (let i = 1; i < parts.length; i++) {
+        const dir = parts.slice(0, i).join('/');
+        if (!(await isDir(join(root, dir)))) return `cannot be reached: ${dir} is a file, not a folder`;
+      }
+    }
+    return `cannot be read: ${(err as Error).message}`;
   }
 }
 
@@ -235,27 +266,34 @@ export class Pipeline {
     const device = opts.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') throw invalidInput('device', 'cpu or cuda', device);
     if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1)) throw invalidInput('threads', 'a positive integer', opts.threads);
+    if (opts.threads !== undefined && opts.threads > MAX_THREADS) throw invalidInput('threads', `at most ${MAX_THREADS}`, opts.threads);
     if (!(await isDir(root))) {
       throw new ModelError(root, dir === undefined ? `the embedded model is missing: ${root} does not exist (the package was installed without models/toy-shapes)` : `model folder ${root} does not exist`);
     }
     const required = ['model_index.json', 'text_encoder/model.onnx', 'unet/model.onnx', 'vae_decoder/model.onnx', 'tokenizer', 'scheduler/scheduler_config.json'];
     const missing: string[] = [];
+    const broken: string[] = [];
     for (const r of required) {
-      const p = join(root, r);
-      if (r === 'tokenizer' ? !(await isDir(p)) : !(await isFile(p))) missing.push(r);
+      const problem = await entryProblem(root, r, r === 'tokenizer' ? 'folder' : 'file');
+      if (problem === 'missing') missing.push(r);
+      else if (problem !== null) broken.push(`${r} ${problem}`);
     }
+    if (broken.length > 0) throw new ModelError(root, `${root} is not a usable SD pipeline folder: ${broken.join('; ')}${missing.length > 0 ? `; missing ${missing.join(', ')}` : ''}`);
     if (missing.length > 0) throw new ModelError(root, `${root} is not a complete SD pipeline folder: missing ${missing.join(', ')}`);
-    const index = await readJsonFile(join(root, 'model_index.json'));
-    const cls = String(index['_class_name'] ?? '');
+    const index = readModelIndex(await readJsonFile(join(root, 'model_index.json')));
+    const cls = index.className ?? '';
     if (/XL|Flux|SD3|StableDiffusion3|Kandinsky|LatentConsistency/i.test(cls)) throw new ModelError(join(root, 'model_index.json'), `${root}: model_index.json says ${cls}; only Stable Diffusion 1.x pipelines are supported`);
     const unetPath = join(root, 'unet', 'model.onnx');
     const marker = await findPackedMarker({ path: unetPath });
     if (marker !== null) {
       throw new ModelError(unetPath, `${unetPath} is an onnxruntime "GPU-optimized" UNet (found ${marker}): its K/V projections are packed and it does not run on CPU; use an unoptimized export (diffusers or optimum-cli)`);
     }
-    const schedulerConfig = (await readJsonFile(join(root, SCHEDULER_CONFIG_FILE))) as SchedulerConfig;
-    const vaeConfig = await optionalJson(join(root, 'vae_decoder', 'config.json'));
-    const unetConfig = await optionalJson(join(root, 'unet', 'config.json'));
+    // Every config value read below is checked here (lib/model/configs.ts), before any session loads.
+    const schedulerJson = await readJsonFile(join(root, SCHEDULER_CONFIG_FILE));
+    validateSchedulerConfig(schedulerJson);
+    const schedulerConfig = schedulerJson as SchedulerConfig;
+    const vaeConfig = readVaeConfig(await optionalJson(join(root, 'vae_decoder', 'config.json')));
+    const unetConfig = readUnetConfig(await optionalJson(join(root, 'unet', 'config.json')));
     const tokenizer = await ClipTokenizer.fromFolder(join(root, 'tokenizer'));
 
     const host = new SessionHost();
@@ -286,15 +324,14 @@ export class Pipeline {
       const unetW = lastDim(ehs);
       if (textW !== null && unetW !== null && textW !== unetW) throw new ModelError(root, `${root}: text encoder width ${textW} does not match the UNet's encoder_hidden_states width ${unetW}`);
       const ch = sample.shape[1];
-      const latentChannels = typeof ch === 'number' && ch > 0 ? ch : Number(unetConfig['in_channels'] ?? 4);
-      const boc = vaeConfig['block_out_channels'];
-      const df = vaeConfig['downsampling_factor'];
-      const vaeScaleFactor = typeof df === 'number' && Number.isInteger(df) && df > 0 ? df : Array.isArray(boc) && boc.length > 0 ? 2 ** (boc.length - 1) : 8;
-      const ubc = unetConfig['block_out_channels'];
-      const sizeMultiple = vaeScaleFactor * (Array.isArray(ubc) && ubc.length > 0 ? 2 ** (ubc.length - 1) : 1);
-      const sampleSize = unetConfig['sample_size'];
+      const latentChannels = typeof ch === 'number' && ch > 0 ? ch : unetConfig.inChannels ?? 4;
+      const boc = vaeConfig.blockOutChannels;
+      const vaeScaleFactor = vaeConfig.downsamplingFactor ?? (boc !== undefined ? 2 ** (boc.length - 1) : 8);
+      const ubc = unetConfig.blockOutChannels;
+      const sizeMultiple = vaeScaleFactor * (ubc !== undefined ? 2 ** (ubc.length - 1) : 1);
+      const sampleSize = unetConfig.sampleSize;
       const h = sample.shape[2];
-      const defaultSize = typeof h === 'number' && h > 0 ? h * vaeScaleFactor : typeof sampleSize === 'number' ? sampleSize * vaeScaleFactor : vaeScaleFactor === 8 ? 512 : 64;
+      const defaultSize = typeof h === 'number' && h > 0 ? h * vaeScaleFactor : sampleSize !== undefined ? sampleSize * vaeScaleFactor : vaeScaleFactor === 8 ? 512 : 64;
       const vb = latent.shape[0];
       const shared: Shared = {
         dir: root, host, device, threads: opts.threads, spinning: opts.spinning === true, tokenizer, textKey, textInfo, textOutput: textOut.name,
@@ -302,7 +339,7 @@ export class Pipeline {
         // half-precision vae decoder if batchsize>1").
         vaeKey, vaeOutput: vaeOut.name, vaeBatch: typeof vb === 'number' && vb > 0 ? vb : latent.type === 'float16' ? 1 : null,
         textWidth: textW ?? unetW ?? 0, latentChannels, schedulerConfig,
-        vaeScalingFactor: Number(vaeConfig['scaling_factor'] ?? 0.18215), vaeScaleFactor, sizeMultiple, defaultSize,
+        vaeScalingFactor: vaeConfig.scalingFactor ?? 0.18215, vaeScaleFactor, sizeMultiple, defaultSize,
       };
       const pipeline = new Pipeline(shared, { ...unet, path: unetPath, key: unetKey }, true);
       if (shared.textWidth === 0) {

@@ -1,6 +1,8 @@
 // CLIP tokenizer as Stable Diffusion 1.x uses it. The BPE itself is @huggingface/tokenizers; SD folders ship
 // vocab.json + merges.txt (no tokenizer.json), so the fast-tokenizer description is synthesized here the way
 // transformers' CLIPConverter builds it, and SD's padding/truncation (which the library lacks) is done by hand.
+// merges.txt is checked line by line (UTF-8, two symbols a line) because the BPE takes any line as a merge: a
+// damaged line would silently change every tokenization instead of failing.
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -21,12 +23,14 @@ export interface Encoded {
   truncated: boolean;
 }
 
+/** Whether `path` exists; one that exists but cannot be looked at (EACCES, a file as a folder) is a ModelError saying so. */
 async function exists(path: string): Promise<boolean> {
   try {
     await stat(path);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw new ModelError(path, `cannot read ${path}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -37,6 +41,34 @@ async function readJson(path: string): Promise<unknown> {
   } catch (err) {
     throw err instanceof FileError ? new ModelError(err.path, err.message, { cause: err }) : err;
   }
+}
+
+/**
+ * The merges of a merges.txt: lines of exactly two space-separated symbols, after an optional "#version" header;
+ * empty lines are skipped. A line that is not valid UTF-8 or not two symbols is a ModelError naming the file and
+ * line. Example: `parseMerges(Buffer.from('#version: 0.2\nc i\n'), 'merges.txt')` → ['c i'].
+ */
+export function parseMerges(bytes: Uint8Array, path: string): string[] {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const merges: string[] = [];
+  let start = 0;
+  for (let lineNo = 1; start <= bytes.length; lineNo++) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end < 0) end = bytes.length;
+    let line: string;
+    try {
+      line = decoder.decode(bytes.subarray(start, end));
+    } catch {
+      throw new ModelError(path, `${path} line ${lineNo} is not valid UTF-8`);
+    }
+    start = end + 1;
+    if (line.endsWith('\r')) line = line.slice(0, -1);
+    if (lineNo === 1 && line.startsWith('#version')) continue;
+    if (line.trim() === '') continue;
+    if (!/^[^\s]+ [^\s]+$/.test(line)) throw new ModelError(path, `${path} line ${lineNo} is not a merge (two symbols separated by one space): ${JSON.stringify(line.length > 60 ? line.slice(0, 60) + '…' : line)}`);
+    merges.push(line);
+  }
+  return merges;
 }
 
 /** The tokenizer.json transformers' CLIPConverter would write for this vocabulary and merge list. */
@@ -96,11 +128,10 @@ export class ClipTokenizer {
     if ((await exists(vocabPath)) && (await exists(mergesPath))) {
       const vocab = await readJson(vocabPath);
       if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab)) throw new ModelError(vocabPath, `${vocabPath} must map tokens to ids`);
-      const lines = (await readFile(mergesPath, 'utf8').catch((err: unknown) => {
+      const bytes = await readFile(mergesPath).catch((err: unknown) => {
         throw new ModelError(mergesPath, `cannot read ${mergesPath}: ${(err as Error).message}`, { cause: err });
-      })).split('\n');
-      // The first line is the "#version" header; empty trailing lines are not merges.
-      const merges = lines.filter((line, i) => !(i === 0 && line.startsWith('#version')) && line.trim() !== '');
+      });
+      const merges = parseMerges(bytes, mergesPath);
       const v = vocab as Record<string, number>;
       if (v[BOS_TOKEN] === undefined || v[EOS_TOKEN] === undefined) throw new ModelError(vocabPath, `${vocabPath} lacks ${BOS_TOKEN} or ${EOS_TOKEN}: not a CLIP vocabulary`);
       tokenizerJson = clipTokenizerJson(v, merges);

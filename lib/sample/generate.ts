@@ -1,5 +1,8 @@
 // Text-to-image sampling: seeded latents, the scheduler loop with classifier-free guidance (unconditional and
 // conditional rows in one UNet call, as diffusers' concat([uncond, cond])), VAE decode, RGB bytes.
+// Before any work, the memory a run needs is estimated (estimateGenerateMemory) and a run that cannot fit in the
+// machine's memory is refused, instead of growing for minutes and failing with an allocation error.
+import { totalmem } from 'node:os';
 import { InputError, invalidInput } from '../errors.js';
 import type { Feed, Pipeline } from '../model/pipeline.js';
 import { checkSeed, gaussianNoise } from './noise.js';
@@ -36,6 +39,57 @@ export interface GenerateOptions {
   batchSize?: number;
   /** called after every UNet call with (calls done, calls in total) */
   onProgress?: (done: number, total: number) => void;
+  /** refuse a run whose memory estimate (estimateGenerateMemory) exceeds this many bytes; default os.totalmem() */
+  maxMemoryBytes?: number;
+}
+
+/** The parts of a run's memory estimate, in bytes (see estimateGenerateMemory). */
+export interface MemoryEstimate {
+  /** the latents of one chunk: x, the UNet input (doubled for guidance) and output, eps */
+  latents: number;
+  /** the UNet's activations for one chunk (one self-attention map per UNet row) */
+  activations: number;
+  /** the VAE's float output for one chunk, in this process and in the worker */
+  decoded: number;
+  /** the RGB bytes of every image of the run, all kept until the run returns */
+  images: number;
+  total: number;
+}
+
+/**
+ * An estimate, not a measurement, of the memory a generate() run needs, in bytes; deliberately low (what surely is
+ * needed), so that a refusal is certain to be right. With n = min(batchSize, images), rows = 2n with guidance > 1
+ * (else n), a latent of c × h × w (h = height / VAE factor) and float32 (4 bytes):
+ *   latents     = 4 · c·h·w · (2n + 2·rows)             x and eps, the UNet's input and output
+ *   activations = 4 · rows · (h·w)²                      one self-attention score map per row at the latent size
+ *                                                        (a UNet's first attention layer holds at least this)
+ *   decoded     = 2 · 4 · n · 3·height·width             the VAE output, in the worker and here
+ *   images      = prompts · seeds · 3·height·width       the RGB bytes returned
+ * Example: `estimateGenerateMemory(pipeline, { ...options, height: 8192, width: 8192 }).total` → ~1.4e14 for the toy model.
+ */
+export function estimateGenerateMemory(pipeline: Pipeline, o: Pick<GenerateOptions, 'prompts' | 'seeds' | 'guidance' | 'height' | 'width' | 'batchSize'>): MemoryEstimate {
+  const images = o.prompts.length * o.seeds.length;
+  const n = Math.min(o.batchSize ?? 8, images);
+  const rows = o.guidance > 1 ? 2 * n : n;
+  const f = pipeline.vaeScaleFactor;
+  const positions = (o.height / f) * (o.width / f);
+  const pixels = o.height * o.width;
+  const latents = 4 * pipeline.latentChannels * positions * (2 * n + 2 * rows);
+  const activations = 4 * rows * positions * positions;
+  const decoded = 2 * 4 * n * 3 * pixels;
+  const rgb = images * 3 * pixels;
+  return { latents, activations, decoded, images: rgb, total: latents + activations + decoded + rgb };
+}
+
+function formatBytes(bytes: number): string {
+  const units = ['bytes', 'KB', 'MB', 'GB', 'TB', 'PB', 'EB'];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return `${u === 0 ? v.toFixed(0) : v.toPrecision(3)} ${units[u]}`;
 }
 
 export interface GeneratedImage {
@@ -77,6 +131,12 @@ export function validateGenerateOptions(pipeline: Pipeline, o: GenerateOptions):
   }
   if (o.scheduler !== undefined) parseSchedulerName(o.scheduler);
   if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1)) throw invalidInput('batchSize', 'a positive integer', o.batchSize);
+  if (o.maxMemoryBytes !== undefined && !(typeof o.maxMemoryBytes === 'number' && o.maxMemoryBytes > 0)) throw invalidInput('maxMemoryBytes', 'a number > 0', o.maxMemoryBytes);
+  const limit = o.maxMemoryBytes ?? totalmem();
+  const need = estimateGenerateMemory(pipeline, o);
+  if (need.total > limit) {
+    fail('height', `the run (height ${o.height}, width ${o.width}, batchSize ${o.batchSize ?? 8}) needs an estimated ${formatBytes(need.total)}, more than ${o.maxMemoryBytes === undefined ? "this machine's memory" : 'maxMemoryBytes'} (${formatBytes(limit)}): use a smaller height, width or batchSize`, o.height);
+  }
   if (o.conditioning !== undefined) {
     if (o.negativePrompt !== undefined) fail('negativePrompt', 'negativePrompt and conditioning cannot be combined: conditioning.uncond is the unconditional branch');
     const per = pipeline.sequenceLength * pipeline.textWidth;

@@ -3,9 +3,11 @@
 // scheduling_euler_discrete.py, scheduling_dpmsolver_multistep.py). Scalars are float64; latents are float32 and
 // each update is computed per element in float64 then rounded once.
 // A bad `steps` or scheduler name is an InputError; a config this module cannot follow is a ModelError naming
-// scheduler/scheduler_config.json, since the config comes from the model folder.
+// scheduler/scheduler_config.json, since the config comes from the model folder. Every config value is checked
+// (lib/model/configs.ts validateSchedulerConfig) before it is used, and every scheduler refuses more steps than
+// num_train_timesteps, so no run indexes past the trained timesteps.
 import { InputError, invalidInput, ModelError } from '../errors.js';
-import { SCHEDULER_CONFIG_FILE, type SchedulerConfig } from '../model/configs.js';
+import { SCHEDULER_CONFIG_FILE, validateSchedulerConfig, type SchedulerConfig } from '../model/configs.js';
 
 export type { SchedulerConfig } from '../model/configs.js';
 
@@ -45,8 +47,9 @@ export function parseSchedulerName(name: string): SchedulerName {
   throw new InputError('scheduler', `unknown scheduler '${name}'; choose one of: ${schedulerNames.join(', ')}`, { received: name });
 }
 
-/** ᾱ_t for t = 0…T-1 (float64), from the config's beta schedule. */
-export function alphasCumprod(config: SchedulerConfig): Float64Array {
+/** ᾱ_t for t = 0…T-1 (float64), from the config's beta schedule (checked first: a bad value is a ModelError). */
+export function alphasCumprod(raw: SchedulerConfig): Float64Array {
+  const config = validateSchedulerConfig(raw);
   const T = config.num_train_timesteps ?? 1000;
   const b0 = config.beta_start ?? 0.0001;
   const b1 = config.beta_end ?? 0.02;
@@ -122,6 +125,14 @@ function tooManySteps(steps: number, T: number): InputError {
   return new InputError('steps', `steps (${steps}) must not exceed num_train_timesteps (${T})`, { received: steps });
 }
 
+/** Timesteps must index ᾱ: integers (or, for linspace spacing, fractions) in [0, T−1]; a steps_offset can push them past. */
+function checkTimesteps(timesteps: readonly number[], T: number, steps: number, config: SchedulerConfig): void {
+  const bad = timesteps.find((t) => !(t >= 0 && t <= T - 1));
+  if (bad !== undefined) {
+    throw new InputError('steps', `steps (${steps}) with the model's steps_offset (${config.steps_offset ?? 0}) gives timestep ${bad}, outside the trained timesteps 0…${T - 1}; use fewer steps`, { received: steps });
+  }
+}
+
 function checkPrediction(config: SchedulerConfig): void {
   const p = config.prediction_type ?? 'epsilon';
   if (p !== 'epsilon') throw configError(`prediction_type '${p}' is not supported (SD 1.x predicts epsilon)`);
@@ -145,6 +156,7 @@ class Pndm implements Scheduler {
     this.finalAlpha = config.set_alpha_to_one ?? false ? 1 : this.ac[0]!;
     this.ratio = Math.floor(T / steps);
     const asc = integerTimesteps(T, steps, spacingOf(config, 'leading'), config.steps_offset ?? 0).reverse();
+    checkTimesteps(asc, T, steps, config);
     // PLMS warm-up: the second-to-last ascending timestep is repeated, so N steps make N+1 UNet calls.
     const withDup = steps >= 2 ? [...asc.slice(0, -1), asc[asc.length - 2]!, asc[asc.length - 1]!] : asc;
     this.timesteps = withDup.reverse();
@@ -214,6 +226,7 @@ class Ddim implements Scheduler {
     this.finalAlpha = config.set_alpha_to_one ?? true ? 1 : this.ac[0]!;
     this.ratio = Math.floor(T / steps);
     this.timesteps = integerTimesteps(T, steps, spacingOf(config, 'leading'), config.steps_offset ?? 0);
+    checkTimesteps(this.timesteps, T, steps, config);
     this.clip = config.clip_sample ?? true ? config.clip_sample_range ?? 1 : null;
   }
 
@@ -251,10 +264,13 @@ class Euler implements Scheduler {
   constructor(config: SchedulerConfig, steps: number) {
     const ac = alphasCumprod(config);
     const T = ac.length;
+    if (steps > T) throw tooManySteps(steps, T);
     const spacing = spacingOf(config, 'linspace');
     this.timesteps = spacing === 'linspace' ? linspace(0, T - 1, steps).reverse() : integerTimesteps(T, steps, spacing, config.steps_offset ?? 0);
+    checkTimesteps(this.timesteps, T, steps, config);
     this.sigmas = [...this.timesteps.map((t) => sigmaAt(ac, t)), 0];
-    const smax = Math.max(...this.sigmas);
+    // A loop, not Math.max(...sigmas): a spread of many thousands of values overflows the call stack.
+    const smax = this.sigmas.reduce((m, s) => (s > m ? s : m), -Infinity);
     this.initNoiseSigma = spacing === 'leading' ? Math.sqrt(smax * smax + 1) : smax;
   }
 
@@ -284,6 +300,7 @@ class DpmPP2M implements Scheduler {
   constructor(config: SchedulerConfig, steps: number) {
     const ac = alphasCumprod(config);
     const T = ac.length;
+    if (steps > T) throw tooManySteps(steps, T);
     const spacing = spacingOf(config, 'linspace');
     this.timesteps =
       spacing === 'linspace'
@@ -291,6 +308,7 @@ class DpmPP2M implements Scheduler {
         : spacing === 'leading'
           ? Array.from({ length: steps + 1 }, (_, i) => i * Math.floor(T / (steps + 1)) + (config.steps_offset ?? 0)).reverse().slice(0, steps)
           : integerTimesteps(T, steps, spacing, 0);
+    checkTimesteps(this.timesteps, T, steps, config);
     // final_sigmas_type "zero": the last step lands on σ = 0.
     this.sigmas = [...this.timesteps.map((t) => sigmaAt(ac, t)), 0];
   }
@@ -347,8 +365,9 @@ function schedulerOfConfig(config: SchedulerConfig): SchedulerName {
  * overrides its class (the betas and offsets still come from the config). Example:
  * `createScheduler(pipeline.schedulerConfig, 50)` (PNDM for SD 1.x, 51 UNet calls) or `createScheduler(cfg, 20, 'dpm++2m')`.
  */
-export function createScheduler(config: SchedulerConfig, steps: number, name?: SchedulerName): Scheduler {
+export function createScheduler(raw: SchedulerConfig, steps: number, name?: SchedulerName): Scheduler {
   checkSteps(steps);
+  const config = validateSchedulerConfig(raw);
   checkPrediction(config);
   const kind = name ?? schedulerOfConfig(config);
   switch (kind) {

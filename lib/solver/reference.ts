@@ -28,18 +28,18 @@ export function referenceG(C: Float32Array, n: number, d: number, lambda: number
   for (let i = 0; i < n; i++) {  // L·Y = C
     for (let p = 0; p < i; p++) {
       const l = S[i * n + p]!;
-      for (let j = 0; j < d; j++) G[i * d + j] -= l * G[p * d + j]!;
+      for (let j = 0; j < d; j++) G[i * d + j] = G[i * d + j]! - l * G[p * d + j]!;
     }
     const inv = 1 / S[i * n + i]!;
-    for (let j = 0; j < d; j++) G[i * d + j] *= inv;
+    for (let j = 0; j < d; j++) G[i * d + j] = G[i * d + j]! * inv;
   }
   for (let i = n - 1; i >= 0; i--) {  // Lᵀ·G = Y
     for (let p = i + 1; p < n; p++) {
       const l = S[p * n + i]!;
-      for (let j = 0; j < d; j++) G[i * d + j] -= l * G[p * d + j]!;
+      for (let j = 0; j < d; j++) G[i * d + j] = G[i * d + j]! - l * G[p * d + j]!;
     }
     const inv = 1 / S[i * n + i]!;
-    for (let j = 0; j < d; j++) G[i * d + j] *= inv;
+    for (let j = 0; j < d; j++) G[i * d + j] = G[i * d + j]! * inv;
   }
   return G;
 }
@@ -61,7 +61,7 @@ export function referenceM(C: Float32Array, Cs: Float32Array, G: Float64Array, n
     for (let i = 0; i < d; i++) {
       const dv = Cs[r * d + i]! - C[r * d + i]!;
       if (dv === 0) continue;
-      for (let j = 0; j < d; j++) M[i * d + j] += dv * G[r * d + j]!;
+      for (let j = 0; j < d; j++) M[i * d + j] = M[i * d + j]! + dv * G[r * d + j]!;
     }
   }
   return M;
@@ -73,7 +73,7 @@ export function referenceRows(W: Float32Array, M: Float64Array, d: number, rows:
   rows.forEach((r, k) => {
     for (let p = 0; p < d; p++) {
       const w = W[r * d + p]!;
-      for (let j = 0; j < d; j++) out[k * d + j] += w * M[p * d + j]!;
+      for (let j = 0; j < d; j++) out[k * d + j] = out[k * d + j]! + w * M[p * d + j]!;
     }
   });
   return out;

@@ -3,7 +3,7 @@
 import { trySolverBackend } from './backend.js';
 import { solveEdits } from './native.js';
 import { referenceG } from './reference.js';
-import { EditError } from '../edit/edit.js';
+import { EditError } from '../errors.js';
 
 export interface SolveItem {
   /** C, rows × d: source embeddings. */

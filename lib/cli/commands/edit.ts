@@ -135,7 +135,10 @@ export async function run(args: string[]): Promise<void> {
     };
     const { runBatch } = await import('../../edit/batch.js');
     // The bar goes to stderr, so it is drawn with --json too (stdout holds only the JSON).
-    const s = await runBatch(v.batch, outDir, { model: v.model, device, threads, defaults, onProgress: progressBar('lines', { rate: 'lines' }) });
+    const s = await runBatch(v.batch, outDir, {
+      model: v.model, device, threads, defaults, onProgress: progressBar('lines', { rate: 'lines' }),
+      onRepair: (line, file, problem) => console.error(`time-edit: warning: line ${line}: its edit file ${file} is damaged (${problem}); computing it again`),
+    });
     reportBatch(s, v.json === true);
     // Scripts must see that lines failed; the others' results are written and a rerun retries only the failures.
     if (s.errors > 0) process.exitCode = 1;
@@ -221,6 +224,7 @@ function reportBatch(s: BatchReport, json: boolean): void {
   const redone = [
     ...(s.retried > 0 ? [`${s.retried} retried after an earlier failure`] : []),
     ...(s.recomputed > 0 ? [`${s.recomputed} recomputed because their λ, only-v, augmentations, preserve or the model changed`] : []),
+    ...(s.repaired > 0 ? [`${s.repaired} recomputed because their edit file was damaged`] : []),
   ];
   console.error(
     `${s.ok} edits written, ${s.errors} errors${redone.length > 0 ? ` (${redone.join(', ')})` : ''}, ${s.skipped} lines already done (of ${s.total}); ` +

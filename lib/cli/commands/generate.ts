@@ -100,6 +100,8 @@ export async function run(args: string[]): Promise<void> {
     prompts.forEach((p, i) => {
       if (pipeline.tokenizer.encode(p).truncated) console.error(`time-edit: warning: prompt ${i + 1} has more than ${pipeline.tokenizer.maxLength - 2} tokens and was truncated (as SD does)`);
     });
+    const negative = v['negative-prompt'];
+    if (negative !== undefined && pipeline.tokenizer.encode(negative).truncated) console.error(`time-edit: warning: the negative prompt has more than ${pipeline.tokenizer.maxLength - 2} tokens and was truncated (as SD does)`);
     const tty = process.stderr.isTTY === true;
     const t0 = performance.now();
     const genOptions: GenerateOptions = {

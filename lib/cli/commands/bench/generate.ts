@@ -1,6 +1,5 @@
-// `time-edit bench generate`: images/s of the sampling loop (issue 3 target: embedded model, 64×64, 50 PNDM steps,
+// `time-edit bench generate`: images/s of the sampling loop (the measured setting: embedded model, 64×64, 50 PNDM steps,
 // guidance 7.5, batch 8, cond+uncond in one UNet call) and the share of time spent outside onnxruntime.
-import { UsageError } from '../../errors.js';
 import { parseCommandLine } from '../../flags.js';
 import { loadPipeline } from '../../../model/pipeline.js';
 import { generate } from '../../../sample/generate.js';

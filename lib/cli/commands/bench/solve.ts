@@ -8,6 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { UsageError } from '../../errors.js';
+import { FLAG_LIMITS } from '../../sampling-flags.js';
 import { writeFileAtomicSync } from '../../../fs/durable-file.js';
 import { backendFor, setSolverThreads, solverBackend, solverThreads, type BackendChoice, type BackendKind } from '../../../solver/backend.js';
 import { benchNative } from '../../../solver/bench.js';
@@ -91,6 +92,8 @@ function positiveInt(value: string | undefined, flag: string, fallback: number):
   if (value === undefined) return fallback;
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} must be a positive integer, got '${value}'`);
+  const max = FLAG_LIMITS[flag];
+  if (max !== undefined && n > max) throw new UsageError(`${flag} must be at most ${max}, got ${n}`);
   return n;
 }
 

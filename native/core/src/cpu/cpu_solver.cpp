@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,16 @@ void applyLowRankWith(const Kernels& kernels, int64_t m, int64_t d, int64_t k, c
 }
 
 namespace {
+
+// Squares of float32 values cannot overflow float64, so a failed Cholesky of λI + CCᵀ (or λI + CᵀC) means the
+// matrix is not positive definite in float64: λ is negligible next to C's scale and C is rank-deficient.
+Error notPositiveDefinite(int64_t b, bool small, double lambda, int64_t n) {
+  std::ostringstream msg;
+  msg << "edit " << b << ": the system λI + " << (small ? "CCᵀ" : "CᵀC")
+      << " is not positive definite in float64 (λ = " << lambda << ", n = " << n
+      << "): λ is too small for C's rank; use a larger λ";
+  return Error(Error::Kind::InvalidArgument, msg.str());
+}
 
 [[noreturn]] void invalid(const std::string& message) { throw Error(Error::Kind::InvalidArgument, message); }
 
@@ -96,10 +107,7 @@ class CpuSolver final : public Solver {
     if (small) k_.dgramRows(n, d, g.data(), gram.data());  // C·Cᵀ
     else k_.dgramCols(d, n, g.data(), gram.data());        // Cᵀ·C
     for (int64_t i = 0; i < s; ++i) gram[static_cast<size_t>(i * s + i)] += e.lambda;
-    if (const int64_t info = k_.dpotrfLower(s, gram.data()); info != 0)
-      throw Error(Error::Kind::Backend, "edit " + std::to_string(b) + ": Cholesky of λI + " +
-                                            (small ? "C·Cᵀ" : "Cᵀ·C") + " failed (dpotrf info " + std::to_string(info) +
-                                            "): values too large for float64?");
+    if (k_.dpotrfLower(s, gram.data()) != 0) throw notPositiveDefinite(b, small, e.lambda, n);
     if (small) k_.dcholSolveLeft(n, gram.data(), d, g.data());  // G = S⁻¹·C
     else k_.dcholSolveRight(d, gram.data(), n, g.data());       // G = C·(λI + CᵀC)⁻¹
 

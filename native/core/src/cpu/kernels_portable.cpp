@@ -3,10 +3,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <string>
+#include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "cpu/kernels.hpp"
+#include "time_edit/solver.hpp"
 
 namespace time_edit::cpu {
 namespace {
@@ -18,6 +22,33 @@ int activeThreads() {
   if (t <= 0) t = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return t;
 }
+
+// Joins every thread it holds when it goes out of scope, so that a thread that fails to start (std::system_error,
+// e.g. under a process limit, see RLIMIT_NPROC in getrlimit(2)) never leaves a joinable std::thread to be destroyed,
+// which would call std::terminate.
+class JoiningPool {
+ public:
+  JoiningPool() = default;
+  JoiningPool(const JoiningPool&) = delete;
+  JoiningPool& operator=(const JoiningPool&) = delete;
+  ~JoiningPool() {
+    for (auto& th : threads_)
+      if (th.joinable()) th.join();
+  }
+  template <class F>
+  void start(F&& f) {
+    try {
+      threads_.emplace_back(std::forward<F>(f));
+    } catch (const std::system_error& e) {
+      throw Error(Error::Kind::Backend, "cannot start a CPU thread (" + std::string(e.what()) + ", after " +
+                                            std::to_string(threads_.size()) +
+                                            " started): the process may be at its thread limit; use fewer threads");
+    }
+  }
+
+ private:
+  std::vector<std::thread> threads_;
+};
 
 template <class T>
 std::vector<T> transposed(const T* A, int64_t rows, int64_t cols, int64_t ld) {
@@ -81,15 +112,14 @@ void gemm(bool tA, bool tB, int64_t m, int64_t n, int64_t k, T alpha, const T* A
     gemmRows(0, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  std::vector<std::thread> pool;
+  JoiningPool pool;  // joined on every exit, a failed thread start included
   const int64_t chunk = (m + threads - 1) / threads;
   for (int t = 1; t < threads; ++t) {
     const int64_t i0 = t * chunk, i1 = std::min(m, i0 + chunk);
     if (i0 >= i1) break;
-    pool.emplace_back([=] { gemmRows(i0, i1, n, k, alpha, A, lda, B, ldb, beta, C, ldc); });
+    pool.start([=] { gemmRows(i0, i1, n, k, alpha, A, lda, B, ldb, beta, C, ldc); });
   }
   gemmRows<T>(0, std::min(m, chunk), n, k, alpha, A, lda, B, ldb, beta, C, ldc);
-  for (auto& th : pool) th.join();
 }
 
 class PortableKernels final : public Kernels {

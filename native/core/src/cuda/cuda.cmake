@@ -1,5 +1,5 @@
 # The CUDA backend of time_edit_core. Included by the top-level CMakeLists.txt after it defines the
-# static library target `time_edit_core` (and by standalone/CMakeLists.txt for GPU-only builds).
+# static library target `time_edit_core`.
 #
 #   -DTIME_EDIT_CUDA=AUTO  (default) build it when nvcc and a CUDA toolkit with cuBLAS + cuSOLVER are found
 #   -DTIME_EDIT_CUDA=ON    require it (configure fails with the reason otherwise)
@@ -83,10 +83,8 @@ int main() {
       add_executable(time_edit_cuda_test "${_time_edit_root}/native/tests/cuda_solver_test.cpp")
       target_include_directories(time_edit_cuda_test PRIVATE "${_time_edit_root}/native/core/include")
       target_link_libraries(time_edit_cuda_test PRIVATE time_edit_core)
-      if(NOT TIME_EDIT_CUDA_STANDALONE)
-        # The full build links the CPU backend too: the test then also compares the two backends.
-        target_compile_definitions(time_edit_cuda_test PRIVATE TIME_EDIT_TEST_WITH_CPU=1)
-      endif()
+      # time_edit_core links the CPU backend too: the test then also compares the two backends.
+      target_compile_definitions(time_edit_cuda_test PRIVATE TIME_EDIT_TEST_WITH_CPU=1)
       add_test(NAME cuda_solver COMMAND time_edit_cuda_test)
       # 77: no CUDA device visible (a CI machine that compiles the backend but has no GPU).
       set_tests_properties(cuda_solver PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77)
