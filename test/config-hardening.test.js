@@ -169,7 +169,7 @@ test('generate --height 8192 --width 8192 exits 2 at once instead of growing for
     const t0 = Date.now();
     const r = runCli(['generate', 'a circle', '--height', '8192', '--width', '8192', '--batch', '1', '--steps', '1', '--out', join(out, 'o')], { timeout: 30000 });
     assert.equal(r.code, 2, `${r.signal ?? ''} ${r.err}`);
-    assert.match(r.err, /^time-edit: the run \(height 8192, width 8192, batchSize 1\) needs an estimated .*: use a smaller height, width or batchSize\n$/);
+    assert.match(r.err, /^time-edit: the run \(height 8192, width 8192, batchSize 1\) needs an estimated .*: use smaller images or a smaller batch\n$/);
     assert.ok(Date.now() - t0 < 25000);
   } finally {
     rmSync(out, { recursive: true, force: true });
@@ -188,7 +188,7 @@ test('merges.txt: a line that is not two symbols, or not UTF-8, is refused namin
     await assert.rejects(ClipTokenizer.fromFolder(join(fx.dir, 'tokenizer')), (e) => e instanceof ModelError && e.file === merges && /merges\.txt line 3 is not a merge/.test(e.message));
     writeFileSync(merges, [...lines.slice(0, 3), 'nospace', ...lines.slice(3)].join('\n'));
     await assert.rejects(ClipTokenizer.fromFolder(join(fx.dir, 'tokenizer')), /merges\.txt line 4 is not a merge/);
-    writeFileSync(merges, Buffer.concat([Buffer.from(lines.slice(0, 4).join('\n') + '\n'), Buffer.from([0x61, 0x20, 0xff, 0xfe, 0x0a]), Buffer.from(lines.slice(4).join('\n'))]));
+    writeFileSync(merges, Buffer.concat([Buffer.from(`${lines.slice(0, 4).join('\n')}\n`), Buffer.from([0x61, 0x20, 0xff, 0xfe, 0x0a]), Buffer.from(lines.slice(4).join('\n'))]));
     await assert.rejects(ClipTokenizer.fromFolder(join(fx.dir, 'tokenizer')), (e) => e instanceof ModelError && /merges\.txt line 5 is not valid UTF-8/.test(e.message));
   } finally {
     rmSync(fx.base, { recursive: true, force: true });

@@ -45,7 +45,7 @@ function fencedBlocks(text) {
     const body = [];
     for (i++; i < lines.length && !/^```\s*$/.test(lines[i]); i++) body.push(lines[i]);
     if (i >= lines.length) throw new Error(`line ${start + 1}: code block never closed`);
-    blocks.push({ line: start + 1, lang: open[1].toLowerCase(), code: body.join('\n') + '\n', notRun: pendingReason });
+    blocks.push({ line: start + 1, lang: open[1].toLowerCase(), code: `${body.join('\n')}\n`, notRun: pendingReason });
     pendingReason = null;
   }
   return blocks;

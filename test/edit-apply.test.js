@@ -100,7 +100,7 @@ test('V-only edit: split conditioning (E to K, E·Mᵀ to V) equals V-only patch
   }
   const viaWeights = await run(encodeModel(patched), E);
   const cond = editedConditioning(edit, E);
-  assert.ok(cond.extraInputs && cond.extraInputs[V_INPUT]);
+  assert.ok(cond.extraInputs?.[V_INPUT]);
   assert.deepEqual(cond.encoderHiddenStates, E);
   const split = encodeModel(splitConditioningUnet(unet, map));
   const viaSplit = await run(split, cond.encoderHiddenStates, cond.extraInputs[V_INPUT]);

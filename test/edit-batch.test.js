@@ -81,7 +81,7 @@ test('batch: per-line results, bad lines isolated, resumable without duplicates'
     // A crash tore the last row, and line 5 was fixed: both are redone, the stale row of line 5 disappears.
     const kept = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n');
     const withoutLine1 = kept.filter((l) => JSON.parse(l).line !== 1);
-    writeFileSync(join(out, 'results.jsonl'), withoutLine1.join('\n') + '\n');
+    writeFileSync(join(out, 'results.jsonl'), `${withoutLine1.join('\n')}\n`);
     appendFileSync(join(out, 'results.jsonl'), '{"line":1,"key":"9be9');
     const lines = readFileSync(file, 'utf8').split('\n');
     lines[4] = '{"source":"a circle","destination":"a blue circle","lambda":0.5}';
@@ -97,7 +97,7 @@ test('batch: per-line results, bad lines isolated, resumable without duplicates'
   }
 });
 
-const writeLines = (file, lines) => writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+const writeLines = (file, lines) => writeFileSync(file, `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`);
 const editOf = (out, line) => loadEdit(join(out, 'edits', `line-0000${line}.safetensors`), 'fp-test');
 
 test('batch defaults: a line without a field takes the run default, a line with it keeps its own', async () => {
@@ -240,7 +240,11 @@ test('batch: progress goes to onProgress (0 first, then after each chunk), nothi
     const seen = [];
     // Text is what the library would print; Buffers are node:test's own reports (the batch awaits file I/O, so the
     // runner gets turns meanwhile) and go on to the real stream.
-    process.stderr.write = process.stdout.write = (chunk, ...rest) => (typeof chunk === 'string' ? (printed.push(chunk), true) : stdoutWrite.call(process.stdout, chunk, ...rest));
+    process.stderr.write = process.stdout.write = (chunk, ...rest) => {
+      if (typeof chunk !== 'string') return stdoutWrite.call(process.stdout, chunk, ...rest);
+      printed.push(chunk);
+      return true;
+    };
     let s;
     try {
       s = await runBatchWith(fakeCtx(), file, out, { chunk: 2, onProgress: (done, total) => seen.push([done, total]) }, referenceSolver);

@@ -72,7 +72,7 @@ test('edit --batch on the embedded model: --lambda/--only-v/--no-augment are lin
   const dir = mkdtempSync(join(tmpdir(), 'edit-cli-'));
   try {
     const file = join(dir, 'e.jsonl');
-    writeFileSync(file, ['{"source":"a circle","destination":"a purple circle"}', '{"source":"a circle","destination":"a purple circle","lambda":0.2,"onlyV":false}'].join('\n') + '\n');
+    writeFileSync(file, `${['{"source":"a circle","destination":"a purple circle"}', '{"source":"a circle","destination":"a purple circle","lambda":0.2,"onlyV":false}'].join('\n')}\n`);
     const out = join(dir, 'nested', 'out');
     const r1 = run(['edit', '--batch', file, '--lambda', '1', '--only-v', '--no-augment', '--no-grid', '--json', '--out', out]);
     assert.equal(r1.code, 0, r1.err);
@@ -92,7 +92,7 @@ test('edit --batch on the embedded model: --lambda/--only-v/--no-augment are lin
     assert.equal((await step(1)).lambda, 3);
 
     // A line that fails (λ ≤ 0) is reported in its row; the exit code says so (1).
-    writeFileSync(file, readFileSync(file, 'utf8') + '{"source":"a circle","destination":"a purple circle","lambda":-1}\n');
+    writeFileSync(file, `${readFileSync(file, 'utf8')}{"source":"a circle","destination":"a purple circle","lambda":-1}\n`);
     const r3 = run(['edit', '--batch', file, '--lambda', '3', '--only-v', '--no-augment', '--out', out]);
     assert.equal(r3.code, 1, r3.err);
     assert.match(r3.err, /0 edits written, 1 errors, 2 lines already done \(of 3\)/);

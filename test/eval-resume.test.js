@@ -126,7 +126,7 @@ test('other settings on the same --out are refused by name, before any model wor
   const cases = [
     [['--lambda', '1'], /--lambda was 0\.1 there and is 1 now/],
     [['--seeds', '2'], /--seeds was 0 there and is 0,1 now/],
-    [['--no-augment'], /--no-augment was A photo of ,An image of ,A picture of  there and is \(none\) now/],
+    [['--no-augment'], /--no-augment was A photo of ,An image of ,A picture of {2}there and is \(none\) now/],
     [['--only-v', '--mode', 'weights'], /--only-v was false there and is true now; --mode was embedding there and is weights now/],
     [['--dataset', changed], /--dataset \(the file's contents, sha256\) was [0-9a-f]{64} there and is [0-9a-f]{64} now/],
   ];
@@ -148,12 +148,12 @@ test('a damaged line other than the last is an error naming the file and line', 
   const out = join(dir, 'resumed');
   const lines = logLines(out);
   lines[2] = lines[2].replace('"scores"', '"sc0res"');
-  writeFileSync(join(out, 'results.jsonl'), lines.join('\n') + '\n');
+  writeFileSync(join(out, 'results.jsonl'), `${lines.join('\n')}\n`);
   const r = run(['--out', out]);
   assert.equal(r.code, 1, r.err);
   assert.match(r.err, /results\.jsonl line 3 is damaged \("scores" must give/);
   lines[2] = 'not json at all';
-  writeFileSync(join(out, 'results.jsonl'), lines.join('\n') + '\n');
+  writeFileSync(join(out, 'results.jsonl'), `${lines.join('\n')}\n`);
   assert.match(run(['--out', out]).err, /results\.jsonl line 3 is damaged \(Unexpected token/);
 });
 
@@ -255,7 +255,7 @@ test('run log: written, appended, read back; a retried entry keeps its latest re
     assert.equal(log.results.get(3).error, undefined);
     assert.deepEqual(log.results.get(1), { entry: entry(1), scores: { baseline: s, edited: s, oracle: s }, editMs: 1.25, seconds: 2 });
     const text = readFileSync(path, 'utf8');
-    const torn = parseRunLog(text + '{"entry":{"ind', path);
+    const torn = parseRunLog(`${text}{"entry":{"ind`, path);
     assert.equal(torn.tornLine, 5);
     assert.equal(torn.log.results.size, 2);
     assert.deepEqual(parseRunLog('{"log":"time-edit eval t', path), { tornLine: 1 }, 'a torn header is no log yet');

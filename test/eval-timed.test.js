@@ -42,7 +42,7 @@ test('TIMED file: entries of the range and the sha256 of the bytes (what a resum
     const d = await readTimedDataset(path, 1);
     assert.deepEqual(d.entries.map((e) => e.old), ['a square']);
     assert.equal(d.sha256, createHash('sha256').update(text).digest('hex'));
-    writeFileSync(path, text + '\n');
+    writeFileSync(path, `${text}\n`);
     assert.notEqual((await readTimedDataset(path, 1)).sha256, d.sha256, 'any byte changes the hash');
     await assert.rejects(readTimedDataset(join(dir, 'none.csv')), /cannot read .*none\.csv/);
   } finally {

@@ -273,7 +273,7 @@ const batchLines = [
 
 test('C: edit --batch resume parses every kept edit file: a truncated or corrupt one is recomputed, saying so', { timeout: 120000 }, () => {
   const file = join(dir, 'resume.jsonl');
-  writeFileSync(file, batchLines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  writeFileSync(file, `${batchLines.map((l) => JSON.stringify(l)).join('\n')}\n`);
   const out = join(dir, 'resume');
   let r = run(['edit', '--batch', file, '--out', out, '--json']);
   assert.equal(r.status, 0, r.stderr);
@@ -315,7 +315,7 @@ const canTrace = spawnSync('strace', ['-f', '-qq', '-o', '/dev/null', 'true']).s
 test('C: each edit file is fsynced before its rename, the folder after the renames, and only then is its ok row appended', { skip: canTrace ? false : 'strace is not available or ptrace is not permitted', timeout: 120000 }, () => {
   const file = join(dir, 'order.jsonl');
   const lines = Array.from({ length: 40 }, (_, i) => batchLines[i % 3]).map((l, i) => ({ ...l, lambda: 0.1 + i / 100 }));
-  writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+  writeFileSync(file, `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`);
   const out = join(dir, 'order');
   const t = traced(['edit', '--batch', file, '--out', out]);
   assert.equal(t.status, 0, t.stderr);

@@ -121,8 +121,8 @@ test('a CPU thread that cannot start is an error, not an abort (RLIMIT_NPROC as 
 test('a fingerprint mismatch shows both full fingerprints', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'flags-hardening-'));
   try {
-    const a = '0123456789ab' + 'c'.repeat(52);
-    const b = '0123456789ab' + 'd'.repeat(52);
+    const a = `0123456789ab${'c'.repeat(52)}`;
+    const b = `0123456789ab${'d'.repeat(52)}`;
     const path = join(dir, 'e.safetensors');
     const step = { pairs: [{ source: 'a circle', destination: 'a blue circle' }], preserve: [], lambda: 0.1, augmentations: [], mode: 'kv', rows: 1, D: Float32Array.of(0.1, 0.2), G: Float32Array.of(0.3, 0.4) };
     saveEdit(path, { d: 2, fingerprint: a, steps: [step] });

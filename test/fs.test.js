@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { appendDurably, openAtomicFileSync, writeFileAtomic, writeFileAtomicSync } from '../lib/fs/durable-file.js';
+import { appendDurably, openAtomicFileSync, writeFileAtomic, writeFileAtomicSync, writeFilesAtomic } from '../lib/fs/durable-file.js';
 import { FileError } from '../lib/fs/file-error.js';
 import { appendToLog, logHeaderOf, parseLogText, readLogFile, settingDifferences, writeLog } from '../lib/fs/run-log.js';
 import { isDirectory, isFile, readJsonFile, readJsonObject } from '../lib/fs/json-file.js';
@@ -144,7 +144,7 @@ test('run log: written with a header, appended, read back; a torn append is drop
   writeLog(path, [{ i: 0 }], { log: 'test log', format: 1, settings });
   appendToLog(path, { i: 1, s: 'é' });
   assert.equal(readFileSync(path, 'utf8'), '{"log":"test log","format":1,"settings":{"steps":2,"seeds":[0,1]}}\n{"i":0}\n{"i":1,"s":"é"}\n');
-  writeFileSync(path, readFileSync(path, 'utf8') + '{"i":2,"s"');
+  writeFileSync(path, `${readFileSync(path, 'utf8')}{"i":2,"s"`);
   const log = readLogFile(path);
   assert.equal(log.tornLine, 4);
   assert.deepEqual(logHeaderOf(log.lines[0].value, 'test log'), { log: 'test log', format: 1, settings });
@@ -207,4 +207,25 @@ test('progressBar: nothing when the stream is not a terminal; on a terminal, the
   written.length = 0;
   progressBar('UNet calls', { rate: true, stream: tty })(2, 4);
   assert.match(written[0], /^\r\[#{15}\.{15}\] 2\/4 UNet calls, \d+\.\d\/s $/);
+});
+
+test('writeFilesAtomic: a failed rename puts back the files it replaced and removes the new ones', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'time-edit-fs-'));
+  try {
+    writeFileSync(join(dir, 'a.png'), 'old a');
+    // The second target is a non-empty folder: staging succeeds, its rename fails after a.png was replaced.
+    mkdirSync(join(dir, 'b.png'));
+    writeFileSync(join(dir, 'b.png', 'keep'), 'x');
+    await assert.rejects(
+      () => writeFilesAtomic([{ path: join(dir, 'a.png'), data: 'new a' }, { path: join(dir, 'c.png'), data: 'c' }, { path: join(dir, 'b.png'), data: 'b' }]),
+      (err) => err instanceof FileError && err.message.startsWith(`cannot write ${join(dir, 'b.png')}:`),
+    );
+    assert.equal(readFileSync(join(dir, 'a.png'), 'utf8'), 'old a');
+    assert.deepEqual(readdirSync(dir).sort(), ['a.png', 'b.png']);
+    await writeFilesAtomic([{ path: join(dir, 'a.png'), data: 'new a' }, { path: join(dir, 'c.png'), data: 'c' }]);
+    assert.equal(readFileSync(join(dir, 'a.png'), 'utf8'), 'new a');
+    assert.deepEqual(readdirSync(dir).sort(), ['a.png', 'b.png', 'c.png']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -45,12 +45,12 @@ function referenceTokenizer(dir) {
   const pat = /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+/giu;
   const bpe = (token) => {
     const chars = Array.from(token);
-    let word = [...chars.slice(0, -1), chars[chars.length - 1] + '</w>'];
+    let word = [...chars.slice(0, -1), `${chars[chars.length - 1]}</w>`];
     for (;;) {
       let best = null;
       let bestRank = Infinity;
       for (let i = 0; i + 1 < word.length; i++) {
-        const r = ranks.get(word[i] + ' ' + word[i + 1]);
+        const r = ranks.get(`${word[i]} ${word[i + 1]}`);
         if (r !== undefined && r < bestRank) {
           bestRank = r;
           best = [word[i], word[i + 1]];

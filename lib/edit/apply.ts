@@ -250,7 +250,7 @@ export async function exportEditedPipeline(pipelineDir: string, unet: LoadedMode
     const root = resolve(pipelineDir);
     copyTree(root, tmp, (rel) => rel === 'unet/model.onnx' || [out, tmp].includes(join(root, rel)));
     saveModel(model, join(tmp, 'unet', 'model.onnx'));
-    writeFileSync(join(tmp, 'edit.json'), JSON.stringify(options.description ?? { fingerprint: edit.fingerprint, steps: edit.steps.map((s) => ({ pairs: s.pairs, lambda: s.lambda, mode: s.mode, augmentations: s.augmentations, preserve: s.preserve })) }, null, 2) + '\n');
+    writeFileSync(join(tmp, 'edit.json'), `${JSON.stringify(options.description ?? { fingerprint: edit.fingerprint, steps: edit.steps.map((s) => ({ pairs: s.pairs, lambda: s.lambda, mode: s.mode, augmentations: s.augmentations, preserve: s.preserve })) }, null, 2)}\n`);
     if (existsSync(out)) rmSync(out, { recursive: true, force: true });
     renameSync(tmp, out);
   } catch (err) {

@@ -6,7 +6,7 @@ export const DEFAULT_AUGMENTATIONS: readonly string[] = ['A photo of ', 'An imag
 
 /** The prompt as it goes inside a template: a leading capital "A" lowered, everything else unchanged. */
 export function lowerLeadingA(prompt: string): string {
-  return prompt.startsWith('A') ? 'a' + prompt.slice(1) : prompt;
+  return prompt.startsWith('A') ? `a${prompt.slice(1)}` : prompt;
 }
 
 /** [prompt, template₁ + prompt', template₂ + prompt', …] with prompt' = lowerLeadingA(prompt). */

@@ -120,21 +120,21 @@ export function parseBatchLine(text: string, defaults: BatchDefaults = {}): Edit
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new EditError('a line must be a JSON object');
   const o = v as Record<string, unknown>;
-  const source = o['source'];
-  const destination = o['destination'] ?? o['dest'];
+  const source = o.source;
+  const destination = o.destination ?? o.dest;
   if (typeof source !== 'string' || typeof destination !== 'string') throw new EditError('"source" and "destination" must be strings');
-  const lambda = o['lambda'] ?? defaults.lambda ?? 0.1;
+  const lambda = o.lambda ?? defaults.lambda ?? 0.1;
   if (typeof lambda !== 'number') throw new EditError('"lambda" must be a number');
-  const aug = o['augmentations'];
+  const aug = o.augmentations;
   let augmentations: string[];
   if (aug === undefined) augmentations = [...(defaults.augmentations ?? DEFAULT_AUGMENTATIONS)];
   else if (aug === true) augmentations = [...DEFAULT_AUGMENTATIONS];
   else if (aug === false) augmentations = [];
   else if (Array.isArray(aug) && aug.every((a) => typeof a === 'string')) augmentations = aug as string[];
   else throw new EditError('"augmentations" must be true, false or a list of strings');
-  const onlyV = o['onlyV'] ?? o['only_v'] ?? o['only-v'] ?? defaults.onlyV ?? false;
+  const onlyV = o.onlyV ?? o.only_v ?? o['only-v'] ?? defaults.onlyV ?? false;
   if (typeof onlyV !== 'boolean') throw new EditError('"onlyV" must be a boolean');
-  const preserve = o['preserve'] ?? defaults.preserve ?? [];
+  const preserve = o.preserve ?? defaults.preserve ?? [];
   if (!Array.isArray(preserve) || !preserve.every((p) => typeof p === 'string')) throw new EditError('"preserve" must be a list of strings');
   return { pairs: [{ source, destination }], lambda, augmentations, mode: onlyV ? 'v' : 'kv', preserve: [...(preserve as string[])], onlyV };
 }

@@ -85,14 +85,14 @@ export async function loadEdit(path: string, expectFingerprint?: string): Promis
     throw new EditError((err as Error).message);
   }
   const md = content.metadata;
-  if (md['format'] !== EDIT_FORMAT) bad(path, `format is ${md['format'] ?? 'missing'}, expected ${EDIT_FORMAT}`);
-  const d = Number(md['d']);
+  if (md.format !== EDIT_FORMAT) bad(path, `format is ${md.format ?? 'missing'}, expected ${EDIT_FORMAT}`);
+  const d = Number(md.d);
   if (!Number.isSafeInteger(d) || d < 1) bad(path, 'bad width d');
-  const fingerprint = md['fingerprint'];
+  const fingerprint = md.fingerprint;
   if (!fingerprint) bad(path, 'no fingerprint');
   let metas: StepMeta[];
   try {
-    metas = JSON.parse(md['steps'] ?? '') as StepMeta[];
+    metas = JSON.parse(md.steps ?? '') as StepMeta[];
   } catch {
     bad(path, 'corrupt step metadata');
   }

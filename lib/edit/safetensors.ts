@@ -28,7 +28,7 @@ export function encodeSafetensors(content: SafetensorsContent): Uint8Array {
   if (Object.keys(content.metadata).length > 0) {
     for (const [k, v] of Object.entries(content.metadata))
       if (typeof v !== 'string') throw new SafetensorsError(`metadata value of '${k}' must be a string`);
-    header['__metadata__'] = content.metadata;
+    header.__metadata__ = content.metadata;
   }
   let offset = 0;
   for (const [name, t] of content.tensors) {
@@ -38,7 +38,7 @@ export function encodeSafetensors(content: SafetensorsContent): Uint8Array {
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + 4 * count] };
     offset += 4 * count;
   }
-  let json = JSON.stringify(header);
+  const json = JSON.stringify(header);
   const enc = new TextEncoder();
   let headerBytes = enc.encode(json);
   const pad = (8 - (headerBytes.length % 8)) % 8;

@@ -90,13 +90,13 @@ export class ClipJudge {
     let pre = CLIP_PREPROCESS;
     if (existsSync(cfgPath)) {
       const c = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
-      const size = c['size'] as { shortest_edge?: number } | number | undefined;
-      const crop = c['crop_size'] as { height?: number } | number | undefined;
+      const size = c.size as { shortest_edge?: number } | number | undefined;
+      const crop = c.crop_size as { height?: number } | number | undefined;
       pre = {
         size: typeof size === 'number' ? size : (size?.shortest_edge ?? pre.size),
         crop: typeof crop === 'number' ? crop : (crop?.height ?? pre.crop),
-        mean: (c['image_mean'] as [number, number, number] | undefined) ?? pre.mean,
-        std: (c['image_std'] as [number, number, number] | undefined) ?? pre.std,
+        mean: (c.image_mean as [number, number, number] | undefined) ?? pre.mean,
+        std: (c.image_std as [number, number, number] | undefined) ?? pre.std,
       };
     }
     const tokenizer = await ClipTokenizer.fromFolder(tokenizerDir ?? dir);
@@ -127,9 +127,9 @@ export class ClipJudge {
       input_ids: { dims: [ids.length, L], data: Int32Array.from(flat) },
       pixel_values: { dims: [1, 3, this.pre.crop, this.pre.crop], data: preprocessClip(img, this.pre) },
     };
-    if (this.hasMask) feeds['attention_mask'] = { dims: [ids.length, L], data: Int32Array.from(mask) };
+    if (this.hasMask) feeds.attention_mask = { dims: [ids.length, L], data: Int32Array.from(mask) };
     const out = (await this.host.run(this.key, feeds, [], ['logits_per_image'])).outputs;
-    return out['logits_per_image']!.data as Float32Array;
+    return out.logits_per_image!.data as Float32Array;
   }
 
   async logits(img: RgbImage, texts: string[]): Promise<Float32Array> {

@@ -79,8 +79,8 @@ function isObject(v: unknown): v is Record<string, unknown> {
 const isPrompt = (v: unknown): v is string => typeof v === 'string' && v !== '';
 
 function checkEntry(v: unknown): TimedEntry {
-  const pairs = (x: unknown) => Array.isArray(x) && x.length === 5 && x.every((p) => isObject(p) && isPrompt(p['test']) && isPrompt(p['gt']));
-  if (!isObject(v) || !Number.isSafeInteger(v['index']) || (v['index'] as number) < 0 || !isPrompt(v['old']) || !isPrompt(v['new']) || !pairs(v['positives']) || !pairs(v['negatives']))
+  const pairs = (x: unknown) => Array.isArray(x) && x.length === 5 && x.every((p) => isObject(p) && isPrompt(p.test) && isPrompt(p.gt));
+  if (!isObject(v) || !Number.isSafeInteger(v.index) || (v.index as number) < 0 || !isPrompt(v.old) || !isPrompt(v.new) || !pairs(v.positives) || !pairs(v.negatives))
     throw new Error('"entry" is not a TIMED entry (index, old, new, 5 positives, 5 negatives)');
   return v as unknown as TimedEntry;
 }
@@ -89,7 +89,7 @@ function checkScores(v: unknown): Record<ModelName, Scores> {
   const fraction = (x: unknown) => typeof x === 'number' && x >= 0 && x <= 1;
   const ok = isObject(v) && (['baseline', 'edited', 'oracle'] as const).every((m) => {
     const s = v[m];
-    return isObject(s) && fraction(s['efficacy']) && fraction(s['generality']) && fraction(s['specificity']);
+    return isObject(s) && fraction(s.efficacy) && fraction(s.generality) && fraction(s.specificity);
   });
   if (!ok) throw new Error('"scores" must give efficacy, generality and specificity in [0, 1] for baseline, edited and oracle');
   return v as unknown as Record<ModelName, Scores>;
@@ -98,12 +98,12 @@ function checkScores(v: unknown): Record<ModelName, Scores> {
 /** One entry line back into a result; throws with what is wrong. */
 function parseEntryLine(v: unknown): EntryResult {
   if (!isObject(v)) throw new Error('not a JSON object');
-  const entry = checkEntry(v['entry']);
+  const entry = checkEntry(v.entry);
   const r: EntryResult = { entry };
-  if (v['error'] !== undefined) {
-    if (typeof v['error'] !== 'string') throw new Error('"error" must be a string');
-    r.error = v['error'];
-  } else r.scores = checkScores(v['scores']);
+  if (v.error !== undefined) {
+    if (typeof v.error !== 'string') throw new Error('"error" must be a string');
+    r.error = v.error;
+  } else r.scores = checkScores(v.scores);
   for (const k of ['editMs', 'seconds'] as const) {
     if (v[k] === undefined) continue;
     if (typeof v[k] !== 'number' || !Number.isFinite(v[k])) throw new Error(`"${k}" must be a number`);

@@ -207,7 +207,7 @@ export function resultsCsv(results: EntryResult[]): string {
     const nums = (['baseline', 'edited', 'oracle'] as const).flatMap((m) => (s ? [s[m].efficacy, s[m].generality, s[m].specificity].map((x) => x.toFixed(4)) : ['', '', '']));
     lines.push([String(r.entry.index), csvField(r.entry.old), csvField(r.entry.new), ...nums, r.editMs?.toFixed(1) ?? '', csvField(r.error ?? '')].join(','));
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 function esc(s: string): string {

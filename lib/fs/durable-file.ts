@@ -9,7 +9,7 @@
 // fsync semantics: POSIX fsync(2) and rename(2); https://pubs.opengroup.org/onlinepubs/9699919799/functions/rename.html
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { link, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { errorCode, FileError, systemReason } from './file-error.js';
 import { makeDirectory } from './make-directory.js';
@@ -171,13 +171,15 @@ export interface FileToWrite {
  * Writes several files as a unit: every file goes to its temporary sibling first, the temporaries are fsynced
  * together (concurrently: one flush wait for the set instead of one per file), then all are renamed into place
  * and each folder is fsynced once. If anything fails (a full disk, a permission), the temporaries are removed
- * and so are the files this call already renamed into place: all of them or none (a file that existed before is
- * then gone too, as its replacement was). Throws a FileError naming the file that failed.
+ * and so are the files this call already renamed into place: all of them or none. A file that existed before is
+ * kept through the renames by a hard link and put back on failure (where the file system has no hard links, it is
+ * then gone, as its replacement was). Throws a FileError naming the file that failed.
  * Example: `await writeFilesAtomic([{ path: 'out/a.png', data: a }, { path: 'out/b.png', data: b }])`.
  */
 export async function writeFilesAtomic(files: readonly FileToWrite[]): Promise<void> {
   const staged: { path: string; tmp: string; handle?: Awaited<ReturnType<typeof open>> }[] = [];
   const renamed: string[] = [];
+  const backups = new Map<string, string>(); // target → hard link to the file it replaces
   let current = files[0]?.path ?? '';
   try {
     for (const f of files) {
@@ -204,6 +206,10 @@ export async function writeFilesAtomic(files: readonly FileToWrite[]): Promise<v
       await h.close();
     }
     for (const e of staged) {
+      const backup = `${tempPathFor(e.path)}.old`;
+      if (await link(e.path, backup).then(() => true, () => false)) backups.set(e.path, backup);
+    }
+    for (const e of staged) {
       current = e.path;
       await rename(e.tmp, e.path);
       renamed.push(e.path);
@@ -213,9 +219,15 @@ export async function writeFilesAtomic(files: readonly FileToWrite[]): Promise<v
       await e.handle?.close().catch(() => undefined);
       await rm(e.tmp, { force: true }).catch(() => undefined);
     }
-    for (const path of renamed) await rm(path, { force: true }).catch(() => undefined);
+    for (const path of renamed) {
+      const backup = backups.get(path);
+      await (backup === undefined ? rm(path, { force: true }) : rename(backup, path)).catch(() => undefined);
+      backups.delete(path);
+    }
+    for (const backup of backups.values()) await rm(backup, { force: true }).catch(() => undefined);
     throw writeError(current, err);
   }
+  for (const backup of backups.values()) await rm(backup, { force: true }).catch(() => undefined);
   for (const folder of new Set(files.map((f) => dirname(resolve(f.path))))) await syncFolder(folder);
 }
 

@@ -7,7 +7,9 @@
 // stale one, a fresh record is renamed over it (rename replaces atomically: the name never disappears, so no
 // third run can slip in) and read back to confirm. An empty or torn lock (written by an older version, which
 // created the file and then wrote it) younger than a few seconds is "being written", never stale. Release removes
-// the lock only while it still holds this run's token. A live holder is an OutputInUseError naming the folder, the holder and the lock.
+// the lock only while it still holds this run's token. A live holder is an OutputInUseError naming the folder,
+// the holder and the lock. On a file system without hard links, the lock is created exclusively and then written
+// (the "being written" rule covers the moment between).
 import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, linkSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -83,8 +85,16 @@ function createComplete(dir: string, name: string, text: string): boolean {
     linkSync(tmp, name);
     return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS') throw err;
+    try {
+      writeFileSync(name, text, { flag: 'wx' }); // no hard links here (FAT, some network file systems)
+      return true;
+    } catch (err2) {
+      if ((err2 as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err2;
+    }
   } finally {
     rmSync(tmp, { force: true });
   }
@@ -124,7 +134,7 @@ function takeOver(dir: string, path: string, seen: SeenLock, text: string, token
 export function lockOutputFolder(dir: string, what: string): () => void {
   const path = join(dir, LOCK_NAME);
   const token = randomBytes(8).toString('hex');
-  const text = JSON.stringify({ pid: process.pid, host: hostname(), what, since: new Date().toISOString(), token }) + '\n';
+  const text = `${JSON.stringify({ pid: process.pid, host: hostname(), what, since: new Date().toISOString(), token })}\n`;
   const giveUpAt = Date.now() + 2 * BEING_WRITTEN_MS;
   for (;;) {
     let held = createComplete(dir, path, text);

@@ -84,8 +84,8 @@ export function readLogFile(path: string): LogText | undefined {
  * Example: `logHeaderOf(log.lines[0]?.value, 'time-edit eval timed')?.settings`.
  */
 export function logHeaderOf(value: unknown, kind: string): LogHeader<Record<string, unknown>> | undefined {
-  if (!isObject(value) || value['log'] !== kind || !isObject(value['settings'])) return undefined;
-  return { log: kind, format: value['format'] as number, settings: value['settings'] };
+  if (!isObject(value) || value.log !== kind || !isObject(value.settings)) return undefined;
+  return { log: kind, format: value.format as number, settings: value.settings };
 }
 
 /**
@@ -103,7 +103,7 @@ export function settingDifferences(recorded: Record<string, unknown>, current: R
 
 /** A record as the log line that stores it: compact JSON and a newline. */
 function logLine(record: unknown): string {
-  return JSON.stringify(record) + '\n';
+  return `${JSON.stringify(record)}\n`;
 }
 
 /**

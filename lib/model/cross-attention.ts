@@ -3,7 +3,7 @@
 // is a 2-D initializer [d, out] (PyTorch's Linear weight stored transposed). K and V are told apart by where
 // their output goes: K's reaches the Q·Kᵀ MatMul whose result feeds a Softmax; V's reaches the MatMul that
 // takes the Softmax output. A layer is one (K, V) pair sharing a Softmax.
-import { OnnxError, tensorDims, type GraphProto, type TensorProto } from './onnx/index.js';
+import { type OnnxError, tensorDims, type GraphProto, type TensorProto } from './onnx/index.js';
 import { TimeEditError } from '../errors.js';
 
 export class CrossAttentionError extends TimeEditError {
@@ -134,7 +134,11 @@ export function findCrossAttention(g: GraphProto, options: { conditioningInput?:
       for (const ni of ix.consumers.get(a) ?? []) {
         const n = g.node[ni]!;
         if ((n.opType === 'Cast' || n.opType === 'Identity') && n.input[0] === a)
-          for (const o of n.output) if (!aliases.has(o)) (aliases.add(o), next.push(o));
+          for (const o of n.output) {
+            if (aliases.has(o)) continue;
+            aliases.add(o);
+            next.push(o);
+          }
       }
     grow = next;
   }
@@ -147,7 +151,7 @@ export function findCrossAttention(g: GraphProto, options: { conditioningInput?:
       const op = n.opType ?? '';
       if (op === 'Cast' || op === 'Identity' || op === 'Shape') continue;
       if (op !== 'MatMul') {
-        const what = `${n.domain ? n.domain + '.' : ''}${op} node (${n.name || 'unnamed'})`;
+        const what = `${n.domain ? `${n.domain}.` : ''}${op} node (${n.name || 'unnamed'})`;
         if (/attention/i.test(op) || n.domain === 'com.microsoft')
           throw new CrossAttentionError(
             `the text conditioning is read by a fused ${what}: K and V are packed (e.g. by onnxruntime's transformer optimizer); ` +

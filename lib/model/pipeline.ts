@@ -457,7 +457,7 @@ export class Pipeline {
     const marker = await findPackedMarker('path' in source ? source : { bytes: source.modelBytes });
     if (marker !== null) throw new ModelError(label, `${label} is an onnxruntime "GPU-optimized" UNet (found ${marker}); use an unoptimized export`);
     const key = this.shared.host.newKey('unet');
-    const info = await this.shared.host.load(key, source, { device: this.shared.device, threads: this.shared.threads, spinning: this.shared.spinning }, 'path' in source ? basename(dirname(source.path)) + '/' + basename(source.path) : label);
+    const info = await this.shared.host.load(key, source, { device: this.shared.device, threads: this.shared.threads, spinning: this.shared.spinning }, 'path' in source ? `${basename(dirname(source.path))}/${basename(source.path)}` : label);
     try {
       const unet = checkUnet(info, label, true);
       const w = lastDim(info.inputs.find((i) => i.name === 'encoder_hidden_states'));

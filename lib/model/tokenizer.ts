@@ -65,7 +65,7 @@ export function parseMerges(bytes: Uint8Array, path: string): string[] {
     if (line.endsWith('\r')) line = line.slice(0, -1);
     if (lineNo === 1 && line.startsWith('#version')) continue;
     if (line.trim() === '') continue;
-    if (!/^[^\s]+ [^\s]+$/.test(line)) throw new ModelError(path, `${path} line ${lineNo} is not a merge (two symbols separated by one space): ${JSON.stringify(line.length > 60 ? line.slice(0, 60) + '…' : line)}`);
+    if (!/^[^\s]+ [^\s]+$/.test(line)) throw new ModelError(path, `${path} line ${lineNo} is not a merge (two symbols separated by one space): ${JSON.stringify(line.length > 60 ? `${line.slice(0, 60)}…` : line)}`);
     merges.push(line);
   }
   return merges;
@@ -150,7 +150,7 @@ export class ClipTokenizer {
     const eos = inner.token_to_id(EOS_TOKEN);
     if (bos === undefined || eos === undefined) throw new ModelError(dir, `tokenizer in ${dir} lacks ${BOS_TOKEN} or ${EOS_TOKEN}: not a CLIP tokenizer`);
     // Some configs carry a huge sentinel model_max_length; SD 1.x text encoders have 77 positions.
-    const m = config['model_max_length'];
+    const m = config.model_max_length;
     const maxLength = typeof m === 'number' && Number.isInteger(m) && m >= 3 && m <= 1024 ? m : 77;
     return new ClipTokenizer(inner, bos, eos, maxLength);
   }

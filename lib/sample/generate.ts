@@ -135,7 +135,7 @@ export function validateGenerateOptions(pipeline: Pipeline, o: GenerateOptions):
   const limit = o.maxMemoryBytes ?? totalmem();
   const need = estimateGenerateMemory(pipeline, o);
   if (need.total > limit) {
-    fail('height', `the run (height ${o.height}, width ${o.width}, batchSize ${o.batchSize ?? 8}) needs an estimated ${formatBytes(need.total)}, more than ${o.maxMemoryBytes === undefined ? "this machine's memory" : 'maxMemoryBytes'} (${formatBytes(limit)}): use a smaller height, width or batchSize`, o.height);
+    fail('height', `the run (height ${o.height}, width ${o.width}, batchSize ${o.batchSize ?? 8}) needs an estimated ${formatBytes(need.total)}, more than ${o.maxMemoryBytes === undefined ? "this machine's memory" : 'maxMemoryBytes'} (${formatBytes(limit)}): use smaller images or a smaller batch`, o.height);
   }
   if (o.conditioning !== undefined) {
     if (o.negativePrompt !== undefined) fail('negativePrompt', 'negativePrompt and conditioning cannot be combined: conditioning.uncond is the unconditional branch');
@@ -304,7 +304,7 @@ export async function generate(pipeline: Pipeline, o: GenerateOptions): Promise<
         for (let xx = 0; xx < W; xx++) {
           for (let ci = 0; ci < 3; ci++) {
             const v = decoded.data[base + ci * H * W + y * W + xx]! / 2 + 0.5;
-            rgb[(y * W + xx) * 3 + ci] = Math.round((v < 0 ? 0 : v > 1 ? 1 : v) * 255);
+            rgb[(y * W + xx) * 3 + ci] = Math.round((v < 0 ? 0 : Math.min(v , 1)) * 255);
           }
         }
       }

@@ -270,7 +270,7 @@ class Euler implements Scheduler {
     checkTimesteps(this.timesteps, T, steps, config);
     this.sigmas = [...this.timesteps.map((t) => sigmaAt(ac, t)), 0];
     // A loop, not Math.max(...sigmas): a spread of many thousands of values overflows the call stack.
-    const smax = this.sigmas.reduce((m, s) => (s > m ? s : m), -Infinity);
+    const smax = this.sigmas.reduce((m, s) => (Math.max(s , m)), -Infinity);
     this.initNoiseSigma = spacing === 'leading' ? Math.sqrt(smax * smax + 1) : smax;
   }
 

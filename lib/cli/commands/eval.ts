@@ -153,7 +153,7 @@ export async function run(args: string[]): Promise<void> {
     // seconds: the time spent on the entries, summed over the runs that computed them.
     const seconds = results.reduce((s, r) => s + (r.seconds ?? 0), 0);
     const summaryJson = { ...meta, summary: avg ?? null, errors: results.filter((r) => r.error).map((r) => ({ index: r.entry.index, error: r.error })), seconds };
-    await writeFileAtomic(join(outDir, 'summary.json'), JSON.stringify(summaryJson, null, 2) + '\n');
+    await writeFileAtomic(join(outDir, 'summary.json'), `${JSON.stringify(summaryJson, null, 2)}\n`);
     if (v.json === true) console.log(JSON.stringify(summaryJson, null, 2));
     else {
       const p = (x: number) => `${(100 * x).toFixed(1)}%`.padStart(8);

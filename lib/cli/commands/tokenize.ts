@@ -1,5 +1,4 @@
-// `time-edit tokenize`: the 77 ids SD's text encoder would receive for each prompt, one JSON array per line.
-import { readFile } from 'node:fs/promises';
+
 import { join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { parseCommandLine } from '../flags.js';
@@ -54,5 +53,5 @@ export async function run(args: string[]): Promise<void> {
     const ids = Array.from(e.ids);
     lines.push(values.tokens === true ? JSON.stringify({ ids, tokens: ids.map((id) => tok.tokenString(id)), truncated: e.truncated }) : JSON.stringify(ids));
   });
-  process.stdout.write(lines.join('\n') + '\n');
+  process.stdout.write(`${lines.join('\n')}\n`);
 }

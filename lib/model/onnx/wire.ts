@@ -181,7 +181,10 @@ export class Writer {
   int64(v: Int64): void {
     if (typeof v === 'number') {
       if (!Number.isInteger(v)) throw new ProtobufError(`cannot encode ${v} as an integer`);
-      if (v >= 0 && v <= Number.MAX_SAFE_INTEGER) return this.uint32(v);
+      if (v >= 0 && v <= Number.MAX_SAFE_INTEGER) {
+        this.uint32(v);
+        return;
+      }
       v = BigInt(v);
     }
     let u = BigInt.asUintN(64, v);
