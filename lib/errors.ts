@@ -31,7 +31,8 @@ export function describeValue(value: unknown): string {
   if (typeof value === 'string') return `'${value}'`;
   if (value === null || typeof value !== 'object') return typeof value === 'function' ? 'a function' : String(value);
   if (Array.isArray(value)) return `an array of ${value.length}`;
-  if (ArrayBuffer.isView(value)) return 'length' in value ? `a ${value.constructor.name} of ${String(value.length)} values` : `a ${value.constructor.name}`;
+  if (ArrayBuffer.isView(value))
+    return 'length' in value ? `a ${value.constructor.name} of ${String(value.length)} values` : `a ${value.constructor.name}`;
   return 'an object';
 }
 

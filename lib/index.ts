@@ -34,7 +34,14 @@ export type { CrossAttentionMap, CrossAttentionLayer, Projection } from './model
 // The native solver: the closed-form solve and what to do with its result, and the backend it runs on.
 export { solveEdits, patchWeights, applyToEmbeddings, composeTransforms, denseOf } from './solver/native.js';
 export type {
-  EditInput, StackedWeights, LowRankForm, EditTransform, SolvedEdit, SolveOptions, SolveOutputs, OutputOptions,
+  EditInput,
+  StackedWeights,
+  LowRankForm,
+  EditTransform,
+  SolvedEdit,
+  SolveOptions,
+  SolveOutputs,
+  OutputOptions,
 } from './solver/native.js';
 export { availableBackends, solverBackend } from './solver/backend.js';
 export type { BackendKind, BackendChoice } from './solver/backend.js';

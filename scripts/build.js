@@ -20,7 +20,8 @@ const onlyTs = args.has('--ts-only');
 const onlyNative = args.has('--native-only');
 
 /** What a source build of the addon needs, as one line (also printed by scripts/install.js). */
-export const BUILD_NEEDS = 'cmake, a C++17 compiler and, for the fast kernels, OpenBLAS + LAPACKE ' +
+export const BUILD_NEEDS =
+  'cmake, a C++17 compiler and, for the fast kernels, OpenBLAS + LAPACKE ' +
   '(Debian/Ubuntu: apt-get install cmake g++ libopenblas-dev liblapacke-dev)';
 
 function run(cmd, cmdArgs) {
@@ -38,17 +39,16 @@ function runOrExit(cmd, cmdArgs) {
 /** Whether an executable of that name is on PATH (what cmake-js and CMake will look for). */
 function onPath(name) {
   const exts = process.platform === 'win32' ? (process.env.PATHEXT ?? '.EXE').split(';') : [''];
-  return (process.env.PATH ?? '').split(delimiter).some((dir) =>
-    dir !== '' && exts.some((ext) => existsSync(join(dir, name + ext))));
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => dir !== '' && exts.some((ext) => existsSync(join(dir, name + ext))));
 }
 
 /** The tools a source build needs that are missing here: [] when it can be tried. */
 export function missingBuildTools() {
-  if (process.platform === 'win32') return [];  // Visual Studio is found by cmake-js, not on PATH
+  if (process.platform === 'win32') return []; // Visual Studio is found by cmake-js, not on PATH
   const missing = [];
   if (!onPath('cmake')) missing.push('cmake');
   const compilers = [process.env.CXX, 'c++', 'g++', 'clang++'].filter((c) => c !== undefined && c !== '');
-  if (!compilers.some((c) => c.includes('/') ? existsSync(c) : onPath(c))) missing.push('a C++17 compiler');
+  if (!compilers.some((c) => (c.includes('/') ? existsSync(c) : onPath(c)))) missing.push('a C++17 compiler');
   return missing;
 }
 
@@ -82,7 +82,10 @@ const isMain = process.argv[1] !== undefined && fileURLToPath(import.meta.url) =
 if (isMain) {
   const addon = join(root, 'build', 'Release', 'time_edit.node');
   if (!onlyTs) {
-    const nativeSources = Math.max(newestMtime(join(root, 'native'), () => true), statSync(join(root, 'CMakeLists.txt')).mtimeMs);
+    const nativeSources = Math.max(
+      newestMtime(join(root, 'native'), () => true),
+      statSync(join(root, 'CMakeLists.txt')).mtimeMs,
+    );
     if (force || !existsSync(addon) || statSync(addon).mtimeMs < nativeSources) buildNative();
   }
   // The published package ships lib/**/*.js without the .ts sources (and without typescript): nothing to compile.

@@ -40,8 +40,10 @@ if (found.ok) {
 }
 const missing = missingBuildTools();
 if (missing.length > 0) {
-  console.error(`time-edit: ${found.why}, and building it from source needs ${BUILD_NEEDS}; ` +
-    `${missing.join(' and ')} not found: install them, then \`npm rebuild time-edit\``);
+  console.error(
+    `time-edit: ${found.why}, and building it from source needs ${BUILD_NEEDS}; ` +
+      `${missing.join(' and ')} not found: install them, then \`npm rebuild time-edit\``,
+  );
   process.exit(1);
 }
 console.log(`time-edit: ${found.why}: building the addon from source`);

@@ -23,7 +23,7 @@ const allowedLibraries = /^(linux-vdso|libc|libm|libpthread|libdl|librt|libstdc\
 /** Undefined symbols it may have: Node-API's (from node itself) and versioned ones of glibc, libstdc++, libgcc. */
 const allowedUndefined = /^napi_|@(GLIBC|GLIBCXX|CXXABI|GCC)_/;
 /** Debian's license files of the archives linked in, shipped beside the addon as BSD's binary clause asks. */
-const notices = { 'OpenBLAS': '/usr/share/doc/libopenblas-pthread-dev/copyright', 'LAPACKE': '/usr/share/doc/liblapacke-dev/copyright' };
+const notices = { OpenBLAS: '/usr/share/doc/libopenblas-pthread-dev/copyright', LAPACKE: '/usr/share/doc/liblapacke-dev/copyright' };
 
 function run(cmd, args) {
   const result = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
@@ -45,8 +45,15 @@ if (process.platform !== 'linux') {
 }
 
 const cmakeJs = join(dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
-run(process.execPath, [cmakeJs, 'rebuild', '--out', buildDir,
-  '--CDTIME_EDIT_STATIC_BLAS=ON', '--CDTIME_EDIT_CUDA=OFF', '--CDTIME_EDIT_BUILD_TESTS=OFF']);
+run(process.execPath, [
+  cmakeJs,
+  'rebuild',
+  '--out',
+  buildDir,
+  '--CDTIME_EDIT_STATIC_BLAS=ON',
+  '--CDTIME_EDIT_CUDA=OFF',
+  '--CDTIME_EDIT_BUILD_TESTS=OFF',
+]);
 mkdirSync(dirname(target), { recursive: true });
 copyFileSync(join(root, buildDir, 'Release', 'time_edit.node'), target);
 // Symbols are not needed to run it, and they are most of the file.
@@ -54,14 +61,20 @@ spawnSync('strip', ['--strip-unneeded', target], { stdio: 'inherit' });
 
 const ldd = spawnSync('ldd', [target], { encoding: 'utf8' });
 if (ldd.status !== 0) fail(`ldd ${target} failed: ${ldd.stderr}`);
-const needed = ldd.stdout.split('\n').map((line) => line.trim().split(/\s+/)[0]).filter((name) => name);
+const needed = ldd.stdout
+  .split('\n')
+  .map((line) => line.trim().split(/\s+/)[0])
+  .filter((name) => name);
 const extra = needed.filter((name) => !allowedLibraries.test(name.split('/').pop()));
 if (extra.length > 0) fail(`${target} needs ${extra.join(', ')}: it would not load where they are missing`);
 
 const nm = spawnSync('nm', ['-D', '--undefined-only', target], { encoding: 'utf8' });
 if (nm.status !== 0) fail(`nm ${target} failed: ${nm.stderr}`);
-const undefinedSymbols = nm.stdout.split('\n').map((line) => line.trim().split(/\s+/))
-  .filter(([type, name]) => type === 'U' && !allowedUndefined.test(name)).map(([, name]) => name);
+const undefinedSymbols = nm.stdout
+  .split('\n')
+  .map((line) => line.trim().split(/\s+/))
+  .filter(([type, name]) => type === 'U' && !allowedUndefined.test(name))
+  .map(([, name]) => name);
 if (undefinedSymbols.length > 0) {
   fail(`${target} leaves ${undefinedSymbols.slice(0, 5).join(', ')} undefined (link the library that defines them)`);
 }

@@ -11,12 +11,19 @@ import { ClipTokenizer } from '../lib/model/tokenizer.js';
 function fakeTokenizer(maxLength = 77) {
   const vocab = ['a', 'an', 'blue', 'circle', 'apple', 'red', 'dog', 'cat', 'photo', 'of', 'big'];
   return {
-    bos: 1, eos: 2, maxLength,
-    tokenize: (text) => text.toLowerCase().split(/\s+/).filter(Boolean).map((w) => {
-      const i = vocab.indexOf(w);
-      if (i < 0) throw new Error(`fake vocab lacks ${w}`);
-      return i + 10;
-    }),
+    bos: 1,
+    eos: 2,
+    maxLength,
+    tokenize: (text) =>
+      text
+        .toLowerCase()
+        .split(/\s+/)
+        .filter(Boolean)
+        .map((w) => {
+          const i = vocab.indexOf(w);
+          if (i < 0) throw new Error(`fake vocab lacks ${w}`);
+          return i + 10;
+        }),
     tokenString: (id) => (id === 1 ? '<|startoftext|>' : id === 2 ? '<|endoftext|>' : `${vocab[id - 10]}</w>`),
   };
 }
@@ -57,7 +64,10 @@ test('a repeated source word matches the next occurrence, not the first', () => 
 });
 
 test('a source word missing from the destination (or out of order) is a clear error naming it', () => {
-  assert.throws(() => alignTokens(fakeTokenizer(), 'a dog', 'a cat'), (e) => e instanceof AlignmentError && /source word 'dog'/.test(e.message));
+  assert.throws(
+    () => alignTokens(fakeTokenizer(), 'a dog', 'a cat'),
+    (e) => e instanceof AlignmentError && /source word 'dog'/.test(e.message),
+  );
   // 'red' matches position 3, after which no 'dog' is left.
   assert.throws(() => alignTokens(fakeTokenizer(), 'a red dog', 'a dog red'), /source word 'dog'/);
   assert.throws(() => alignTokens(fakeTokenizer(), '', 'a dog'), /source prompt is empty/);
@@ -90,7 +100,9 @@ test('augmentations: leading "A" lowered inside templates, configurable list', (
 });
 
 const clipDir = new URL('../../shared/data/clip-tokenizer', import.meta.url).pathname;
-test('real CLIP tokenizer: TIMED pairs align, "An" ↔ "a" included', { skip: existsSync(clipDir) ? false : 'no ../shared/data/clip-tokenizer' }, async () => {
+test('real CLIP tokenizer: TIMED pairs align, "An" ↔ "a" included', {
+  skip: existsSync(clipDir) ? false : 'no ../shared/data/clip-tokenizer',
+}, async () => {
   const tok = await ClipTokenizer.fromFolder(clipDir);
   const al = alignTokens(tok, 'A banana', 'A blue banana');
   assert.deepEqual(al.sourceIds, [49406, 320, 8922, 49407]);

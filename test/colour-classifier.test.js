@@ -26,7 +26,7 @@ function insidePolygon(x, y, poly) {
   for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
     const [x1, y1] = poly[j];
     const [x2, y2] = poly[i];
-    if ((y1 > y) !== (y2 > y) && x < x1 + ((y - y1) * (x2 - x1)) / (y2 - y1)) inside = !inside;
+    if (y1 > y !== y2 > y && x < x1 + ((y - y1) * (x2 - x1)) / (y2 - y1)) inside = !inside;
   }
   return inside;
 }

@@ -6,7 +6,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,7 +69,12 @@ function damaged(file, key, value) {
 }
 
 function runCli(args, opts = {}) {
-  const r = spawnSync(opts.command ?? process.execPath, [...(opts.prefix ?? []), cli, ...args], { cwd: root, encoding: 'utf8', timeout: opts.timeout ?? 120000, env: { ...process.env, TIME_EDIT_DEBUG: '' } });
+  const r = spawnSync(opts.command ?? process.execPath, [...(opts.prefix ?? []), cli, ...args], {
+    cwd: root,
+    encoding: 'utf8',
+    timeout: opts.timeout ?? 120000,
+    env: { ...process.env, TIME_EDIT_DEBUG: '' },
+  });
   return { code: r.status, signal: r.signal, err: r.stderr, out: r.stdout };
 }
 
@@ -129,34 +146,65 @@ test('the CLI exits 1 with one line naming the file and key for a bad config val
 
 test('createScheduler checks the config it is given and bounds steps for every scheduler', () => {
   const cfg = { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear' };
-  assert.throws(() => createScheduler({ ...cfg, num_train_timesteps: -5 }, 10), (e) => e instanceof ModelError && /num_train_timesteps must be an integer ≥ 2 and ≤ 100000, got -5/.test(e.message));
-  assert.throws(() => createScheduler({ ...cfg, steps_offset: '1' }, 10, 'ddim'), (e) => e instanceof ModelError && /steps_offset/.test(e.message));
+  assert.throws(
+    () => createScheduler({ ...cfg, num_train_timesteps: -5 }, 10),
+    (e) => e instanceof ModelError && /num_train_timesteps must be an integer ≥ 2 and ≤ 100000, got -5/.test(e.message),
+  );
+  assert.throws(
+    () => createScheduler({ ...cfg, steps_offset: '1' }, 10, 'ddim'),
+    (e) => e instanceof ModelError && /steps_offset/.test(e.message),
+  );
   for (const name of ['euler', 'dpm++2m', 'pndm', 'ddim']) {
     for (const steps of [1001, 200000]) {
-      assert.throws(() => createScheduler(cfg, steps, name), (e) => e instanceof InputError && e.argument === 'steps' && /must not exceed num_train_timesteps \(1000\)/.test(e.message), `${name} ${steps}`);
+      assert.throws(
+        () => createScheduler(cfg, steps, name),
+        (e) => e instanceof InputError && e.argument === 'steps' && /must not exceed num_train_timesteps \(1000\)/.test(e.message),
+        `${name} ${steps}`,
+      );
     }
     // The largest allowed run still builds, with every timestep inside the trained range.
     const s = createScheduler(cfg, 1000, name);
-    assert.ok(s.timesteps.every((t) => t >= 0 && t <= 999), name);
+    assert.ok(
+      s.timesteps.every((t) => t >= 0 && t <= 999),
+      name,
+    );
   }
   // An offset that pushes the last timestep past T − 1 is refused instead of indexing past ᾱ.
-  assert.throws(() => createScheduler({ ...cfg, steps_offset: 1 }, 1000, 'ddim'), (e) => e instanceof InputError && /timestep 1000, outside the trained timesteps 0…999/.test(e.message));
+  assert.throws(
+    () => createScheduler({ ...cfg, steps_offset: 1 }, 1000, 'ddim'),
+    (e) => e instanceof InputError && /timestep 1000, outside the trained timesteps 0…999/.test(e.message),
+  );
 });
 
-test('a run whose memory estimate exceeds the limit is refused before any work, naming height, width and batch', { skip: !modelPresent }, async () => {
+test('a run whose memory estimate exceeds the limit is refused before any work, naming height, width and batch', {
+  skip: !modelPresent,
+}, async () => {
   const pipeline = await loadPipeline();
   try {
-    const base = { prompts: ['a circle'], seeds: [0], steps: 1, guidance: 7.5, batchSize: 1, onProgress: () => assert.fail('a UNet call was made') };
+    const base = {
+      prompts: ['a circle'],
+      seeds: [0],
+      steps: 1,
+      guidance: 7.5,
+      batchSize: 1,
+      onProgress: () => assert.fail('a UNet call was made'),
+    };
     for (const side of [8192, 1000000]) {
       await assert.rejects(generate(pipeline, { ...base, height: side, width: side }), (e) => {
         assert.ok(e instanceof InputError, `${side}: ${e.name}: ${e.message}`);
-        assert.match(e.message, new RegExp(`height ${side}, width ${side}, batchSize 1\\) needs an estimated .* more than this machine's memory`));
+        assert.match(
+          e.message,
+          new RegExp(`height ${side}, width ${side}, batchSize 1\\) needs an estimated .* more than this machine's memory`),
+        );
         assert.equal(e.message.includes('\n'), false);
         return true;
       });
     }
     // maxMemoryBytes: the caller's own limit. 32×32 needs well over 1 kB (the RGB bytes alone are 3072).
-    await assert.rejects(generate(pipeline, { ...base, height: 32, width: 32, maxMemoryBytes: 1000 }), /needs an estimated .* more than maxMemoryBytes \(1\.00 KB\)/);
+    await assert.rejects(
+      generate(pipeline, { ...base, height: 32, width: 32, maxMemoryBytes: 1000 }),
+      /needs an estimated .* more than maxMemoryBytes \(1\.00 KB\)/,
+    );
     await assert.rejects(generate(pipeline, { ...base, height: 32, width: 32, maxMemoryBytes: -1 }), /maxMemoryBytes must be a number > 0/);
   } finally {
     await pipeline.close();
@@ -167,9 +215,15 @@ test('generate --height 8192 --width 8192 exits 2 at once instead of growing for
   const out = mkdtempSync(join(tmpdir(), 'config-hardening-out-'));
   try {
     const t0 = Date.now();
-    const r = runCli(['generate', 'a circle', '--height', '8192', '--width', '8192', '--batch', '1', '--steps', '1', '--out', join(out, 'o')], { timeout: 30000 });
+    const r = runCli(
+      ['generate', 'a circle', '--height', '8192', '--width', '8192', '--batch', '1', '--steps', '1', '--out', join(out, 'o')],
+      { timeout: 30000 },
+    );
     assert.equal(r.code, 2, `${r.signal ?? ''} ${r.err}`);
-    assert.match(r.err, /^time-edit: the run \(height 8192, width 8192, batchSize 1\) needs an estimated .*: use smaller images or a smaller batch\n$/);
+    assert.match(
+      r.err,
+      /^time-edit: the run \(height 8192, width 8192, batchSize 1\) needs an estimated .*: use smaller images or a smaller batch\n$/,
+    );
     assert.ok(Date.now() - t0 < 25000);
   } finally {
     rmSync(out, { recursive: true, force: true });
@@ -185,11 +239,24 @@ test('merges.txt: a line that is not two symbols, or not UTF-8, is refused namin
     await ClipTokenizer.fromFolder(join(fx.dir, 'tokenizer'));
     const lines = good.toString('utf8').split('\n');
     writeFileSync(merges, [...lines.slice(0, 2), 'a b c', ...lines.slice(2)].join('\n'));
-    await assert.rejects(ClipTokenizer.fromFolder(join(fx.dir, 'tokenizer')), (e) => e instanceof ModelError && e.file === merges && /merges\.txt line 3 is not a merge/.test(e.message));
+    await assert.rejects(
+      ClipTokenizer.fromFolder(join(fx.dir, 'tokenizer')),
+      (e) => e instanceof ModelError && e.file === merges && /merges\.txt line 3 is not a merge/.test(e.message),
+    );
     writeFileSync(merges, [...lines.slice(0, 3), 'nospace', ...lines.slice(3)].join('\n'));
     await assert.rejects(ClipTokenizer.fromFolder(join(fx.dir, 'tokenizer')), /merges\.txt line 4 is not a merge/);
-    writeFileSync(merges, Buffer.concat([Buffer.from(`${lines.slice(0, 4).join('\n')}\n`), Buffer.from([0x61, 0x20, 0xff, 0xfe, 0x0a]), Buffer.from(lines.slice(4).join('\n'))]));
-    await assert.rejects(ClipTokenizer.fromFolder(join(fx.dir, 'tokenizer')), (e) => e instanceof ModelError && /merges\.txt line 5 is not valid UTF-8/.test(e.message));
+    writeFileSync(
+      merges,
+      Buffer.concat([
+        Buffer.from(`${lines.slice(0, 4).join('\n')}\n`),
+        Buffer.from([0x61, 0x20, 0xff, 0xfe, 0x0a]),
+        Buffer.from(lines.slice(4).join('\n')),
+      ]),
+    );
+    await assert.rejects(
+      ClipTokenizer.fromFolder(join(fx.dir, 'tokenizer')),
+      (e) => e instanceof ModelError && /merges\.txt line 5 is not valid UTF-8/.test(e.message),
+    );
   } finally {
     rmSync(fx.base, { recursive: true, force: true });
   }
@@ -211,7 +278,9 @@ test('a text_encoder that is a file, or unreadable, is reported as such, not as 
   }
 });
 
-test('an unreadable text_encoder folder (EACCES) is reported as unreadable', { skip: !modelPresent || (isRoot && !existsSync('/usr/sbin/runuser')) }, () => {
+test('an unreadable text_encoder folder (EACCES) is reported as unreadable', {
+  skip: !modelPresent || (isRoot && !existsSync('/usr/sbin/runuser')),
+}, () => {
   const fx = copyToy();
   try {
     chmodSync(fx.base, 0o755);

@@ -15,7 +15,13 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const documents = ['README.md', ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)];
+const documents = [
+  'README.md',
+  ...readdirSync(join(root, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .sort()
+    .map((f) => `docs/${f}`),
+];
 /** Skipped blocks over all documents; more than this means the docs drifted away from runnable examples. */
 const MAX_NOT_RUN = 8;
 /** Per block; the slowest run here (the README's main command, 16 images of 50 steps) takes about 20 s. */
@@ -38,7 +44,8 @@ function fencedBlocks(text) {
     }
     const open = /^```\s*([\w+-]*)\s*$/.exec(lines[i]);
     if (!open) {
-      if (lines[i].trim() !== '' && pendingReason !== null) throw new Error(`line ${i}: a "not run" marker must be followed by a code block`);
+      if (lines[i].trim() !== '' && pendingReason !== null)
+        throw new Error(`line ${i}: a "not run" marker must be followed by a code block`);
       continue;
     }
     const start = i;
@@ -79,7 +86,10 @@ function kindOf(block) {
   const commands = shellCommands(block.code);
   const cli = commands.filter((c) => c.startsWith('node lib/cli.js'));
   if (cli.length === 0) return 'other';
-  if (cli.length !== commands.length) throw new Error(`a shell block mixes \`node lib/cli.js\` with other commands: ${commands.filter((c) => !c.startsWith('node lib/cli.js')).join('; ')}`);
+  if (cli.length !== commands.length)
+    throw new Error(
+      `a shell block mixes \`node lib/cli.js\` with other commands: ${commands.filter((c) => !c.startsWith('node lib/cli.js')).join('; ')}`,
+    );
   return 'cli';
 }
 
@@ -97,22 +107,52 @@ function run(command, args, cwd) {
   const r = spawnSync(command, args, { cwd, encoding: 'utf8', timeout: BLOCK_TIMEOUT_MS, env: { ...process.env, TIME_EDIT_DEBUG: '1' } });
   const tail = (s) => (s ?? '').split('\n').slice(-25).join('\n');
   if (r.error) assert.fail(`${r.error.message}\n--- stderr ---\n${tail(r.stderr)}`);
-  assert.equal(r.status, 0, `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}\n--- stdout ---\n${tail(r.stdout)}\n--- stderr ---\n${tail(r.stderr)}`);
+  assert.equal(
+    r.status,
+    0,
+    `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}\n--- stdout ---\n${tail(r.stdout)}\n--- stderr ---\n${tail(r.stderr)}`,
+  );
 }
 
 const parsed = documents.map((doc) => ({ doc, blocks: fencedBlocks(readFileSync(join(root, doc), 'utf8')) }));
 
 test('docs: the "not run" list is short and every entry says why', () => {
   const skipped = parsed.flatMap(({ doc, blocks }) => blocks.filter((b) => b.notRun !== null).map((b) => ({ doc, ...b })));
-  assert.ok(skipped.length <= MAX_NOT_RUN, `${skipped.length} blocks are marked "not run" (at most ${MAX_NOT_RUN}): ${skipped.map((b) => `${b.doc}:${b.line}`).join(', ')}`);
+  assert.ok(
+    skipped.length <= MAX_NOT_RUN,
+    `${skipped.length} blocks are marked "not run" (at most ${MAX_NOT_RUN}): ${skipped.map((b) => `${b.doc}:${b.line}`).join(', ')}`,
+  );
   for (const b of skipped) assert.ok(b.notRun.length >= 10, `${b.doc}:${b.line}: "not run" needs a reason, got '${b.notRun}'`);
-  for (const b of skipped) assert.notEqual(kindOf(b), 'other', `${b.doc}:${b.line}: only runnable blocks (js, node lib/cli.js) need a "not run" marker`);
+  for (const b of skipped)
+    assert.notEqual(kindOf(b), 'other', `${b.doc}:${b.line}: only runnable blocks (js, node lib/cli.js) need a "not run" marker`);
 });
 
 test('docs: the block reader finds blocks, languages and markers', () => {
-  const text = ['# t', '```js', 'a();', '```', '', '<!-- not run: needs a GPU somewhere -->', '', '```sh', 'node lib/cli.js x \\', '  --y', '```', '```', 'plain', '```'].join('\n');
+  const text = [
+    '# t',
+    '```js',
+    'a();',
+    '```',
+    '',
+    '<!-- not run: needs a GPU somewhere -->',
+    '',
+    '```sh',
+    'node lib/cli.js x \\',
+    '  --y',
+    '```',
+    '```',
+    'plain',
+    '```',
+  ].join('\n');
   const blocks = fencedBlocks(text);
-  assert.deepEqual(blocks.map((b) => [b.line, b.lang, b.notRun]), [[2, 'js', null], [8, 'sh', 'needs a GPU somewhere'], [12, '', null]]);
+  assert.deepEqual(
+    blocks.map((b) => [b.line, b.lang, b.notRun]),
+    [
+      [2, 'js', null],
+      [8, 'sh', 'needs a GPU somewhere'],
+      [12, '', null],
+    ],
+  );
   assert.deepEqual(shellCommands(blocks[1].code), ['node lib/cli.js x --y']);
   assert.equal(kindOf(blocks[1]), 'cli');
   assert.equal(kindOf({ lang: 'sh', code: 'npm install\n' }), 'other');
@@ -128,7 +168,10 @@ function headingAnchors(text) {
   const seen = new Map();
   const anchors = new Set();
   for (const [, title] of prose(text).matchAll(/^#{1,6}\s+(.+?)\s*$/gm)) {
-    const base = title.toLowerCase().replace(/[^\p{L}\p{M}\p{N}\p{Pc}\- ]/gu, '').replace(/ /g, '-');
+    const base = title
+      .toLowerCase()
+      .replace(/[^\p{L}\p{M}\p{N}\p{Pc}\- ]/gu, '')
+      .replace(/ /g, '-');
     const n = seen.get(base) ?? 0;
     seen.set(base, n + 1);
     anchors.add(n === 0 ? base : `${base}-${n}`);
@@ -137,8 +180,11 @@ function headingAnchors(text) {
 }
 
 test('docs: relative links point at files and headings that exist', () => {
-  assert.ok(headingAnchors('## `edit --batch`\n## API (`import … from \'time-edit\'`)\n## A\n## A').has('edit---batch'));
-  assert.deepEqual([...headingAnchors('## API (`import … from \'time-edit\'`)\n## A\n## A\n```sh\n# not a heading\n```')], ['api-import--from-time-edit', 'a', 'a-1']);
+  assert.ok(headingAnchors("## `edit --batch`\n## API (`import … from 'time-edit'`)\n## A\n## A").has('edit---batch'));
+  assert.deepEqual(
+    [...headingAnchors("## API (`import … from 'time-edit'`)\n## A\n## A\n```sh\n# not a heading\n```")],
+    ['api-import--from-time-edit', 'a', 'a-1'],
+  );
   const problems = [];
   for (const doc of documents) {
     for (const [, target] of prose(readFileSync(join(root, doc), 'utf8')).matchAll(/\]\(([^)\s]+)\)/g)) {

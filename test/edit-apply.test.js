@@ -36,7 +36,11 @@ async function makeEdit(mode, rows = 20, seed = 1, same = false) {
   const C = randn(rows * D, seed);
   const Cs = same ? C.slice() : Float32Array.from(C, (v, i) => v + randn(rows * D, seed + 1, 0.5)[i]);
   const [lr] = await referenceSolver.solve(D, [{ source: C, destination: Cs, rows, lambda: 0.1 }]);
-  return { edit: { d: D, fingerprint: 'x', steps: [{ pairs: [], preserve: [], lambda: 0.1, augmentations: [], mode, rows, D: lr.D, G: lr.G }] }, C, Cs };
+  return {
+    edit: { d: D, fingerprint: 'x', steps: [{ pairs: [], preserve: [], lambda: 0.1, augmentations: [], mode, rows, D: lr.D, G: lr.G }] },
+    C,
+    Cs,
+  };
 }
 
 async function run(source, E, extra) {
@@ -95,8 +99,14 @@ test('V-only edit: split conditioning (E to K, E·Mᵀ to V) equals V-only patch
   // Only the V initializers changed.
   const before = new Map(unet.model.graph.initializer.map((t) => [t.name, t]));
   for (const l of map.layers) {
-    assert.deepEqual(tensorToFloat32(patched.graph.initializer.find((t) => t.name === l.k.initializer)), tensorToFloat32(before.get(l.k.initializer)));
-    assert.notDeepEqual(tensorToFloat32(patched.graph.initializer.find((t) => t.name === l.v.initializer)), tensorToFloat32(before.get(l.v.initializer)));
+    assert.deepEqual(
+      tensorToFloat32(patched.graph.initializer.find((t) => t.name === l.k.initializer)),
+      tensorToFloat32(before.get(l.k.initializer)),
+    );
+    assert.notDeepEqual(
+      tensorToFloat32(patched.graph.initializer.find((t) => t.name === l.v.initializer)),
+      tensorToFloat32(before.get(l.v.initializer)),
+    );
   }
   const viaWeights = await run(encodeModel(patched), E);
   const cond = editedConditioning(edit, E);
@@ -123,7 +133,10 @@ test('C* = C: D is zero, weights and conditioning unchanged bit for bit', async 
   const patched = await patchUnetWeights(unet, map, edit);
   for (const l of map.layers)
     for (const p of [l.k, l.v])
-      assert.deepEqual(tensorToFloat32(patched.graph.initializer.find((t) => t.name === p.initializer)), tensorToFloat32(unet.model.graph.initializer.find((t) => t.name === p.initializer)));
+      assert.deepEqual(
+        tensorToFloat32(patched.graph.initializer.find((t) => t.name === p.initializer)),
+        tensorToFloat32(unet.model.graph.initializer.find((t) => t.name === p.initializer)),
+      );
 });
 
 // The paper's per-layer closed form, float64: W' = (λW + Σ W c* cᵀ)(λI + Σ c cᵀ)⁻¹.
@@ -157,7 +170,7 @@ function paperFormula(W, out, C, Cs, rows, lambda) {
   return Float64Array.from({ length: out * D }, (_, idx) => aug[idx % D][D + Math.floor(idx / D)]);
 }
 
-test('W·M from the low-rank solve equals the paper\'s per-layer formula (n > d and n < d)', async () => {
+test("W·M from the low-rank solve equals the paper's per-layer formula (n > d and n < d)", async () => {
   for (const rows of [40, 5]) {
     const { edit, C, Cs } = await makeEdit('kv', rows, 11 + rows);
     const out = 9;

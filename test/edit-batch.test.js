@@ -36,10 +36,16 @@ function fakeCtx(fingerprint = 'fp-test') {
     },
   };
 }
-const rows = (dir) => readFileSync(join(dir, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const rows = (dir) =>
+  readFileSync(join(dir, 'results.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
 
 test('batch lines: parsing and validation messages', () => {
-  assert.deepEqual(parseBatchLine('{"source":"a","dest":"b","only_v":true,"augmentations":false}').pairs, [{ source: 'a', destination: 'b' }]);
+  assert.deepEqual(parseBatchLine('{"source":"a","dest":"b","only_v":true,"augmentations":false}').pairs, [
+    { source: 'a', destination: 'b' },
+  ]);
   assert.equal(parseBatchLine('{"source":"a","destination":"b","onlyV":true}').mode, 'v');
   assert.throws(() => parseBatchLine('[1]'), /must be a JSON object/);
   assert.throws(() => parseBatchLine('{"source":"a"}'), /"source" and "destination" must be strings/);
@@ -50,21 +56,33 @@ test('batch: per-line results, bad lines isolated, resumable without duplicates'
   const dir = mkdtempSync(join(tmpdir(), 'batch-'));
   try {
     const file = join(dir, 'edits.jsonl');
-    writeFileSync(file, [
-      '{"source":"a circle","destination":"a blue circle"}',
-      '{"source":"a square","destination":"an orange square","onlyV":true,"augmentations":false}',
-      'not json',
-      '',
-      '{"source":"a circle","destination":"a blue square"}',
-      '{"source":"a circle","destination":"a blue circle","lambda":-1}',
-    ].join('\n'));
+    writeFileSync(
+      file,
+      [
+        '{"source":"a circle","destination":"a blue circle"}',
+        '{"source":"a square","destination":"an orange square","onlyV":true,"augmentations":false}',
+        'not json',
+        '',
+        '{"source":"a circle","destination":"a blue square"}',
+        '{"source":"a circle","destination":"a blue circle","lambda":-1}',
+      ].join('\n'),
+    );
     const out = join(dir, 'out');
     const ctx = fakeCtx();
     const s1 = await runBatchWith(ctx, file, out, { chunk: 4 }, referenceSolver);
     assert.deepEqual([s1.total, s1.ok, s1.errors, s1.skipped], [5, 2, 3, 0]);
     assert.deepEqual(ctx.calls, [8 + 2], 'the first chunk encodes all its prompts in one call (the second chunk has only errors)');
     const r = rows(out).sort((a, b) => a.line - b.line);
-    assert.deepEqual(r.map((x) => [x.line, x.status]), [[1, 'ok'], [2, 'ok'], [3, 'error'], [5, 'error'], [6, 'error']]);
+    assert.deepEqual(
+      r.map((x) => [x.line, x.status]),
+      [
+        [1, 'ok'],
+        [2, 'ok'],
+        [3, 'error'],
+        [5, 'error'],
+        [6, 'error'],
+      ],
+    );
     assert.match(r[2].error, /not valid JSON/);
     assert.match(r[3].error, /source word 'circle'/);
     assert.match(r[4].error, /λ must be a number > 0/);
@@ -115,14 +133,23 @@ test('batch defaults: a line without a field takes the run default, a line with 
     assert.deepEqual([s.ok, s.errors], [3, 0]);
     const [e1, e2, e3] = [await editOf(out, 1), await editOf(out, 2), await editOf(out, 3)];
     assert.deepEqual([e1.steps[0].lambda, e1.steps[0].mode, e1.steps[0].augmentations, e1.steps[0].preserve], [2, 'v', [], ['a square']]);
-    assert.deepEqual([e2.steps[0].lambda, e2.steps[0].mode, e2.steps[0].augmentations, e2.steps[0].preserve], [0.25, 'kv', PAPER_AUGMENTATIONS, []]);
-    assert.deepEqual([e3.steps[0].lambda, e3.steps[0].mode, e3.steps[0].augmentations, e3.steps[0].preserve], [2, 'v', ['A photo of '], ['a square']]);
+    assert.deepEqual(
+      [e2.steps[0].lambda, e2.steps[0].mode, e2.steps[0].augmentations, e2.steps[0].preserve],
+      [0.25, 'kv', PAPER_AUGMENTATIONS, []],
+    );
+    assert.deepEqual(
+      [e3.steps[0].lambda, e3.steps[0].mode, e3.steps[0].augmentations, e3.steps[0].preserve],
+      [2, 'v', ['A photo of '], ['a square']],
+    );
     const r = rows(out);
-    assert.deepEqual(r.map((x) => [x.lambda, x.onlyV, x.augmentations, x.preserve, x.fingerprint]), [
-      [2, true, [], ['a square'], 'fp-test'],
-      [0.25, false, PAPER_AUGMENTATIONS, [], 'fp-test'],
-      [2, true, ['A photo of '], ['a square'], 'fp-test'],
-    ]);
+    assert.deepEqual(
+      r.map((x) => [x.lambda, x.onlyV, x.augmentations, x.preserve, x.fingerprint]),
+      [
+        [2, true, [], ['a square'], 'fp-test'],
+        [0.25, false, PAPER_AUGMENTATIONS, [], 'fp-test'],
+        [2, true, ['A photo of '], ['a square'], 'fp-test'],
+      ],
+    );
     // Without defaults: λ 0.1, K and V, the paper's templates, no preserve prompts.
     const plain = parseBatchLine('{"source":"a","destination":"b"}');
     assert.deepEqual([plain.lambda, plain.mode, plain.augmentations, plain.preserve], [0.1, 'kv', PAPER_AUGMENTATIONS, []]);
@@ -143,8 +170,19 @@ test('batch rerun with another default λ or another model recomputes exactly th
     await runBatchWith(fakeCtx(), file, out, { defaults: { lambda: 2 } }, referenceSolver);
     const before = readFileSync(join(out, 'edits', 'line-00001.safetensors'));
     const s = await runBatchWith(fakeCtx(), file, out, { defaults: { lambda: 0.5 } }, referenceSolver);
-    assert.deepEqual([s.ok, s.errors, s.skipped, s.recomputed, s.retried], [1, 0, 1, 1, 0], 'line 1 (default λ) is recomputed, line 2 (own λ) is kept');
-    assert.deepEqual(rows(out).map((x) => [x.line, x.lambda]), [[1, 0.5], [2, 0.25]], 'one row per line, each with the λ its edit was computed with');
+    assert.deepEqual(
+      [s.ok, s.errors, s.skipped, s.recomputed, s.retried],
+      [1, 0, 1, 1, 0],
+      'line 1 (default λ) is recomputed, line 2 (own λ) is kept',
+    );
+    assert.deepEqual(
+      rows(out).map((x) => [x.line, x.lambda]),
+      [
+        [1, 0.5],
+        [2, 0.25],
+      ],
+      'one row per line, each with the λ its edit was computed with',
+    );
     assert.equal((await editOf(out, 1)).steps[0].lambda, 0.5);
     assert.notDeepEqual(readFileSync(join(out, 'edits', 'line-00001.safetensors')), before);
     // The same default again: nothing to do.
@@ -153,7 +191,10 @@ test('batch rerun with another default λ or another model recomputes exactly th
     // Another model: every line is recomputed for it.
     const other = await runBatchWith(fakeCtx('fp-other'), file, out, { defaults: { lambda: 0.5 } }, referenceSolver);
     assert.deepEqual([other.ok, other.skipped, other.recomputed], [2, 0, 2]);
-    assert.deepEqual(rows(out).map((x) => x.fingerprint), ['fp-other', 'fp-other']);
+    assert.deepEqual(
+      rows(out).map((x) => x.fingerprint),
+      ['fp-other', 'fp-other'],
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -171,16 +212,34 @@ test('batch rerun retries failed lines; the success replaces the failure', async
     const out = join(dir, 'out');
     // The solver fails for the second chunk (lines 2 and 3), e.g. out of memory on the device.
     let calls = 0;
-    const flaky = { name: 'flaky', solve: (d, items) => (++calls === 2 ? Promise.reject(new Error('device out of memory')) : referenceSolver.solve(d, items)) };
+    const flaky = {
+      name: 'flaky',
+      solve: (d, items) => (++calls === 2 ? Promise.reject(new Error('device out of memory')) : referenceSolver.solve(d, items)),
+    };
     const s1 = await runBatchWith(fakeCtx(), file, out, { chunk: 1 }, flaky);
     assert.deepEqual([s1.ok, s1.errors], [2, 1]);
-    assert.deepEqual(rows(out).map((x) => [x.line, x.status]), [[1, 'ok'], [2, 'error'], [3, 'ok']]);
+    assert.deepEqual(
+      rows(out).map((x) => [x.line, x.status]),
+      [
+        [1, 'ok'],
+        [2, 'error'],
+        [3, 'ok'],
+      ],
+    );
     assert.equal(existsSync(join(out, 'edits', 'line-00002.safetensors')), false);
 
     const s2 = await runBatchWith(fakeCtx(), file, out, {}, referenceSolver);
     assert.deepEqual([s2.total, s2.ok, s2.errors, s2.skipped, s2.retried, s2.recomputed], [3, 1, 0, 2, 1, 0]);
     const r = rows(out);
-    assert.deepEqual(r.map((x) => [x.line, x.status]), [[1, 'ok'], [2, 'ok'], [3, 'ok']], 'one row per line, the latest attempt');
+    assert.deepEqual(
+      r.map((x) => [x.line, x.status]),
+      [
+        [1, 'ok'],
+        [2, 'ok'],
+        [3, 'ok'],
+      ],
+      'one row per line, the latest attempt',
+    );
     assert.equal((await editOf(out, 2)).steps[0].pairs[0].destination, 'an orange square');
 
     // A run killed after appending a retry's row leaves both rows: the later one is the line's result.
@@ -204,7 +263,13 @@ test('writePng, saveEdit and saveModel create a missing parent folder (and leave
     assert.deepEqual(readdirSync(join(dir, 'a', 'b')), ['x.png']);
 
     const edit = join(dir, 'c', 'd', 'e.safetensors');
-    saveEdit(edit, { d: 2, fingerprint: 'fp-test', steps: [{ pairs: [], preserve: [], lambda: 0.1, augmentations: [], mode: 'kv', rows: 1, D: new Float32Array(2), G: new Float32Array(2) }] });
+    saveEdit(edit, {
+      d: 2,
+      fingerprint: 'fp-test',
+      steps: [
+        { pairs: [], preserve: [], lambda: 0.1, augmentations: [], mode: 'kv', rows: 1, D: new Float32Array(2), G: new Float32Array(2) },
+      ],
+    });
     assert.equal((await loadEdit(edit, 'fp-test')).d, 2);
     assert.deepEqual(readdirSync(join(dir, 'c', 'd')), ['e.safetensors']);
 
@@ -253,7 +318,11 @@ test('batch: progress goes to onProgress (0 first, then after each chunk), nothi
       process.stdout.write = stdoutWrite;
     }
     assert.equal(s.ok, 3);
-    assert.deepEqual(seen, [[0, 3], [2, 3], [3, 3]]);
+    assert.deepEqual(seen, [
+      [0, 3],
+      [2, 3],
+      [3, 3],
+    ]);
     assert.deepEqual(printed, [], 'the library printed nothing');
     assert.deepEqual(readdirSync(out).sort(), ['edits', 'results.jsonl'], 'no temporary file and no lock left in --out');
     const again = [];

@@ -28,7 +28,10 @@ test('edit: bad flags are refused before any model work, and nothing is written'
       [['--source', 'a circle', '--dest', 'a purple circle', '--mode', 'magic', '--out', out], /--mode must be embedding or weights/],
       [['--source', 'a circle', '--dest', 'a purple circle', '--seeds', 'x', '--out', out], /seeds/],
       [['--source', 'a circle', '--dest', 'a purple circle', '--pair', 'nonsense', '--out', out], /--pair must look like/],
-      [['--source', 'a circle', '--dest', 'a purple circle', '--no-augment', '--augmentations', 'A photo of ', '--out', out], /--no-augment and --augmentations contradict/],
+      [
+        ['--source', 'a circle', '--dest', 'a purple circle', '--no-augment', '--augmentations', 'A photo of ', '--out', out],
+        /--no-augment and --augmentations contradict/,
+      ],
     ];
     for (const [args, re] of cases) {
       const r = run(['edit', ...args]);
@@ -50,9 +53,18 @@ test('edit --batch: flags without meaning in a batch are refused by name, exit 2
     const cases = [
       [['--prompt', 'a square'], /^time-edit: --prompt cannot be combined with --batch \(a batch draws no before\/after grid\)$/],
       [['--seeds', '0-3', '--steps', '5'], /^time-edit: --seeds, --steps cannot be combined with --batch/],
-      [['--source', 'a circle', '--dest', 'a red circle'], /^time-edit: --source, --dest cannot be combined with --batch \(each line of the batch file gives its own source and destination\)$/],
-      [['--pair', 'a=>b a', '--on', join(dir, 'x.safetensors'), '--mode', 'weights', '--guidance', '3'], /--pair, --on, --mode, --guidance cannot be combined with --batch \(.*source and destination; a batch does not compose onto an existing edit; a batch draws no before\/after grid\)$/],
-      [['--export', join(dir, 'exp'), '--force'], /--export, --force cannot be combined with --batch \(a batch exports no edited pipeline\)$/],
+      [
+        ['--source', 'a circle', '--dest', 'a red circle'],
+        /^time-edit: --source, --dest cannot be combined with --batch \(each line of the batch file gives its own source and destination\)$/,
+      ],
+      [
+        ['--pair', 'a=>b a', '--on', join(dir, 'x.safetensors'), '--mode', 'weights', '--guidance', '3'],
+        /--pair, --on, --mode, --guidance cannot be combined with --batch \(.*source and destination; a batch does not compose onto an existing edit; a batch draws no before\/after grid\)$/,
+      ],
+      [
+        ['--export', join(dir, 'exp'), '--force'],
+        /--export, --force cannot be combined with --batch \(a batch exports no edited pipeline\)$/,
+      ],
       [['--lambda', '0'], /--lambda must be > 0/],
     ];
     for (const [args, re] of cases) {
@@ -68,11 +80,16 @@ test('edit --batch: flags without meaning in a batch are refused by name, exit 2
   }
 });
 
-test('edit --batch on the embedded model: --lambda/--only-v/--no-augment are line defaults; a rerun with another --lambda recomputes those lines', { skip: modelPresent ? false : 'no embedded model' }, async () => {
+test('edit --batch on the embedded model: --lambda/--only-v/--no-augment are line defaults; a rerun with another --lambda recomputes those lines', {
+  skip: modelPresent ? false : 'no embedded model',
+}, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'edit-cli-'));
   try {
     const file = join(dir, 'e.jsonl');
-    writeFileSync(file, `${['{"source":"a circle","destination":"a purple circle"}', '{"source":"a circle","destination":"a purple circle","lambda":0.2,"onlyV":false}'].join('\n')}\n`);
+    writeFileSync(
+      file,
+      `${['{"source":"a circle","destination":"a purple circle"}', '{"source":"a circle","destination":"a purple circle","lambda":0.2,"onlyV":false}'].join('\n')}\n`,
+    );
     const out = join(dir, 'nested', 'out');
     const r1 = run(['edit', '--batch', file, '--lambda', '1', '--only-v', '--no-augment', '--no-grid', '--json', '--out', out]);
     assert.equal(r1.code, 0, r1.err);
@@ -81,14 +98,33 @@ test('edit --batch on the embedded model: --lambda/--only-v/--no-augment are lin
     const step = async (line) => (await loadEdit(join(out, 'edits', `line-0000${line}.safetensors`))).steps[0];
     const [a, b] = [await step(1), await step(2)];
     assert.deepEqual([a.lambda, a.mode, a.augmentations], [1, 'v', []], 'the line without λ/onlyV/augmentations takes the flags');
-    assert.deepEqual([b.lambda, b.mode, b.augmentations], [0.2, 'kv', []], 'a line\'s own λ and onlyV win');
-    const rows = () => readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    assert.deepEqual(rows().map((x) => [x.line, x.lambda, x.onlyV]), [[1, 1, true], [2, 0.2, false]]);
+    assert.deepEqual([b.lambda, b.mode, b.augmentations], [0.2, 'kv', []], "a line's own λ and onlyV win");
+    const rows = () =>
+      readFileSync(join(out, 'results.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      rows().map((x) => [x.line, x.lambda, x.onlyV]),
+      [
+        [1, 1, true],
+        [2, 0.2, false],
+      ],
+    );
 
     const r2 = run(['edit', '--batch', file, '--lambda', '3', '--only-v', '--no-augment', '--out', out]);
     assert.equal(r2.code, 0, r2.err);
-    assert.match(r2.err, /1 edits written, 0 errors \(1 recomputed because their λ, only-v, augmentations, preserve or the model changed\), 1 lines already done \(of 2\)/);
-    assert.deepEqual(rows().map((x) => [x.line, x.lambda]), [[1, 3], [2, 0.2]]);
+    assert.match(
+      r2.err,
+      /1 edits written, 0 errors \(1 recomputed because their λ, only-v, augmentations, preserve or the model changed\), 1 lines already done \(of 2\)/,
+    );
+    assert.deepEqual(
+      rows().map((x) => [x.line, x.lambda]),
+      [
+        [1, 3],
+        [2, 0.2],
+      ],
+    );
     assert.equal((await step(1)).lambda, 3);
 
     // A line that fails (λ ≤ 0) is reported in its row; the exit code says so (1).
@@ -117,7 +153,9 @@ test('eval timed: a CSV without the TIMED columns is refused by name', () => {
   }
 });
 
-test('edit on the embedded model: a source word missing from the destination is named; nothing written', { skip: modelPresent ? false : 'no embedded model' }, () => {
+test('edit on the embedded model: a source word missing from the destination is named; nothing written', {
+  skip: modelPresent ? false : 'no embedded model',
+}, () => {
   const dir = mkdtempSync(join(tmpdir(), 'edit-cli-'));
   try {
     const r = run(['edit', '--source', 'a dog', '--dest', 'a purple circle', '--out', join(dir, 'o')]);
@@ -129,11 +167,28 @@ test('edit on the embedded model: a source word missing from the destination is 
   }
 });
 
-test('generate --edit: an edit file for another model is refused; nothing written', { skip: modelPresent ? false : 'no embedded model' }, () => {
+test('generate --edit: an edit file for another model is refused; nothing written', {
+  skip: modelPresent ? false : 'no embedded model',
+}, () => {
   const dir = mkdtempSync(join(tmpdir(), 'gen-cli-'));
   try {
     const file = join(dir, 'foreign.safetensors');
-    saveEdit(file, { d: 128, fingerprint: 'f'.repeat(64), steps: [{ pairs: [], preserve: [], lambda: 0.1, augmentations: [], mode: 'kv', rows: 1, D: new Float32Array(128), G: new Float32Array(128) }] });
+    saveEdit(file, {
+      d: 128,
+      fingerprint: 'f'.repeat(64),
+      steps: [
+        {
+          pairs: [],
+          preserve: [],
+          lambda: 0.1,
+          augmentations: [],
+          mode: 'kv',
+          rows: 1,
+          D: new Float32Array(128),
+          G: new Float32Array(128),
+        },
+      ],
+    });
     const out = join(dir, 'o');
     const r = run(['generate', 'a circle', '--edit', file, '--steps', '2', '--out', out]);
     assert.equal(r.code, 1, r.err);

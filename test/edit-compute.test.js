@@ -12,7 +12,8 @@ const d = 4;
 function fakeEncoder() {
   const seen = [];
   return {
-    tokenizer, seen,
+    tokenizer,
+    seen,
     async encodePrompts(prompts) {
       seen.push(prompts);
       const out = new Float32Array(prompts.length * 77 * d);
@@ -28,8 +29,14 @@ test('rows: source positions paired with aligned destination positions, for the 
   const enc = fakeEncoder();
   const r = await buildRows(enc, { pairs: [{ source: 'a circle', destination: 'a blue circle' }] });
   assert.deepEqual(enc.seen[0], [
-    'a circle', 'a blue circle', 'A photo of a circle', 'A photo of a blue circle',
-    'An image of a circle', 'An image of a blue circle', 'A picture of a circle', 'A picture of a blue circle',
+    'a circle',
+    'a blue circle',
+    'A photo of a circle',
+    'A photo of a blue circle',
+    'An image of a circle',
+    'An image of a blue circle',
+    'A picture of a circle',
+    'A picture of a blue circle',
   ]);
   assert.equal(r.rows, 4 * 77);
   assert.equal(r.d, d);
@@ -46,7 +53,11 @@ test('rows: source positions paired with aligned destination positions, for the 
 
 test('preservation prompts add rows whose target is their own embedding; no augmentation on request', async () => {
   const enc = fakeEncoder();
-  const r = await buildRows(enc, { pairs: [{ source: 'a circle', destination: 'a blue circle' }], augmentations: [], preserve: ['a square'] });
+  const r = await buildRows(enc, {
+    pairs: [{ source: 'a circle', destination: 'a blue circle' }],
+    augmentations: [],
+    preserve: ['a square'],
+  });
   assert.deepEqual(enc.seen[0], ['a circle', 'a blue circle', 'a square']);
   assert.equal(r.rows, 2 * 77);
   assert.deepEqual([...r.source.subarray(77 * d)], [...r.destination.subarray(77 * d)]);

@@ -23,7 +23,10 @@ function maxAbsDiff(a, b) {
   return m;
 }
 
-test('embedded model: 16 layers; embedding, weights and export modes agree; C* = C is a no-op; foreign edits refused', { skip, timeout: 300000 }, async () => {
+test('embedded model: 16 layers; embedding, weights and export modes agree; C* = C is a no-op; foreign edits refused', {
+  skip,
+  timeout: 300000,
+}, async () => {
   const pipeline = await loadPipeline(undefined, { threads: 1 });
   const dir = mkdtempSync(join(tmpdir(), 'edit-e2e-'));
   try {
@@ -39,7 +42,12 @@ test('embedded model: 16 layers; embedding, weights and export modes agree; C* =
     const d = pipeline.textWidth;
     const c = pipeline.latentChannels;
     const h = pipeline.defaultSize / pipeline.vaeScaleFactor;
-    const feeds = (ehs) => ({ sample: gaussianNoise(3, 2 * c * h * h), dims: [2, c, h, h], timestep: 500, encoderHiddenStates: { dims: [2, L, d], data: ehs } });
+    const feeds = (ehs) => ({
+      sample: gaussianNoise(3, 2 * c * h * h),
+      dims: [2, c, h, h],
+      timestep: 500,
+      encoderHiddenStates: { dims: [2, L, d], data: ehs },
+    });
     const plain = await pipeline.runUnet(feeds(E));
     const viaEmbedding = await pipeline.runUnet(feeds(editedConditioning(edit, E).encoderHiddenStates));
     const weights = await prepareEditedGeneration(ctx, edit, 'weights');
@@ -52,15 +60,26 @@ test('embedded model: 16 layers; embedding, weights and export modes agree; C* =
     const scale = plain.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
     const effect = maxAbsDiff(plain, viaWeights);
     assert.ok(effect > 1e-3 * scale, `the edit must move the UNet output (moved ${effect}, scale ${scale})`);
-    assert.ok(maxAbsDiff(viaEmbedding, viaWeights) <= 1e-4 * scale, `embedding vs weights: ${maxAbsDiff(viaEmbedding, viaWeights)} (scale ${scale})`);
+    assert.ok(
+      maxAbsDiff(viaEmbedding, viaWeights) <= 1e-4 * scale,
+      `embedding vs weights: ${maxAbsDiff(viaEmbedding, viaWeights)} (scale ${scale})`,
+    );
     assert.equal(maxAbsDiff(viaExport, viaWeights), 0, 'the exported folder runs the same weights');
 
     // Images: embedding mode vs weights mode, two seeds, few steps. Tolerance: 2/255 per channel.
-    const opts = { prompts: ['a circle'], seeds: [0, 1], steps: 4, guidance: 7.5, height: pipeline.defaultSize, width: pipeline.defaultSize };
+    const opts = {
+      prompts: ['a circle'],
+      seeds: [0, 1],
+      steps: 4,
+      guidance: 7.5,
+      height: pipeline.defaultSize,
+      width: pipeline.defaultSize,
+    };
     const emb = await prepareEditedGeneration(ctx, edit, 'embedding');
     const imgE = await generate(emb.pipeline, await emb.options(opts));
     const imgW = await generate(weights.pipeline, await weights.options(opts));
-    for (let i = 0; i < imgE.length; i++) assert.ok(maxAbsDiff(imgE[i].rgb, imgW[i].rgb) <= 2, `image ${i} differs by ${maxAbsDiff(imgE[i].rgb, imgW[i].rgb)}`);
+    for (let i = 0; i < imgE.length; i++)
+      assert.ok(maxAbsDiff(imgE[i].rgb, imgW[i].rgb) <= 2, `image ${i} differs by ${maxAbsDiff(imgE[i].rgb, imgW[i].rgb)}`);
     await weights.close();
     await exported.close();
 
@@ -87,15 +106,22 @@ test('embedded model: 16 layers; embedding, weights and export modes agree; C* =
   }
 });
 
-test('weights mode on a UNet with external data: the temp folder is gone once the session exists, and sampling works', { skip, timeout: 120000 }, async () => {
+test('weights mode on a UNet with external data: the temp folder is gone once the session exists, and sampling works', {
+  skip,
+  timeout: 120000,
+}, async () => {
   // The embedded model with its UNet weights moved to an external file, as large SD exports store them.
   const dir = mkdtempSync(join(tmpdir(), 'edit-ext-'));
-  for (const part of ['model_index.json', 'scheduler', 'text_encoder', 'tokenizer', 'vae_decoder']) cpSync(join(defaultModelDir, part), join(dir, part), { recursive: true });
+  for (const part of ['model_index.json', 'scheduler', 'text_encoder', 'tokenizer', 'vae_decoder'])
+    cpSync(join(defaultModelDir, part), join(dir, part), { recursive: true });
   const unet = await loadModel(join(defaultModelDir, 'unet', 'model.onnx'));
   mkdirSync(join(dir, 'unet'));
   saveModel(unet.model, join(dir, 'unet', 'model.onnx'), { externalData: { location: 'weights.pb', threshold: 1024 } });
   const pipeline = await loadPipeline(dir, { threads: 1 });
-  const tempFolders = () => readdirSync(tmpdir()).filter((n) => n.startsWith('.time-edit-unet-')).sort();
+  const tempFolders = () =>
+    readdirSync(tmpdir())
+      .filter((n) => n.startsWith('.time-edit-unet-'))
+      .sort();
   const before = tempFolders();
   try {
     const ctx = await openEditContext(pipeline);

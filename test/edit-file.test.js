@@ -15,12 +15,23 @@ function rng(seed) {
 }
 function randomStep(d, n, seed, mode = 'kv') {
   const r = rng(seed);
-  return { pairs: [{ source: 'a circle', destination: 'a blue circle' }], preserve: [], lambda: 0.1, augmentations: ['A photo of '], mode, rows: n,
-    D: Float32Array.from({ length: n * d }, () => r() * 0.3), G: Float32Array.from({ length: n * d }, () => r() * 0.3) };
+  return {
+    pairs: [{ source: 'a circle', destination: 'a blue circle' }],
+    preserve: [],
+    lambda: 0.1,
+    augmentations: ['A photo of '],
+    mode,
+    rows: n,
+    D: Float32Array.from({ length: n * d }, () => r() * 0.3),
+    G: Float32Array.from({ length: n * d }, () => r() * 0.3),
+  };
 }
 
 test('safetensors layout: header length, padded JSON header, little-endian data', () => {
-  const bytes = encodeSafetensors({ tensors: new Map([['x', { dtype: 'F32', shape: [2], data: Float32Array.from([1, -2]) }]]), metadata: { k: 'v' } });
+  const bytes = encodeSafetensors({
+    tensors: new Map([['x', { dtype: 'F32', shape: [2], data: Float32Array.from([1, -2]) }]]),
+    metadata: { k: 'v' },
+  });
   const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
   assert.equal(n % 8, 0);
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
@@ -40,7 +51,13 @@ test('edit file round trip, refusal for another model, corrupt files rejected', 
     assert.deepEqual(readdirSync(dir), ['e.safetensors']);
     const back = await loadEdit(path, 'abc123');
     assert.equal(back.d, 5);
-    assert.deepEqual(back.steps.map((s) => [s.mode, s.rows, s.lambda]), [['kv', 3, 0.1], ['v', 2, 0.1]]);
+    assert.deepEqual(
+      back.steps.map((s) => [s.mode, s.rows, s.lambda]),
+      [
+        ['kv', 3, 0.1],
+        ['v', 2, 0.1],
+      ],
+    );
     assert.deepEqual([...back.steps[1].G], [...edit.steps[1].G]);
     assert.deepEqual(back.steps[0].pairs, edit.steps[0].pairs);
     await assert.rejects(loadEdit(path, 'ffff'), /made for a different model/);
@@ -59,11 +76,13 @@ test('edit file round trip, refusal for another model, corrupt files rejected', 
 function refDense(d, steps) {
   let m = Array.from({ length: d }, (_, i) => Array.from({ length: d }, (_, j) => (i === j ? 1 : 0)));
   for (const s of steps) {
-    const step = Array.from({ length: d }, (_, i) => Array.from({ length: d }, (_, j) => {
-      let acc = i === j ? 1 : 0;
-      for (let r = 0; r < s.rows; r++) acc += s.D[r * d + i] * s.G[r * d + j];
-      return acc;
-    }));
+    const step = Array.from({ length: d }, (_, i) =>
+      Array.from({ length: d }, (_, j) => {
+        let acc = i === j ? 1 : 0;
+        for (let r = 0; r < s.rows; r++) acc += s.D[r * d + i] * s.G[r * d + j];
+        return acc;
+      }),
+    );
     m = m.map((row) => step[0].map((_, j) => row.reduce((acc, v, k) => acc + v * step[k][j], 0)));
   }
   return m;

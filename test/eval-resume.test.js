@@ -4,7 +4,18 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseRunLog, settingsDifferences, startRunLog, appendToRunLog, readRunLog } from '../lib/eval/timed-log.js';
@@ -28,7 +39,10 @@ const computed = (stderr) => [...stderr.matchAll(/time-edit: entry (\d+) \(\d+\/
 function tables(out) {
   const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
   delete summary.seconds;
-  const csv = readFileSync(join(out, 'results.csv'), 'utf8').trim().split('\n').map((l) => l.split(','));
+  const csv = readFileSync(join(out, 'results.csv'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.split(','));
   const t = csv[0].indexOf('edit_ms');
   assert.ok(t > 0);
   return { summary, csv: csv.map((row) => row.filter((_, i) => i !== t)), html: readFileSync(join(out, 'report.html'), 'utf8') };
@@ -36,7 +50,8 @@ function tables(out) {
 
 function mtimes(dir) {
   const out = {};
-  for (const e of readdirSync(dir, { recursive: true, withFileTypes: true })) if (e.isFile()) out[join(e.parentPath ?? e.path, e.name)] = statSync(join(e.parentPath ?? e.path, e.name)).mtimeMs;
+  for (const e of readdirSync(dir, { recursive: true, withFileTypes: true }))
+    if (e.isFile()) out[join(e.parentPath ?? e.path, e.name)] = statSync(join(e.parentPath ?? e.path, e.name)).mtimeMs;
   return out;
 }
 
@@ -67,35 +82,48 @@ test('an uninterrupted run records every entry after a header of its settings', 
   assert.equal(lines[0].log, 'time-edit eval timed');
   assert.deepEqual(lines[0].settings.seeds, [0]);
   assert.equal(lines[0].settings.steps, 2);
-  assert.deepEqual(lines.slice(1).map((l) => l.entry.index), [0, 1, 2, 3]);
+  assert.deepEqual(
+    lines.slice(1).map((l) => l.entry.index),
+    [0, 1, 2, 3],
+  );
 });
 
-test('a run over entries 0..1, a torn last line, then a rerun over all: only 2 and 3 are computed; tables equal the uninterrupted run', needsModel, () => {
-  const out = join(dir, 'resumed');
-  const first = run(['--end', '2', '--out', out]);
-  assert.equal(first.code, 0, first.err);
-  assert.deepEqual(computed(first.err), [0, 1]);
-  const before = mtimes(join(out, 'images'));
-  // What a kill in the middle of an append leaves behind.
-  appendFileSync(join(out, 'results.jsonl'), '{"entry":{"index":2,"old":"a tri');
-  const second = run(['--out', out]);
-  assert.equal(second.code, 0, second.err);
-  assert.match(second.err, /results\.jsonl line 4 was cut short \(an interrupted run\): ignored/);
-  assert.match(second.err, /entries 0\.\.1 already done \(skipped\); computing 2\.\.3/);
-  assert.deepEqual(computed(second.err), [2, 3]);
-  const after = mtimes(join(out, 'images'));
-  for (const [f, t] of Object.entries(before)) assert.equal(after[f], t, `${f} was written again`);
-  assert.deepEqual(logLines(out).slice(1).map((l) => JSON.parse(l).entry.index), [0, 1, 2, 3], 'the torn line is gone, nothing duplicated');
-  assert.deepEqual(tables(out), tables(fresh()));
-  assert.equal(JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')).entries, '0..3');
+test(
+  'a run over entries 0..1, a torn last line, then a rerun over all: only 2 and 3 are computed; tables equal the uninterrupted run',
+  needsModel,
+  () => {
+    const out = join(dir, 'resumed');
+    const first = run(['--end', '2', '--out', out]);
+    assert.equal(first.code, 0, first.err);
+    assert.deepEqual(computed(first.err), [0, 1]);
+    const before = mtimes(join(out, 'images'));
+    // What a kill in the middle of an append leaves behind.
+    appendFileSync(join(out, 'results.jsonl'), '{"entry":{"index":2,"old":"a tri');
+    const second = run(['--out', out]);
+    assert.equal(second.code, 0, second.err);
+    assert.match(second.err, /results\.jsonl line 4 was cut short \(an interrupted run\): ignored/);
+    assert.match(second.err, /entries 0\.\.1 already done \(skipped\); computing 2\.\.3/);
+    assert.deepEqual(computed(second.err), [2, 3]);
+    const after = mtimes(join(out, 'images'));
+    for (const [f, t] of Object.entries(before)) assert.equal(after[f], t, `${f} was written again`);
+    assert.deepEqual(
+      logLines(out)
+        .slice(1)
+        .map((l) => JSON.parse(l).entry.index),
+      [0, 1, 2, 3],
+      'the torn line is gone, nothing duplicated',
+    );
+    assert.deepEqual(tables(out), tables(fresh()));
+    assert.equal(JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')).entries, '0..3');
 
-  // Once everything is done, a rerun computes nothing and writes the same tables.
-  const third = run(['--out', out]);
-  assert.equal(third.code, 0, third.err);
-  assert.deepEqual(computed(third.err), []);
-  assert.match(third.err, /nothing left to compute/);
-  assert.deepEqual(tables(out), tables(fresh()));
-});
+    // Once everything is done, a rerun computes nothing and writes the same tables.
+    const third = run(['--out', out]);
+    assert.equal(third.code, 0, third.err);
+    assert.deepEqual(computed(third.err), []);
+    assert.match(third.err, /nothing left to compute/);
+    assert.deepEqual(tables(out), tables(fresh()));
+  },
+);
 
 test('a run killed (SIGKILL) in the middle resumes with the same command to the same tables', needsModel, async () => {
   const out = join(dir, 'killed');
@@ -164,25 +192,35 @@ test('--restart discards the earlier results (even a damaged log) and starts ove
   assert.deepEqual(computed(r.err), [0]);
   const lines = logLines(out).map((l) => JSON.parse(l));
   assert.equal(lines[0].settings.lambda, 1);
-  assert.deepEqual(lines.slice(1).map((l) => l.entry.index), [0]);
+  assert.deepEqual(
+    lines.slice(1).map((l) => l.entry.index),
+    [0],
+  );
   assert.deepEqual(readdirSync(join(out, 'images')), ['e0-a-circle']);
   assert.equal(JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')).entries, '0');
 });
 
-test('a results.jsonl that is not an eval timed log (edit --batch writes one too) is refused, and --restart does not delete it', needsModel, () => {
-  const out = join(dir, 'batch-out');
-  mkdirSync(out);
-  const batchRow = '{"line":1,"key":"0123456789abcdef","status":"ok","file":"edits/line-00001.safetensors"}\n';
-  writeFileSync(join(out, 'results.jsonl'), batchRow);
-  // Without --restart the log cannot be read (exit 1); with it, the flag cannot apply to this folder (exit 2).
-  for (const [extra, code] of [[[], 1], [['--restart'], 2]]) {
-    const r = run(['--out', out, ...extra]);
-    assert.equal(r.code, code, r.err);
-    assert.match(r.err, /results\.jsonl .*(is not the header of a 'time-edit eval timed' log|is not one).*pick another --out/);
-    assert.doesNotMatch(r.err, /pass --restart/);
-  }
-  assert.equal(readFileSync(join(out, 'results.jsonl'), 'utf8'), batchRow);
-});
+test(
+  'a results.jsonl that is not an eval timed log (edit --batch writes one too) is refused, and --restart does not delete it',
+  needsModel,
+  () => {
+    const out = join(dir, 'batch-out');
+    mkdirSync(out);
+    const batchRow = '{"line":1,"key":"0123456789abcdef","status":"ok","file":"edits/line-00001.safetensors"}\n';
+    writeFileSync(join(out, 'results.jsonl'), batchRow);
+    // Without --restart the log cannot be read (exit 1); with it, the flag cannot apply to this folder (exit 2).
+    for (const [extra, code] of [
+      [[], 1],
+      [['--restart'], 2],
+    ]) {
+      const r = run(['--out', out, ...extra]);
+      assert.equal(r.code, code, r.err);
+      assert.match(r.err, /results\.jsonl .*(is not the header of a 'time-edit eval timed' log|is not one).*pick another --out/);
+      assert.doesNotMatch(r.err, /pass --restart/);
+    }
+    assert.equal(readFileSync(join(out, 'results.jsonl'), 'utf8'), batchRow);
+  },
+);
 
 test('an entry that failed is recorded and computed again by a rerun (the failure may have been transient)', needsModel, () => {
   const rows = readFileSync(toyTimed, 'utf8').trim().split('\n');
@@ -207,19 +245,37 @@ test('unedited images: remembered PNGs are read back instead of sampled; a missi
     const img = (v) => ({ width: 2, height: 2, rgb: new Uint8Array(12).fill(v) });
     const sampled = [];
     const warnings = [];
-    const store = new UneditedImages([7, 9], { width: 2, height: 2 }, async (prompts) => {
-      sampled.push(prompts);
-      return prompts.flatMap((p, i) => [7, 9].map((seed) => ({ ...img(100 + i), prompt: p, promptIndex: i, seed })));
-    }, (m) => warnings.push(m));
+    const store = new UneditedImages(
+      [7, 9],
+      { width: 2, height: 2 },
+      async (prompts) => {
+        sampled.push(prompts);
+        return prompts.flatMap((p, i) => [7, 9].map((seed) => ({ ...img(100 + i), prompt: p, promptIndex: i, seed })));
+      },
+      (m) => warnings.push(m),
+    );
     const paths = [join(d, 'a7.png'), join(d, 'a9.png')];
     await writePng(paths[0], img(1));
     await writePng(paths[1], img(2));
     store.remember('a', paths);
     const got = await store.get(['b', 'a', 'b']);
     assert.deepEqual(sampled, [['b']], 'a is read back, b is sampled once');
-    assert.deepEqual(got[1].map((g) => [g.rgb[0], g.seed, g.prompt]), [[1, 7, 'a'], [2, 9, 'a']]);
-    assert.deepEqual(got[0].map((g) => g.rgb[0]), [100, 100]);
-    assert.deepEqual(got[2].map((g) => g.rgb), got[0].map((g) => g.rgb), 'a prompt asked twice gets the same images');
+    assert.deepEqual(
+      got[1].map((g) => [g.rgb[0], g.seed, g.prompt]),
+      [
+        [1, 7, 'a'],
+        [2, 9, 'a'],
+      ],
+    );
+    assert.deepEqual(
+      got[0].map((g) => g.rgb[0]),
+      [100, 100],
+    );
+    assert.deepEqual(
+      got[2].map((g) => g.rgb),
+      got[0].map((g) => g.rgb),
+      'a prompt asked twice gets the same images',
+    );
     rmSync(paths[1]);
     const again = await store.get(['a']);
     assert.deepEqual(sampled, [['b'], ['a']]);
@@ -230,23 +286,39 @@ test('unedited images: remembered PNGs are read back instead of sampled; a missi
   }
 });
 
-
 const entry = (index) => ({
-  index, old: `a thing${index}`, new: `a purple thing${index}`,
+  index,
+  old: `a thing${index}`,
+  new: `a purple thing${index}`,
   positives: Array.from({ length: 5 }, (_, k) => ({ test: `p${k}`, gt: `g${k}` })),
   negatives: Array.from({ length: 5 }, (_, k) => ({ test: `n${k}`, gt: `m${k}` })),
 });
 const s = { efficacy: 1, generality: 0.5, specificity: 0.25 };
 const settings = {
-  model: '/m', modelFingerprint: 'fp', datasetSha256: 'ab', seeds: [0, 1], steps: 2, guidance: 7.5, lambda: 0.1, augmentations: [], onlyV: false,
-  mode: 'embedding', keepUncond: false, judge: 'toy colour classifier', device: 'cpu', batchSize: 16,
+  model: '/m',
+  modelFingerprint: 'fp',
+  datasetSha256: 'ab',
+  seeds: [0, 1],
+  steps: 2,
+  guidance: 7.5,
+  lambda: 0.1,
+  augmentations: [],
+  onlyV: false,
+  mode: 'embedding',
+  keepUncond: false,
+  judge: 'toy colour classifier',
+  device: 'cpu',
+  batchSize: 16,
 };
 
 test('run log: written, appended, read back; a retried entry keeps its latest record; torn last line dropped', () => {
   const d = mkdtempSync(join(tmpdir(), 'timed-log-'));
   try {
     const path = join(d, 'results.jsonl');
-    startRunLog(path, settings, [{ entry: entry(3), error: 'boom' }, { entry: entry(1), scores: { baseline: s, edited: s, oracle: s }, editMs: 1.25, seconds: 2 }]);
+    startRunLog(path, settings, [
+      { entry: entry(3), error: 'boom' },
+      { entry: entry(1), scores: { baseline: s, edited: s, oracle: s }, editMs: 1.25, seconds: 2 },
+    ]);
     appendToRunLog(path, { entry: entry(3), scores: { baseline: s, edited: s, oracle: s }, editMs: 3, seconds: 4 });
     const { log, tornLine } = readRunLog(path);
     assert.equal(tornLine, undefined);
@@ -269,10 +341,19 @@ test('run log: written, appended, read back; a retried entry keeps its latest re
 test('run log: damage is reported by file and line; foreign files and other formats are refused', () => {
   const header = JSON.stringify({ log: 'time-edit eval timed', format: 1, settings });
   const good = JSON.stringify({ entry: entry(0), scores: { baseline: s, edited: s, oracle: s } });
-  assert.throws(() => parseRunLog(`${header}\n{"entry":1}\n${good}\n`, 'x.jsonl'), /x\.jsonl line 2 is damaged \("entry" is not a TIMED entry/);
-  assert.throws(() => parseRunLog(`${header}\n\n${good.replace('0.25', '2')}\n${good}\n`, 'x.jsonl'), /x\.jsonl line 3 is damaged \("scores" must give/);
+  assert.throws(
+    () => parseRunLog(`${header}\n{"entry":1}\n${good}\n`, 'x.jsonl'),
+    /x\.jsonl line 2 is damaged \("entry" is not a TIMED entry/,
+  );
+  assert.throws(
+    () => parseRunLog(`${header}\n\n${good.replace('0.25', '2')}\n${good}\n`, 'x.jsonl'),
+    /x\.jsonl line 3 is damaged \("scores" must give/,
+  );
   assert.throws(() => parseRunLog(`${header}\n{oops\n${good}\n`, 'x.jsonl'), /x\.jsonl line 2 is damaged/);
-  assert.throws(() => parseRunLog(`{"line":1,"key":"abc","status":"ok"}\n`, 'x.jsonl'), /x\.jsonl line 1 is not the header of a 'time-edit eval timed' log/);
+  assert.throws(
+    () => parseRunLog(`{"line":1,"key":"abc","status":"ok"}\n`, 'x.jsonl'),
+    /x\.jsonl line 1 is not the header of a 'time-edit eval timed' log/,
+  );
   assert.throws(() => parseRunLog(`${header.replace('"format":1', '"format":9')}\n`, 'x.jsonl'), /format 9; this time-edit reads format 1/);
 });
 
@@ -283,7 +364,9 @@ test('run settings: every difference is named by its flag; only the given keys a
     '--seeds was 0,1 there and is 0,1,2 now',
     '--keep-uncond was false there and is true now',
   ]);
-  assert.deepEqual(settingsDifferences({ ...settings, modelFingerprint: undefined }, { modelFingerprint: 'fp' }), ['--model (the model files changed: text encoder or UNet) was (not recorded) there and is fp now']);
+  assert.deepEqual(settingsDifferences({ ...settings, modelFingerprint: undefined }, { modelFingerprint: 'fp' }), [
+    '--model (the model files changed: text encoder or UNet) was (not recorded) there and is fp now',
+  ]);
   assert.deepEqual(settingsDifferences(settings, { judge: 'CLIP /c' }), ['--clip was toy colour classifier there and is CLIP /c now']);
 });
 
@@ -292,17 +375,24 @@ test('run log bytes: the header line, then one compact JSON line per entry in in
   try {
     const path = join(d, 'results.jsonl');
     const scores = { baseline: s, edited: s, oracle: s };
-    startRunLog(path, settings, [{ entry: entry(2), error: 'boom', seconds: 1 }, { entry: entry(0), scores, editMs: 1.5, seconds: 2 }]);
+    startRunLog(path, settings, [
+      { entry: entry(2), error: 'boom', seconds: 1 },
+      { entry: entry(0), scores, editMs: 1.5, seconds: 2 },
+    ]);
     appendToRunLog(path, { entry: entry(5), scores, editMs: 3, seconds: 4 });
     const e = (i) => JSON.stringify(entry(i));
-    const sc = '{"baseline":{"efficacy":1,"generality":0.5,"specificity":0.25},"edited":{"efficacy":1,"generality":0.5,"specificity":0.25},"oracle":{"efficacy":1,"generality":0.5,"specificity":0.25}}';
-    assert.equal(readFileSync(path, 'utf8'), [
-      '{"log":"time-edit eval timed","format":1,"settings":{"model":"/m","modelFingerprint":"fp","datasetSha256":"ab","seeds":[0,1],"steps":2,"guidance":7.5,"lambda":0.1,"augmentations":[],"onlyV":false,"mode":"embedding","keepUncond":false,"judge":"toy colour classifier","device":"cpu","batchSize":16}}',
-      `{"entry":${e(0)},"scores":${sc},"editMs":1.5,"seconds":2}`,
-      `{"entry":${e(2)},"error":"boom","seconds":1}`,
-      `{"entry":${e(5)},"scores":${sc},"editMs":3,"seconds":4}`,
-      '',
-    ].join('\n'));
+    const sc =
+      '{"baseline":{"efficacy":1,"generality":0.5,"specificity":0.25},"edited":{"efficacy":1,"generality":0.5,"specificity":0.25},"oracle":{"efficacy":1,"generality":0.5,"specificity":0.25}}';
+    assert.equal(
+      readFileSync(path, 'utf8'),
+      [
+        '{"log":"time-edit eval timed","format":1,"settings":{"model":"/m","modelFingerprint":"fp","datasetSha256":"ab","seeds":[0,1],"steps":2,"guidance":7.5,"lambda":0.1,"augmentations":[],"onlyV":false,"mode":"embedding","keepUncond":false,"judge":"toy colour classifier","device":"cpu","batchSize":16}}',
+        `{"entry":${e(0)},"scores":${sc},"editMs":1.5,"seconds":2}`,
+        `{"entry":${e(2)},"error":"boom","seconds":1}`,
+        `{"entry":${e(5)},"scores":${sc},"editMs":3,"seconds":4}`,
+        '',
+      ].join('\n'),
+    );
     assert.deepEqual(readdirSync(d), ['results.jsonl'], 'no temporary file left');
   } finally {
     rmSync(d, { recursive: true, force: true });

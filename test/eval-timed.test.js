@@ -9,8 +9,14 @@ import { parseCsv, parseTimed, readTimedDataset, TIMED_COLUMNS } from '../lib/ev
 import { averageScores, resultsCsv, resultsHtml, colourJudge } from '../lib/eval/timed.js';
 
 test('CSV: quoted fields with commas and doubled quotes, CRLF, trailing newline', () => {
-  assert.deepEqual(parseCsv('a,b\r\n"x, y","say ""hi"""\n'), [['a', 'b'], ['x, y', 'say "hi"']]);
-  assert.deepEqual(parseCsv('a,b\n1,'), [['a', 'b'], ['1', '']]);
+  assert.deepEqual(parseCsv('a,b\r\n"x, y","say ""hi"""\n'), [
+    ['a', 'b'],
+    ['x, y', 'say "hi"'],
+  ]);
+  assert.deepEqual(parseCsv('a,b\n1,'), [
+    ['a', 'b'],
+    ['1', ''],
+  ]);
   assert.throws(() => parseCsv('a\n"open'), /unterminated/);
 });
 
@@ -20,15 +26,27 @@ function timedText(rows, columns = TIMED_COLUMNS) {
 
 test('TIMED: columns by name in any order, entries and ranges, clear errors', () => {
   const shuffled = [...TIMED_COLUMNS].reverse();
-  const text = timedText([{ old: 'a circle', new: 'a purple circle', gt1: 'a big purple circle' }, { old: 'a square', new: 'an orange square' }], shuffled);
+  const text = timedText(
+    [
+      { old: 'a circle', new: 'a purple circle', gt1: 'a big purple circle' },
+      { old: 'a square', new: 'an orange square' },
+    ],
+    shuffled,
+  );
   const all = parseTimed(text, 't.csv');
   assert.equal(all.length, 2);
   assert.equal(all[0].old, 'a circle');
   assert.equal(all[0].positives[0].gt, 'a big purple circle');
   assert.equal(all[0].negatives[4].gt, 'gn5-a circle');
-  assert.deepEqual(parseTimed(text, 't.csv', 1).map((e) => e.index), [1]);
+  assert.deepEqual(
+    parseTimed(text, 't.csv', 1).map((e) => e.index),
+    [1],
+  );
   assert.throws(() => parseTimed(text, 't.csv', 0, 3), /out of range \(it has 2\)/);
-  const missing = timedText([{ old: 'x', new: 'y' }], TIMED_COLUMNS.filter((c) => c !== 'gn3' && c !== 'positive2'));
+  const missing = timedText(
+    [{ old: 'x', new: 'y' }],
+    TIMED_COLUMNS.filter((c) => c !== 'gn3' && c !== 'positive2'),
+  );
   assert.throws(() => parseTimed(missing, 'm.csv'), /m\.csv lacks the TIMED column\(s\) positive2, gn3/);
   assert.throws(() => parseTimed(timedText([{ old: 'x', new: '' }]), 'e.csv'), /row 2 has an empty 'new'/);
 });
@@ -37,10 +55,16 @@ test('TIMED file: entries of the range and the sha256 of the bytes (what a resum
   const dir = mkdtempSync(join(tmpdir(), 'timed-csv-'));
   try {
     const path = join(dir, 't.csv');
-    const text = timedText([{ old: 'a circle', new: 'a purple circle' }, { old: 'a square', new: 'a purple square' }]);
+    const text = timedText([
+      { old: 'a circle', new: 'a purple circle' },
+      { old: 'a square', new: 'a purple square' },
+    ]);
     writeFileSync(path, text);
     const d = await readTimedDataset(path, 1);
-    assert.deepEqual(d.entries.map((e) => e.old), ['a square']);
+    assert.deepEqual(
+      d.entries.map((e) => e.old),
+      ['a square'],
+    );
     assert.equal(d.sha256, createHash('sha256').update(text).digest('hex'));
     writeFileSync(path, `${text}\n`);
     assert.notEqual((await readTimedDataset(path, 1)).sha256, d.sha256, 'any byte changes the hash');
@@ -51,7 +75,9 @@ test('TIMED file: entries of the range and the sha256 of the bytes (what a resum
 });
 
 const toyTimed = new URL('../models/toy-shapes/toy_timed.csv', import.meta.url).pathname;
-test('the embedded model\'s toy TIMED file parses and every target names a colour', { skip: existsSync(toyTimed) ? false : 'no embedded model yet' }, () => {
+test("the embedded model's toy TIMED file parses and every target names a colour", {
+  skip: existsSync(toyTimed) ? false : 'no embedded model yet',
+}, () => {
   const entries = parseTimed(readFileSync(toyTimed, 'utf8'), toyTimed);
   assert.ok(entries.length >= 4);
   const img = { width: 2, height: 2, rgb: new Uint8Array(12).fill(200) };
@@ -75,7 +101,7 @@ test('result tables: averages over successful entries, CSV quoting, HTML escapin
   const results = [
     { entry: entry(0, 'circle'), scores: { baseline: s(0, 0, 1), edited: s(1, 0.5, 0.75), oracle: s(1, 1, 1) }, editMs: 3 },
     { entry: entry(1, 'square'), scores: { baseline: s(0, 0, 1), edited: s(0.5, 0.5, 0.25), oracle: s(1, 1, 1) }, editMs: 4 },
-    { entry: { ...entry(2, 'x, "y"'), positives: [], negatives: [] }, error: 'source word \'x\' missing' },
+    { entry: { ...entry(2, 'x, "y"'), positives: [], negatives: [] }, error: "source word 'x' missing" },
   ];
   const avg = averageScores(results);
   assert.deepEqual(avg.edited, s(0.75, 0.5, 0.5));
@@ -93,7 +119,11 @@ test('the real TIMED files (../shared): the three edit sets parse fully, the gen
   const dir = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', 'shared', 'data', 'TIMED');
   if (!existsSync(dir)) return t.skip('../shared/data/TIMED is not here');
   // Row counts of the published files (header excluded), every entry with 5 positives and 5 negatives.
-  for (const [name, rows] of [['TIMED_test_set.csv', 147], ['TIMED_test_set_filtered_SD14.csv', 104], ['TIMED_validation_set.csv', 8]]) {
+  for (const [name, rows] of [
+    ['TIMED_test_set.csv', 147],
+    ['TIMED_test_set_filtered_SD14.csv', 104],
+    ['TIMED_validation_set.csv', 8],
+  ]) {
     const { entries } = await readTimedDataset(join(dir, name));
     assert.equal(entries.length, rows, name);
     for (const e of entries) {

@@ -3,11 +3,18 @@
 export const fakeVocab = ['a', 'an', 'blue', 'circle', 'photo', 'of', 'image', 'picture', 'square', 'orange'];
 
 export const fakeTokenizer = {
-  bos: 1, eos: 2, maxLength: 77,
-  tokenize: (t) => t.toLowerCase().split(/\s+/).filter(Boolean).map((w) => {
-    const i = fakeVocab.indexOf(w);
-    if (i < 0) throw new Error(`fake vocab lacks ${w}`);
-    return i + 10;
-  }),
+  bos: 1,
+  eos: 2,
+  maxLength: 77,
+  tokenize: (t) =>
+    t
+      .toLowerCase()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((w) => {
+        const i = fakeVocab.indexOf(w);
+        if (i < 0) throw new Error(`fake vocab lacks ${w}`);
+        return i + 10;
+      }),
   tokenString: (id) => (id === 1 ? '<|startoftext|>' : id === 2 ? '<|endoftext|>' : `${fakeVocab[id - 10]}</w>`),
 };

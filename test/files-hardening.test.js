@@ -50,7 +50,12 @@ function withValue(name, index, value) {
 }
 
 test('A: an edit file with NaN, ±Inf or 3e38 in D/G is refused by generate --edit and edit --on, naming file, tensor and index', () => {
-  for (const [value, shown] of [[NaN, 'NaN'], [Infinity, 'Infinity'], [-Infinity, '-Infinity'], [3e38, '3.0000000054977558e+38']]) {
+  for (const [value, shown] of [
+    [NaN, 'NaN'],
+    [Infinity, 'Infinity'],
+    [-Infinity, '-Infinity'],
+    [3e38, '3.0000000054977558e+38'],
+  ]) {
     const file = join(dir, `bad-${shown}.safetensors`);
     writeFileSync(file, withValue('step0.G', 7, value));
     const g = run(['generate', 'a circle', '--edit', file, '--steps', '1', '--out', join(dir, `gen-${shown}`)]);
@@ -66,12 +71,27 @@ test('A: an edit file with NaN, ±Inf or 3e38 in D/G is refused by generate --ed
 });
 
 test('A: saveEdit refuses to write a NaN or a huge value, naming the tensor and index', () => {
-  const step = { pairs: [], preserve: [], lambda: 0.1, augmentations: [], mode: 'kv', rows: 1, D: new Float32Array(4), G: Float32Array.from([0, 0, NaN, 0]) };
+  const step = {
+    pairs: [],
+    preserve: [],
+    lambda: 0.1,
+    augmentations: [],
+    mode: 'kv',
+    rows: 1,
+    D: new Float32Array(4),
+    G: Float32Array.from([0, 0, NaN, 0]),
+  };
   const path = join(dir, 'never.safetensors');
-  assert.throws(() => saveEdit(path, { d: 4, fingerprint: 'fp', steps: [step] }), /cannot save .*never\.safetensors: tensor step0\.G has the value NaN at index 2/);
+  assert.throws(
+    () => saveEdit(path, { d: 4, fingerprint: 'fp', steps: [step] }),
+    /cannot save .*never\.safetensors: tensor step0\.G has the value NaN at index 2/,
+  );
   step.G[2] = 0;
   step.D[3] = 2 ** 52; // exact in float32
-  assert.throws(() => saveEdit(path, { d: 4, fingerprint: 'fp', steps: [step] }), /tensor step0\.D has the value 4503599627370496 at index 3/);
+  assert.throws(
+    () => saveEdit(path, { d: 4, fingerprint: 'fp', steps: [step] }),
+    /tensor step0\.D has the value 4503599627370496 at index 3/,
+  );
   assert.equal(existsSync(path), false);
   step.D[3] = 1e3;
   saveEdit(path, { d: 4, fingerprint: 'fp', steps: [step] }); // ordinary values still save
@@ -82,7 +102,10 @@ test('B: safetensors rules: duplicate names, overlap, holes, trailing bytes, beg
   const four = Buffer.alloc(4);
   const eight = Buffer.alloc(8);
   const cases = [
-    [rawSafetensors('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', eight), /the key 'a' appears more than once/],
+    [
+      rawSafetensors('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', eight),
+      /the key 'a' appears more than once/,
+    ],
     [rawSafetensors(JSON.stringify({ a: t([0, 4]), b: t([0, 4]) }), four), /overlaps/],
     [rawSafetensors(JSON.stringify({ a: t([0, 4]) }), eight), /4 bytes after the last tensor/],
     [rawSafetensors(JSON.stringify({ a: t([4, 8]) }), eight), /data bytes \[0, 4\) before tensor a belong to no tensor/],
@@ -91,7 +114,11 @@ test('B: safetensors rules: duplicate names, overlap, holes, trailing bytes, beg
     [rawSafetensors(JSON.stringify({ 'step0.D': null })), /tensor step0\.D is null, not an object/],
     [rawSafetensors(JSON.stringify({ __metadata__: null })), /__metadata__ is null/],
   ];
-  for (const [bytes, re] of cases) assert.throws(() => decodeSafetensors(bytes, 'x.safetensors'), (err) => err.name === 'SafetensorsError' && re.test(err.message) && err.message.includes('x.safetensors'));
+  for (const [bytes, re] of cases)
+    assert.throws(
+      () => decodeSafetensors(bytes, 'x.safetensors'),
+      (err) => err.name === 'SafetensorsError' && re.test(err.message) && err.message.includes('x.safetensors'),
+    );
   // A header length of 2^64 − 1 is printed exactly.
   const huge = Buffer.alloc(16);
   huge.writeBigUInt64LE(2n ** 64n - 1n);
@@ -102,7 +129,13 @@ test('B: safetensors rules: duplicate names, overlap, holes, trailing bytes, beg
   big.write('{}', 8);
   assert.throws(() => decodeSafetensors(big, 'big.safetensors'), /header length 150000000 is over the format's limit of 100000000 bytes/);
   // The encoder's own output still decodes, including zero-size tensors.
-  const ok = encodeSafetensors({ tensors: new Map([['e', { dtype: 'F32', shape: [0], data: new Float32Array(0) }], ['x', { dtype: 'F32', shape: [2], data: Float32Array.from([1, 2]) }]]), metadata: {} });
+  const ok = encodeSafetensors({
+    tensors: new Map([
+      ['e', { dtype: 'F32', shape: [0], data: new Float32Array(0) }],
+      ['x', { dtype: 'F32', shape: [2], data: Float32Array.from([1, 2]) }],
+    ]),
+    metadata: {},
+  });
   assert.deepEqual([...decodeSafetensors(ok).tensors.get('x').data], [1, 2]);
 });
 
@@ -113,7 +146,13 @@ test('B: edit-file metadata of the wrong JSON type names the file and key, not a
   for (const steps of ['[null]', '[1]', '[{"rows":308,"mode":"kv","lambda":0.1,"pairs":[null]}]']) {
     const file = join(dir, 'steps-meta.safetensors');
     writeFileSync(file, encodeSafetensors({ tensors: content.tensors, metadata: { ...md, steps } }));
-    await assert.rejects(loadEdit(file), (err) => err.name === 'EditError' && err.message.startsWith(`${file} is not a valid time-edit file: `) && !/TypeError|Cannot read/.test(err.message));
+    await assert.rejects(
+      loadEdit(file),
+      (err) =>
+        err.name === 'EditError' &&
+        err.message.startsWith(`${file} is not a valid time-edit file: `) &&
+        !/TypeError|Cannot read/.test(err.message),
+    );
   }
   const file = join(dir, 'null-tensor.safetensors');
   writeFileSync(file, rawSafetensors(JSON.stringify({ __metadata__: md, 'step0.D': null })));
@@ -135,7 +174,9 @@ function runLimited(args, { stdin, ms = 20000 } = {}) {
   });
 }
 
-test('D: special files are refused at once by name: /dev/zero (via a .safetensors link), a FIFO, endless stdin', { timeout: 120000 }, async () => {
+test('D: special files are refused at once by name: /dev/zero (via a .safetensors link), a FIFO, endless stdin', {
+  timeout: 120000,
+}, async () => {
   const link = join(dir, 'zero.safetensors');
   symlinkSync('/dev/zero', link);
   let r = await runLimited(['generate', 'a circle', '--edit', link, '--steps', '1', '--out', join(dir, 'gz')]);
@@ -160,13 +201,17 @@ test('D: special files are refused at once by name: /dev/zero (via a .safetensor
   assert.match(r.stderr, /standard input: more than the limit of 16 MiB/);
 });
 
-test('E: the --out lock under concurrent acquisition: 60 trials in 4 processes, exactly one holder each time', { timeout: 120000 }, async () => {
+test('E: the --out lock under concurrent acquisition: 60 trials in 4 processes, exactly one holder each time', {
+  timeout: 120000,
+}, async () => {
   const { fork } = await import('node:child_process');
   const { pathToFileURL } = await import('node:url');
   const worker = join(dir, 'lock-worker.mjs');
   // Each worker waits for the trial's common start instant (busy-waiting, for the same millisecond), tries the lock,
   // reports, and holds what it got until told to let go.
-  writeFileSync(worker, `
+  writeFileSync(
+    worker,
+    `
     import { lockOutputFolder } from ${JSON.stringify(pathToFileURL(join(root, 'lib', 'fs', 'out-lock.js')).href)};
     let release;
     process.on('message', (m) => {
@@ -174,9 +219,14 @@ test('E: the --out lock under concurrent acquisition: 60 trials in 4 processes, 
       while (Date.now() < m.at) {}
       try { release = lockOutputFolder(m.dir, 'trial'); process.send({ held: true }); }
       catch (err) { process.send({ held: false, error: err.name }); }
-    });`);
+    });`,
+  );
   const workers = Array.from({ length: 4 }, () => fork(worker, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }));
-  const ask = (w, m) => new Promise((resolve) => { w.once('message', resolve); w.send(m); });
+  const ask = (w, m) =>
+    new Promise((resolve) => {
+      w.once('message', resolve);
+      w.send(m);
+    });
   const deadPid = spawnSync(process.execPath, ['-e', '0']).pid; // gone: a lock naming it is stale
   const { hostname } = await import('node:os');
   try {
@@ -184,7 +234,8 @@ test('E: the --out lock under concurrent acquisition: 60 trials in 4 processes, 
     for (let trial = 0; trial < 60; trial++) {
       const d = join(dir, `lock-trial-${trial}`);
       mkdirSync(d);
-      if (trial % 2 === 1) writeFileSync(join(d, '.time-edit.lock'), JSON.stringify({ pid: deadPid, host: hostname(), what: 'killed run' }));
+      if (trial % 2 === 1)
+        writeFileSync(join(d, '.time-edit.lock'), JSON.stringify({ pid: deadPid, host: hostname(), what: 'killed run' }));
       const at = Date.now() + 40;
       const results = await Promise.all(workers.map((w) => ask(w, { dir: d, at })));
       const holders = results.filter((r) => r.held).length;
@@ -207,9 +258,15 @@ test('E: a lock that exists but is still empty is being written, not stale', asy
   const lock = join(d, '.time-edit.lock');
   writeFileSync(lock, '');
   // Its creator (an older writer: create, then write) fills it in a moment later; it is alive.
-  const child = spawn(process.execPath, ['-e', `setTimeout(() => require('fs').writeFileSync(${JSON.stringify(lock)}, JSON.stringify({ pid: process.pid, host: require('os').hostname(), what: 'slow writer' })), 300); setTimeout(() => {}, 20000)`]);
+  const child = spawn(process.execPath, [
+    '-e',
+    `setTimeout(() => require('fs').writeFileSync(${JSON.stringify(lock)}, JSON.stringify({ pid: process.pid, host: require('os').hostname(), what: 'slow writer' })), 300); setTimeout(() => {}, 20000)`,
+  ]);
   try {
-    assert.throws(() => lockOutputFolder(d, 'second'), (err) => err.name === 'OutputInUseError' && /slow writer/.test(err.message));
+    assert.throws(
+      () => lockOutputFolder(d, 'second'),
+      (err) => err.name === 'OutputInUseError' && /slow writer/.test(err.message),
+    );
   } finally {
     child.kill();
   }
@@ -232,7 +289,10 @@ const canMount = (() => {
 })();
 const mountSkip = canMount ? false : 'mounting a tmpfs is not permitted here (needs root)';
 
-test('F: generate on a disk that fills up writes no image at all, and the message names the file', { skip: mountSkip, timeout: 120000 }, () => {
+test('F: generate on a disk that fills up writes no image at all, and the message names the file', {
+  skip: mountSkip,
+  timeout: 120000,
+}, () => {
   const mnt = tinyDisk('full-gen');
   try {
     // 13 of the 16 pages taken: room for about three of the eight 2 KB PNGs.
@@ -257,8 +317,14 @@ test('F: writeFileAtomic and writeFileAtomicSync name the file on ENOSPC and lea
   try {
     const target = join(mnt, 'sub', 'big.bin');
     const data = Buffer.alloc(128 * 1024, 7);
-    await assert.rejects(writeFileAtomic(target, data), (err) => err.code === 'ENOSPC' && err.message === `cannot write ${target}: ENOSPC: no space left on device`);
-    assert.throws(() => writeFileAtomicSync(target, data), (err) => err.code === 'ENOSPC' && err.message === `cannot write ${target}: ENOSPC: no space left on device`);
+    await assert.rejects(
+      writeFileAtomic(target, data),
+      (err) => err.code === 'ENOSPC' && err.message === `cannot write ${target}: ENOSPC: no space left on device`,
+    );
+    assert.throws(
+      () => writeFileAtomicSync(target, data),
+      (err) => err.code === 'ENOSPC' && err.message === `cannot write ${target}: ENOSPC: no space left on device`,
+    );
     assert.deepEqual(readdirSync(join(mnt, 'sub')), []);
   } finally {
     unmount(mnt);
@@ -296,7 +362,23 @@ test('C: edit --batch resume parses every kept edit file: a truncated or corrupt
 /** The system calls of a command (strace -f), each as one completed line, or undefined where strace cannot run. */
 function traced(args) {
   const log = join(dir, `strace-${Date.now()}.log`);
-  const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=openat,fsync,rename,renameat,renameat2,write,close', '-s', '100000', '-o', log, process.execPath, cli, ...args], { encoding: 'utf8', timeout: 120000 });
+  const r = spawnSync(
+    'strace',
+    [
+      '-f',
+      '-qq',
+      '-e',
+      'trace=openat,fsync,rename,renameat,renameat2,write,close',
+      '-s',
+      '100000',
+      '-o',
+      log,
+      process.execPath,
+      cli,
+      ...args,
+    ],
+    { encoding: 'utf8', timeout: 120000 },
+  );
   if (r.error || !existsSync(log)) return undefined;
   const pending = new Map();
   const calls = [];
@@ -312,7 +394,10 @@ function traced(args) {
 }
 const canTrace = spawnSync('strace', ['-f', '-qq', '-o', '/dev/null', 'true']).status === 0;
 
-test('C: each edit file is fsynced before its rename, the folder after the renames, and only then is its ok row appended', { skip: canTrace ? false : 'strace is not available or ptrace is not permitted', timeout: 120000 }, () => {
+test('C: each edit file is fsynced before its rename, the folder after the renames, and only then is its ok row appended', {
+  skip: canTrace ? false : 'strace is not available or ptrace is not permitted',
+  timeout: 120000,
+}, () => {
   const file = join(dir, 'order.jsonl');
   const lines = Array.from({ length: 40 }, (_, i) => batchLines[i % 3]).map((l, i) => ({ ...l, lambda: 0.1 + i / 100 }));
   writeFileSync(file, `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`);
@@ -327,7 +412,8 @@ test('C: each edit file is fsynced before its rename, the folder after the renam
   let checkedRows = 0;
   t.calls.forEach((c, i) => {
     let m;
-    if ((m = /^openat\(AT_FDCWD, "([^"]+)", ([A-Z_|]+).*\) = (\d+)$/.exec(c))) fds.set(m[3], { path: m[1], append: m[2].includes('O_APPEND') });
+    if ((m = /^openat\(AT_FDCWD, "([^"]+)", ([A-Z_|]+).*\) = (\d+)$/.exec(c)))
+      fds.set(m[3], { path: m[1], append: m[2].includes('O_APPEND') });
     else if ((m = /^close\((\d+)\)/.exec(c))) fds.delete(m[1]);
     else if ((m = /^fsync\((\d+) ?\) += 0$/.exec(c))) {
       const f = fds.get(m[1]);

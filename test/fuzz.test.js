@@ -15,8 +15,11 @@ const firstSeed = Number(process.env.TIME_EDIT_FUZZ_SEED ?? 1);
 
 test('every regression seed now behaves per contract', async (t) => {
   const regressions = loadRegressions();
-  assert.equal(regressions.generatorVersion, GENERATOR_VERSION,
-    'test/fuzz/regressions.json was recorded with another generator version: its seeds mean other calls now; re-record them');
+  assert.equal(
+    regressions.generatorVersion,
+    GENERATOR_VERSION,
+    'test/fuzz/regressions.json was recorded with another generator version: its seeds mean other calls now; re-record them',
+  );
   const seeds = regressions.entries.map((e) => e.seed).filter((s) => typeof s === 'number');
   const summary = await runSeeds(seeds, { shrinkCase: regressions.entries.some((e) => e.seed === SHRINK_CASE) });
   const bySeed = new Map(summary.records.map((r) => [r.seed, r]));
@@ -35,7 +38,9 @@ test('every regression seed now behaves per contract', async (t) => {
 
 test(`a seeded fuzz run of ${calls} calls from seed ${firstSeed} breaks no contract`, { timeout: 600_000 }, async (t) => {
   const summary = await runFuzz({ calls, seed: firstSeed, jobs: 2 });
-  const counts = Object.entries(summary.counts).map(([v, n]) => `${v} ${n}`).join(', ');
+  const counts = Object.entries(summary.counts)
+    .map(([v, n]) => `${v} ${n}`)
+    .join(', ');
   t.diagnostic(`${summary.calls} calls in ${(summary.wallMs / 1000).toFixed(1)} s: ${counts}`);
   const failing = Object.fromEntries(Object.entries(summary.counts).filter(([v]) => v !== 'ok'));
   const none = Object.fromEntries(Object.keys(failing).map((v) => [v, 0]));

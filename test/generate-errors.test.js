@@ -36,16 +36,35 @@ test('loadPipeline: clear errors for broken folders', async () => {
   const cases = [
     [join(root, 'no-such-model'), /model folder .*no-such-model does not exist/],
     [brokenCopy((d) => rmSync(join(d, 'unet'), { recursive: true })), /not a complete SD pipeline folder: missing unet\/model\.onnx/],
-    [brokenCopy((d) => rmSync(join(d, 'tokenizer'), { recursive: true }) || rmSync(join(d, 'scheduler'), { recursive: true })), /missing tokenizer, scheduler\/scheduler_config\.json/],
+    [
+      brokenCopy((d) => rmSync(join(d, 'tokenizer'), { recursive: true }) || rmSync(join(d, 'scheduler'), { recursive: true })),
+      /missing tokenizer, scheduler\/scheduler_config\.json/,
+    ],
     [brokenCopy((d) => writeFileSync(join(d, 'unet', 'model.onnx'), 'this is not a protobuf')), /cannot load unet\/model\.onnx/],
     [brokenCopy((d) => writeFileSync(join(d, 'model_index.json'), '{"_class_name": ')), /model_index\.json is not valid JSON/],
-    [brokenCopy((d) => copyFileSync(fx('tiny-sd-bad/ehs-int32.onnx'), join(d, 'unet', 'model.onnx'))), /input encoder_hidden_states has type int32, expected float32 or float16/],
-    [brokenCopy((d) => copyFileSync(fx('tiny-sd-bad/packed-kv.onnx'), join(d, 'unet', 'model.onnx'))), /"GPU-optimized" UNet \(found MultiHeadAttention\)/],
-    [brokenCopy((d) => copyFileSync(join(d, 'vae_decoder', 'model.onnx'), join(d, 'unet', 'model.onnx'))), /unet\/model\.onnx: missing input\(s\) sample, timestep, encoder_hidden_states; it has latent_sample/],
-    [brokenCopy((d) => copyFileSync(join(d, 'unet', 'model.onnx'), join(d, 'vae_decoder', 'model.onnx'))), /vae_decoder\/model\.onnx: expected one input latent_sample/],
-    [brokenCopy((d) => copyFileSync(join(d, 'vae_decoder', 'model.onnx'), join(d, 'text_encoder', 'model.onnx'))), /text_encoder\/model\.onnx: expected one input input_ids/],
+    [
+      brokenCopy((d) => copyFileSync(fx('tiny-sd-bad/ehs-int32.onnx'), join(d, 'unet', 'model.onnx'))),
+      /input encoder_hidden_states has type int32, expected float32 or float16/,
+    ],
+    [
+      brokenCopy((d) => copyFileSync(fx('tiny-sd-bad/packed-kv.onnx'), join(d, 'unet', 'model.onnx'))),
+      /"GPU-optimized" UNet \(found MultiHeadAttention\)/,
+    ],
+    [
+      brokenCopy((d) => copyFileSync(join(d, 'vae_decoder', 'model.onnx'), join(d, 'unet', 'model.onnx'))),
+      /unet\/model\.onnx: missing input\(s\) sample, timestep, encoder_hidden_states; it has latent_sample/,
+    ],
+    [
+      brokenCopy((d) => copyFileSync(join(d, 'unet', 'model.onnx'), join(d, 'vae_decoder', 'model.onnx'))),
+      /vae_decoder\/model\.onnx: expected one input latent_sample/,
+    ],
+    [
+      brokenCopy((d) => copyFileSync(join(d, 'vae_decoder', 'model.onnx'), join(d, 'text_encoder', 'model.onnx'))),
+      /text_encoder\/model\.onnx: expected one input input_ids/,
+    ],
   ];
-  for (const [dir, re] of cases) await assert.rejects(loadPipeline(dir, { threads: 1 }), (err) => err.name === 'ModelError' && re.test(err.message), `${dir}: ${re}`);
+  for (const [dir, re] of cases)
+    await assert.rejects(loadPipeline(dir, { threads: 1 }), (err) => err.name === 'ModelError' && re.test(err.message), `${dir}: ${re}`);
   await assert.rejects(loadPipeline(fx('tiny-sd'), { device: 'tpu' }), /device must be cpu or cuda/);
   await assert.rejects(loadPipeline(fx('tiny-sd'), { threads: 0 }), /threads must be a positive integer/);
 });
@@ -76,8 +95,20 @@ test('generate: bad options fail before any work', async () => {
       [{ height: 18 }, /height must be a positive multiple of 4 for this model/],
       [{ width: 0 }, /width must be a positive multiple of 4 for this model/],
       [{ scheduler: 'lms' }, /unknown scheduler/],
-      [{ conditioning: { cond: { encoderHiddenStates: new Float32Array(5) }, uncond: { encoderHiddenStates: new Float32Array(77 * 8) } } }, /conditioning\.cond\.encoderHiddenStates has 5 values/],
-      [{ negativePrompt: 'x', conditioning: { cond: { encoderHiddenStates: new Float32Array(77 * 8) }, uncond: { encoderHiddenStates: new Float32Array(77 * 8) } } }, /cannot be combined/],
+      [
+        { conditioning: { cond: { encoderHiddenStates: new Float32Array(5) }, uncond: { encoderHiddenStates: new Float32Array(77 * 8) } } },
+        /conditioning\.cond\.encoderHiddenStates has 5 values/,
+      ],
+      [
+        {
+          negativePrompt: 'x',
+          conditioning: {
+            cond: { encoderHiddenStates: new Float32Array(77 * 8) },
+            uncond: { encoderHiddenStates: new Float32Array(77 * 8) },
+          },
+        },
+        /cannot be combined/,
+      ],
     ];
     for (const [change, re] of cases) await assert.rejects(generate(p, { ...ok, ...change }), re, JSON.stringify(change));
     assert.equal(p.stats.runs, runs, 'a bad option ran a model');
@@ -96,7 +127,11 @@ test('CLI generate: bad input exits 2 (a bad command line) or 1 (a bad model) wi
     [['a circle', '--model', model, '--out', out, '--seeds', 'abc'], /--seeds: 'abc' is not a seed/, 2],
     [['a circle', '--model', model, '--out', out, '--seed', '1.5'], /--seed: '1\.5' is not a seed/, 2],
     [['a circle', '--model', join(base, 'nope'), '--out', out], /model folder .*nope does not exist/, 1],
-    [['a circle', '--model', brokenCopy((d) => writeFileSync(join(d, 'unet', 'model.onnx'), 'garbage')), '--out', out], /cannot load unet\/model\.onnx/, 1],
+    [
+      ['a circle', '--model', brokenCopy((d) => writeFileSync(join(d, 'unet', 'model.onnx'), 'garbage')), '--out', out],
+      /cannot load unet\/model\.onnx/,
+      1,
+    ],
     [['a circle', '--model', model, '--out', out, '--height', '30'], /--height must be a positive multiple of 4/, 2],
     [['a circle', '--model', model, '--out', out, '--device', 'gpu'], /--device must be cpu or cuda/, 2],
     [['a circle', '--model', model, '--out', out, '--bogus'], /Unknown option '--bogus'/, 2],
@@ -117,12 +152,41 @@ test('CLI generate: bad input exits 2 (a bad command line) or 1 (a bad model) wi
 
 test('CLI generate: files, --json, byte-identical reruns, --grid', () => {
   const base = tmp();
-  const args = (out) => ['generate', 'a red circle', 'a blue square', '--model', fx('tiny-sd'), '--seeds', '0-2', '--steps', '3', '--height', '16', '--width', '16', '--out', out, '--json', '--threads', '1'];
+  const args = (out) => [
+    'generate',
+    'a red circle',
+    'a blue square',
+    '--model',
+    fx('tiny-sd'),
+    '--seeds',
+    '0-2',
+    '--steps',
+    '3',
+    '--height',
+    '16',
+    '--width',
+    '16',
+    '--out',
+    out,
+    '--json',
+    '--threads',
+    '1',
+  ];
   const r1 = runCli(args(join(base, 'a')));
   assert.equal(r1.status, 0, r1.stderr);
   const j = JSON.parse(r1.stdout);
   assert.equal(j.images.length, 6);
-  assert.deepEqual(j.images.map((i) => [i.prompt, i.seed]), [['a red circle', 0], ['a red circle', 1], ['a red circle', 2], ['a blue square', 0], ['a blue square', 1], ['a blue square', 2]]);
+  assert.deepEqual(
+    j.images.map((i) => [i.prompt, i.seed]),
+    [
+      ['a red circle', 0],
+      ['a red circle', 1],
+      ['a red circle', 2],
+      ['a blue square', 0],
+      ['a blue square', 1],
+      ['a blue square', 2],
+    ],
+  );
   assert.deepEqual(readdirSync(join(base, 'a')).sort(), j.images.map((i) => i.path.split('/').pop()).sort());
   assert.equal(j.images[0].path, join(base, 'a', '00-a-red-circle-seed0.png'));
   const meta = readPngText(readFileSync(j.images[4].path));
@@ -131,8 +195,12 @@ test('CLI generate: files, --json, byte-identical reruns, --grid', () => {
   assert.equal(meta.steps, '3');
   const r2 = runCli(args(join(base, 'b')));
   assert.equal(r2.status, 0, r2.stderr);
-  for (const name of readdirSync(join(base, 'a'))) assert.deepEqual(readFileSync(join(base, 'b', name)), readFileSync(join(base, 'a', name)), name);
-  assert.notDeepEqual(readFileSync(join(base, 'a', '00-a-red-circle-seed0.png')), readFileSync(join(base, 'a', '00-a-red-circle-seed1.png')));
+  for (const name of readdirSync(join(base, 'a')))
+    assert.deepEqual(readFileSync(join(base, 'b', name)), readFileSync(join(base, 'a', name)), name);
+  assert.notDeepEqual(
+    readFileSync(join(base, 'a', '00-a-red-circle-seed0.png')),
+    readFileSync(join(base, 'a', '00-a-red-circle-seed1.png')),
+  );
   const r3 = runCli([...args(join(base, 'g')), '--grid']);
   assert.equal(r3.status, 0, r3.stderr);
   const g = JSON.parse(r3.stdout);
@@ -143,15 +211,25 @@ test('CLI generate: files, --json, byte-identical reruns, --grid', () => {
 });
 
 const embedded = join(root, 'models', 'toy-shapes');
-test('CLI generate: the embedded model is the default from any working directory', { skip: existsSync(join(embedded, 'model_index.json')) ? false : 'embedded model not present' }, () => {
+test('CLI generate: the embedded model is the default from any working directory', {
+  skip: existsSync(join(embedded, 'model_index.json')) ? false : 'embedded model not present',
+}, () => {
   const cwd = tmp();
-  const r = spawnSync(process.execPath, [cli, 'generate', 'a circle', '--seeds', '0-1', '--steps', '2', '--out', 'out/', '--json'], { cwd, encoding: 'utf8', timeout: 120000 });
+  const r = spawnSync(process.execPath, [cli, 'generate', 'a circle', '--seeds', '0-1', '--steps', '2', '--out', 'out/', '--json'], {
+    cwd,
+    encoding: 'utf8',
+    timeout: 120000,
+  });
   assert.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   assert.equal(j.model, embedded);
   assert.deepEqual(readdirSync(join(cwd, 'out')).sort(), ['00-a-circle-seed0.png', '00-a-circle-seed1.png']);
   // unet/config.json: 3 downsamplings × VAE factor 4 -> sides must be multiples of 32.
-  const bad = spawnSync(process.execPath, [cli, 'generate', 'a circle', '--height', '48', '--out', 'bad/'], { cwd, encoding: 'utf8', timeout: 120000 });
+  const bad = spawnSync(process.execPath, [cli, 'generate', 'a circle', '--height', '48', '--out', 'bad/'], {
+    cwd,
+    encoding: 'utf8',
+    timeout: 120000,
+  });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /height must be a positive multiple of 32 for this model/);
   assert.equal(existsSync(join(cwd, 'bad')), false);
@@ -160,12 +238,21 @@ test('CLI generate: the embedded model is the default from any working directory
 test('CLI tokenize: 77 ids per prompt, from arguments or stdin', () => {
   const r = runCli(['tokenize', '--model', fx('tiny-sd'), 'a red circle', 'a blue square']);
   assert.equal(r.status, 0, r.stderr);
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.equal(lines.length, 2);
   for (const ids of lines) assert.equal(ids.length, 77);
   const s = runCli(['tokenize', '--tokenizer', fx('tiny-sd/tokenizer')], 'a red circle\n\na blue square\n');
   assert.equal(s.status, 0, s.stderr);
-  assert.deepEqual(s.stdout.trim().split('\n').map((l) => JSON.parse(l)), lines);
+  assert.deepEqual(
+    s.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l)),
+    lines,
+  );
   const long = runCli(['tokenize', '--model', fx('tiny-sd'), Array(80).fill('red').join(' ')]);
   assert.equal(long.status, 0);
   assert.match(long.stderr, /truncated/);
@@ -181,7 +268,24 @@ test('CLI generate: a long command line (many long prompts) works instead of cra
   const out = join(tmp(), 'long');
   const prompt = 'red '.repeat(1000);
   const prompts = Array.from({ length: 12 }, (_, i) => `${i} ${prompt}`);
-  const r = runCli(['generate', ...prompts, '--model', fx('tiny-sd'), '--seeds', '0', '--steps', '1', '--height', '16', '--width', '16', '--out', out, '--threads', '1']);
+  const r = runCli([
+    'generate',
+    ...prompts,
+    '--model',
+    fx('tiny-sd'),
+    '--seeds',
+    '0',
+    '--steps',
+    '1',
+    '--height',
+    '16',
+    '--width',
+    '16',
+    '--out',
+    out,
+    '--threads',
+    '1',
+  ]);
   assert.equal(r.signal, null, `killed by ${r.signal}`);
   assert.equal(r.status, 0, r.stderr);
   assert.equal(readdirSync(out).filter((f) => f.endsWith('.png')).length, 12);

@@ -33,9 +33,17 @@ test('tiny fixture: same seed gives the same bytes, different seeds differ, prom
     assert.equal(p.vaeScaleFactor, 4);
     assert.deepEqual(p.unetTimestep, { type: 'float32', form: 'batch' });
     const a = await generate(p, { ...base, prompts: ['a red circle', 'a blue square'], seeds: [0, 1, 2] });
-    assert.deepEqual(a.map((i) => [i.prompt, i.seed]), [
-      ['a red circle', 0], ['a red circle', 1], ['a red circle', 2], ['a blue square', 0], ['a blue square', 1], ['a blue square', 2],
-    ]);
+    assert.deepEqual(
+      a.map((i) => [i.prompt, i.seed]),
+      [
+        ['a red circle', 0],
+        ['a red circle', 1],
+        ['a red circle', 2],
+        ['a blue square', 0],
+        ['a blue square', 1],
+        ['a blue square', 2],
+      ],
+    );
     for (const img of a) assert.equal(img.rgb.length, 16 * 16 * 3);
     const b = await generate(p, { ...base, prompts: ['a red circle', 'a blue square'], seeds: [0, 1, 2], batchSize: 2 });
     a.forEach((img, k) => assert.deepEqual(img.rgb, b[k].rgb, `image ${k} differs between batch sizes 8 and 2`));
@@ -80,7 +88,8 @@ test('tiny fixture: generate equals an unbatched DDIM loop written in the test',
     const ts = [667, 334, 1]; // leading spacing: 1000//3 = 333, (0,333,666) + steps_offset 1, reversed
     for (let i = 0; i < steps; i++) {
       const t = ts[i];
-      const run = (e) => p.runUnet({ sample: Float32Array.from(x), dims: [1, 4, 4, 4], timestep: t, encoderHiddenStates: { dims: [1, 77, d], data: e } });
+      const run = (e) =>
+        p.runUnet({ sample: Float32Array.from(x), dims: [1, 4, 4, 4], timestep: t, encoderHiddenStates: { dims: [1, 77, d], data: e } });
       const eu = await run(uncond);
       const ec = await run(cond);
       const at = ac[t];
@@ -91,7 +100,10 @@ test('tiny fixture: generate equals an unbatched DDIM loop written in the test',
         return Math.sqrt(ap) * x0 + Math.sqrt(1 - ap) * eps;
       });
     }
-    const dec = await p.decode(Float32Array.from(x, (v) => v / 0.18215), [1, 4, 4, 4]);
+    const dec = await p.decode(
+      Float32Array.from(x, (v) => v / 0.18215),
+      [1, 4, 4, 4],
+    );
     assert.deepEqual(dec.dims, [1, 3, 16, 16]);
     let maxDiff = 0;
     for (let y = 0; y < 16; y++) {
@@ -114,7 +126,12 @@ test('tiny fixture: conditioning replaces the text encoder; withUnet from a path
     const ref = await generate(p, { ...base, prompts: ['a red circle', 'a blue square'], seeds: [3, 4] });
     const cond = await p.encodePrompts(['a red circle', 'a blue square']);
     const uncond = await p.encodePrompts(['']);
-    const viaCond = await generate(p, { ...base, prompts: ['x', 'y'], seeds: [3, 4], conditioning: { cond: { encoderHiddenStates: cond }, uncond: { encoderHiddenStates: uncond } } });
+    const viaCond = await generate(p, {
+      ...base,
+      prompts: ['x', 'y'],
+      seeds: [3, 4],
+      conditioning: { cond: { encoderHiddenStates: cond }, uncond: { encoderHiddenStates: uncond } },
+    });
     ref.forEach((img, k) => assert.deepEqual(viaCond[k].rgb, img.rgb));
     assert.equal(viaCond[0].prompt, 'x');
     const neg = await generate(p, { ...base, prompts: ['a red circle', 'a blue square'], seeds: [3, 4], negativePrompt: 'green' });
@@ -129,7 +146,10 @@ test('tiny fixture: conditioning replaces the text encoder; withUnet from a path
     // The parent still works after its copies are closed.
     const again = await generate(p, { ...base, seeds: [3] });
     assert.deepEqual(again[0].rgb, ref[0].rgb);
-    await assert.rejects(p.withUnet({ path: fx('tiny-sd/text_encoder/model.onnx') }), /missing input\(s\) sample, timestep, encoder_hidden_states/);
+    await assert.rejects(
+      p.withUnet({ path: fx('tiny-sd/text_encoder/model.onnx') }),
+      /missing input\(s\) sample, timestep, encoder_hidden_states/,
+    );
   } finally {
     await p.close();
   }
@@ -178,7 +198,9 @@ test('tiny fixture: fp16, int64 and optimum-style variants load and run', async 
     assert.equal(e16.constructor, Float32Array);
     assert.ok(meanAbsDiff(e32, e16) < 2e-3, `fp16 text states differ by ${meanAbsDiff(e32, e16)}`);
     const c = await generate(p16, opts);
-    c.forEach((img, k) => assert.ok(meanAbsDiff(img.rgb, a[k].rgb) < 3, `fp16 image ${k} differs by ${meanAbsDiff(img.rgb, a[k].rgb)} levels on average`));
+    c.forEach((img, k) =>
+      assert.ok(meanAbsDiff(img.rgb, a[k].rgb) < 3, `fp16 image ${k} differs by ${meanAbsDiff(img.rgb, a[k].rgb)} levels on average`),
+    );
     // optimum >= 1.24 layout: int64 ids, pooler_output beside last_hidden_state, rank-0 float timestep.
     const po = await loadPipeline(fx('tiny-sd-optimum'), { threads: 1 });
     try {
@@ -195,7 +217,9 @@ test('tiny fixture: fp16, int64 and optimum-style variants load and run', async 
   }
 });
 
-test('embedded model: same seed same bytes, different seeds differ, int64-timestep copy runs', { skip: haveEmbedded ? false : `embedded model not present at ${embedded}` }, async () => {
+test('embedded model: same seed same bytes, different seeds differ, int64-timestep copy runs', {
+  skip: haveEmbedded ? false : `embedded model not present at ${embedded}`,
+}, async () => {
   const p = await loadPipeline(undefined, { threads: 1 });
   try {
     assert.equal(p.dir, embedded);
@@ -212,7 +236,15 @@ test('embedded model: same seed same bytes, different seeds differ, int64-timest
     const ts = g.input.find((i) => i.name === 'timestep');
     ts.type.tensorType.elemType = 7; // INT64
     for (const n of g.node) n.input = n.input.map((name) => (name === 'timestep' ? 'timestep_as_float' : name));
-    g.node.unshift({ input: ['timestep'], output: ['timestep_as_float'], name: 'timestep_cast', opType: 'Cast', attribute: [{ name: 'to', type: 2, i: 1, floats: [], ints: [], strings: [], tensors: [], graphs: [], typeProtos: [], sparseTensors: [] }] });
+    g.node.unshift({
+      input: ['timestep'],
+      output: ['timestep_as_float'],
+      name: 'timestep_cast',
+      opType: 'Cast',
+      attribute: [
+        { name: 'to', type: 2, i: 1, floats: [], ints: [], strings: [], tensors: [], graphs: [], typeProtos: [], sparseTensors: [] },
+      ],
+    });
     const q = await p.withUnet({ modelBytes: codec.encodeModel(model) });
     try {
       assert.equal(q.unetTimestep.type, 'int64');
@@ -238,7 +270,12 @@ async function fp16Copy(src) {
     codec.setTensorFloat32(t, v);
   };
   const convert = (g, dir) => {
-    const keep = new Set(g.node.filter((n) => n.opType === 'Resize').flatMap((n) => n.input.slice(1, 3)).filter((x) => x));
+    const keep = new Set(
+      g.node
+        .filter((n) => n.opType === 'Resize')
+        .flatMap((n) => n.input.slice(1, 3))
+        .filter((x) => x),
+    );
     for (const t of g.initializer) if (t.dataType === FLOAT && !keep.has(t.name)) half(t, dir);
     for (const n of g.node) {
       if (n.opType === 'Constant' && keep.has(n.output[0])) continue;
@@ -264,7 +301,9 @@ async function fp16Copy(src) {
   return out;
 }
 
-test('embedded model: a full-fp16 copy loads, runs and stays close to fp32', { skip: haveEmbedded ? false : `embedded model not present at ${embedded}` }, async () => {
+test('embedded model: a full-fp16 copy loads, runs and stays close to fp32', {
+  skip: haveEmbedded ? false : `embedded model not present at ${embedded}`,
+}, async () => {
   const dir = await fp16Copy(embedded);
   const p32 = await loadPipeline(undefined, { threads: 1 });
   const p16 = await loadPipeline(dir, { threads: 1 });

@@ -35,8 +35,10 @@ function referenceGrid(images, columns, gap, background) {
   const rgb = new Uint8Array(W * H * 3);
   for (let y = 0; y < H; y++)
     for (let x = 0; x < W; x++) {
-      const cx = Math.floor(x / (w + gap)), ix = x % (w + gap);
-      const cy = Math.floor(y / (h + gap)), iy = y % (h + gap);
+      const cx = Math.floor(x / (w + gap)),
+        ix = x % (w + gap);
+      const cy = Math.floor(y / (h + gap)),
+        iy = y % (h + gap);
       const k = cy * cols + cx;
       const inCell = ix < w && iy < h && k < images.length;
       for (let c = 0; c < 3; c++) rgb[(y * W + x) * 3 + c] = inCell ? images[k].rgb[(iy * w + ix) * 3 + c] : background[c];
@@ -46,7 +48,8 @@ function referenceGrid(images, columns, gap, background) {
 
 /** Every `k`-th pixel, starting at offset (`dx`, `dy`) inside each k × k block. */
 function sample(img, k, dx = 0, dy = 0) {
-  const width = img.width / k, height = img.height / k;
+  const width = img.width / k,
+    height = img.height / k;
   const rgb = new Uint8Array(width * height * 3);
   for (let y = 0; y < height; y++)
     for (let x = 0; x < width; x++)
@@ -67,7 +70,11 @@ test('grid at 1×: equals the independent reference (default gap 2, white)', () 
 
 test('grid enlarged k×: every k-th pixel is the 1× grid, each k × k block is one colour', () => {
   // 16 images of 32×32 in 8 columns is what `edit --seeds 0-7` draws; the ragged case checks empty cells too.
-  for (const [count, columns, size, gap, background] of [[16, 8, 32, 2, [255, 255, 255]], [5, 3, 7, 1, [9, 200, 40]], [3, 2, 4, 0, [0, 0, 0]]]) {
+  for (const [count, columns, size, gap, background] of [
+    [16, 8, 32, 2, [255, 255, 255]],
+    [5, 3, 7, 1, [9, 200, 40]],
+    [3, 2, 4, 0, [0, 0, 0]],
+  ]) {
     const images = Array.from({ length: count }, (_, i) => noiseImage(size, size + 1, 100 * count + i));
     const ref = referenceGrid(images, columns, gap, background);
     for (const k of [2, 3, 4]) {
@@ -96,11 +103,29 @@ test('grid scale: checked, and the automatic factor makes cells at least the min
   assert.throws(() => scaleToAtLeast(0, 128), RangeError);
 });
 
-test('edit draws the embedded model\'s before/after grid 4× (every 4th pixel = --grid-scale 1), refuses a bad --grid-scale', () => {
+test("edit draws the embedded model's before/after grid 4× (every 4th pixel = --grid-scale 1), refuses a bad --grid-scale", () => {
   const dir = mkdtempSync(join(tmpdir(), 'time-edit-grid-'));
   try {
     const edit = (out, ...extra) => {
-      const r = spawnSync(process.execPath, [cli, 'edit', '--source', 'a circle', '--dest', 'a purple circle', '--seeds', '0-1', '--steps', '2', '--out', join(dir, out), ...extra], { encoding: 'utf8' });
+      const r = spawnSync(
+        process.execPath,
+        [
+          cli,
+          'edit',
+          '--source',
+          'a circle',
+          '--dest',
+          'a purple circle',
+          '--seeds',
+          '0-1',
+          '--steps',
+          '2',
+          '--out',
+          join(dir, out),
+          ...extra,
+        ],
+        { encoding: 'utf8' },
+      );
       assert.equal(r.status, 0, r.stderr);
       return decodePng(readFileSync(join(dir, out, 'before-after.png')));
     };
@@ -112,11 +137,17 @@ test('edit draws the embedded model\'s before/after grid 4× (every 4th pixel = 
     assert.ok(Buffer.from(sample(big, 4).rgb).equals(Buffer.from(native.rgb)));
     assert.ok(Buffer.from(sample(big, 4, 3, 2).rgb).equals(Buffer.from(native.rgb)));
     for (const bad of ['0', '1.5', 'x']) {
-      const r = spawnSync(process.execPath, [cli, 'edit', '--source', 'a circle', '--dest', 'a purple circle', '--grid-scale', bad, '--out', join(dir, 'bad')], { encoding: 'utf8' });
+      const r = spawnSync(
+        process.execPath,
+        [cli, 'edit', '--source', 'a circle', '--dest', 'a purple circle', '--grid-scale', bad, '--out', join(dir, 'bad')],
+        { encoding: 'utf8' },
+      );
       assert.equal(r.status, 2, `--grid-scale ${bad}: ${r.stderr}`);
       assert.match(r.stderr, /--grid-scale/);
     }
-    const batch = spawnSync(process.execPath, [cli, 'edit', '--batch', 'x.jsonl', '--grid-scale', '2', '--out', join(dir, 'batch')], { encoding: 'utf8' });
+    const batch = spawnSync(process.execPath, [cli, 'edit', '--batch', 'x.jsonl', '--grid-scale', '2', '--out', join(dir, 'batch')], {
+      encoding: 'utf8',
+    });
     assert.equal(batch.status, 2);
     assert.match(batch.stderr, /--grid-scale cannot be combined with --batch/);
   } finally {

@@ -21,12 +21,21 @@ test('makeDirectory creates missing parents, accepts existing folders, names a f
   }
 });
 
-test('a folder that cannot be made under an existing parent fails at once (Node\'s recursive mkdir hangs there)', { skip: existsSync('/proc/self') ? false : 'needs /proc' }, () => {
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', "import('./lib/fs/make-directory.js').then((m) => m.makeDirectory('/proc/time-edit-test/x'))"], { encoding: 'utf8', timeout: 20000 });
+test("a folder that cannot be made under an existing parent fails at once (Node's recursive mkdir hangs there)", {
+  skip: existsSync('/proc/self') ? false : 'needs /proc',
+}, () => {
+  const r = spawnSync(
+    process.execPath,
+    ['--input-type=module', '-e', "import('./lib/fs/make-directory.js').then((m) => m.makeDirectory('/proc/time-edit-test/x'))"],
+    { encoding: 'utf8', timeout: 20000 },
+  );
   assert.equal(r.signal, null, 'it hung (killed by the timeout)');
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /cannot create the folder \/proc\/time-edit-test\/x: ENOENT/);
-  const cli = spawnSync(process.execPath, ['lib/cli.js', 'generate', 'a circle', '--steps', '1', '--out', '/proc/time-edit-test'], { encoding: 'utf8', timeout: 60000 });
+  const cli = spawnSync(process.execPath, ['lib/cli.js', 'generate', 'a circle', '--steps', '1', '--out', '/proc/time-edit-test'], {
+    encoding: 'utf8',
+    timeout: 60000,
+  });
   assert.equal(cli.signal, null, 'generate --out /proc/… hung');
   assert.equal(cli.status, 1, cli.stderr);
   assert.match(cli.stderr, /^time-edit: cannot create the folder \/proc\/time-edit-test: ENOENT/);

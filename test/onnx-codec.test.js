@@ -7,8 +7,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import {
-  decodeModel, encodeModel, loadModel, saveModel, tensorToFloat32, tensorBytes, setTensorFloat32, externalDataRef,
-  float32ToFloat16, float16ToFloat32, numberToFloat16Bits, DataType, decodeTensor, encodeTensor,
+  decodeModel,
+  encodeModel,
+  loadModel,
+  saveModel,
+  tensorToFloat32,
+  tensorBytes,
+  setTensorFloat32,
+  externalDataRef,
+  float32ToFloat16,
+  float16ToFloat32,
+  numberToFloat16Bits,
+  DataType,
+  decodeTensor,
+  encodeTensor,
 } from '../lib/model/onnx/index.js';
 
 const fixture = new URL('./fixtures/tiny-unet.onnx', import.meta.url).pathname;
@@ -28,8 +40,22 @@ test('unknown fields and non-default packing survive a round trip', () => {
   // then an unknown field 99 (varint 7) and an unknown length-delimited field 100.
   const f = new Uint8Array(new Float32Array([1.5, -2]).buffer);
   const bytes = Uint8Array.from([
-    0x08, 0x02, 0x10, 0x01, 0x25, ...f.subarray(0, 4), 0x25, ...f.subarray(4, 8),
-    0x98, 0x06, 0x07, 0xa2, 0x06, 0x02, 0xaa, 0xbb,
+    0x08,
+    0x02,
+    0x10,
+    0x01,
+    0x25,
+    ...f.subarray(0, 4),
+    0x25,
+    ...f.subarray(4, 8),
+    0x98,
+    0x06,
+    0x07,
+    0xa2,
+    0x06,
+    0x02,
+    0xaa,
+    0xbb,
   ]);
   const t = decodeTensor(bytes);
   assert.deepEqual(t.floatData, [1.5, -2]);
@@ -40,7 +66,17 @@ test('unknown fields and non-default packing survive a round trip', () => {
 });
 
 test('int64 values beyond 2^53 and negative ints round-trip exactly', () => {
-  const t = { dims: [3], dataType: DataType.INT64, floatData: [], int32Data: [], stringData: [], int64Data: [9223372036854775807n, -1, -9223372036854775808n], doubleData: [], uint64Data: [], externalData: [] };
+  const t = {
+    dims: [3],
+    dataType: DataType.INT64,
+    floatData: [],
+    int32Data: [],
+    stringData: [],
+    int64Data: [9223372036854775807n, -1, -9223372036854775808n],
+    doubleData: [],
+    uint64Data: [],
+    externalData: [],
+  };
   const back = decodeTensor(encodeTensor(t));
   assert.deepEqual(back.int64Data, [9223372036854775807n, -1, -9223372036854775808n]);
   const raw = tensorBytes(back);
@@ -50,20 +86,51 @@ test('int64 values beyond 2^53 and negative ints round-trip exactly', () => {
 });
 
 function tensor(name, dims, values) {
-  return { name, dims, dataType: DataType.FLOAT, rawData: new Uint8Array(new Float32Array(values).buffer), floatData: [], int32Data: [], stringData: [], int64Data: [], doubleData: [], uint64Data: [], externalData: [] };
+  return {
+    name,
+    dims,
+    dataType: DataType.FLOAT,
+    rawData: new Uint8Array(new Float32Array(values).buffer),
+    floatData: [],
+    int32Data: [],
+    stringData: [],
+    int64Data: [],
+    doubleData: [],
+    uint64Data: [],
+    externalData: [],
+  };
 }
 function valueInfo(name, dims) {
-  return { name, type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) } } } };
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType: DataType.FLOAT,
+        shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
+      },
+    },
+  };
 }
 function node(opType, input, output, name = output[0]) {
   return { opType, input, output, name, attribute: [] };
 }
 export function tinyMatMulModel(w) {
   return {
-    irVersion: 8, producerName: 'test', opsetImport: [{ domain: '', version: 14 }], metadataProps: [], trainingInfo: [], functions: [],
+    irVersion: 8,
+    producerName: 'test',
+    opsetImport: [{ domain: '', version: 14 }],
+    metadataProps: [],
+    trainingInfo: [],
+    functions: [],
     graph: {
-      name: 'g', node: [node('MatMul', ['x', 'W'], ['y'])], initializer: [tensor('W', [2, 3], w)],
-      input: [valueInfo('x', ['b', 2])], output: [valueInfo('y', ['b', 3])], valueInfo: [], quantizationAnnotation: [], sparseInitializer: [],
+      name: 'g',
+      node: [node('MatMul', ['x', 'W'], ['y'])],
+      initializer: [tensor('W', [2, 3], w)],
+      input: [valueInfo('x', ['b', 2])],
+      output: [valueInfo('y', ['b', 3])],
+      valueInfo: [],
+      quantizationAnnotation: [],
+      sparseInitializer: [],
     },
   };
 }
@@ -94,10 +161,16 @@ test('external data: saved, read back lazily, and run by onnxruntime from the pa
     const out = await session.run({ x: new ort.Tensor('float32', new Float32Array([1, 0]), [1, 2]) });
     assert.deepEqual([...out.y.data], w.slice(0, 3));
     // Embedding it again: the weights move back inline and the model runs from a buffer.
-    setTensorFloat32(init, Float32Array.from(w, (v) => 2 * v));
+    setTensorFloat32(
+      init,
+      Float32Array.from(w, (v) => 2 * v),
+    );
     const s2 = await ort.InferenceSession.create(encodeModel(loaded.model));
     const out2 = await s2.run({ x: new ort.Tensor('float32', new Float32Array([0, 1]), [1, 2]) });
-    assert.deepEqual([...out2.y.data], w.slice(3).map((v) => 2 * v));
+    assert.deepEqual(
+      [...out2.y.data],
+      w.slice(3).map((v) => 2 * v),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -105,9 +178,22 @@ test('external data: saved, read back lazily, and run by onnxruntime from the pa
 
 test('float16 conversion matches hand-computed bit patterns', () => {
   const cases = [
-    [0, 0x0000], [-0, 0x8000], [1, 0x3c00], [-2, 0xc000], [65504, 0x7bff], [65520, 0x7c00], [1e6, 0x7c00],
-    [2 ** -24, 0x0001], [2 ** -25, 0x0000], [3 * 2 ** -26, 0x0001], [2 ** -14, 0x0400], [0.1, 0x2e66],
-    [1 + 2 ** -11, 0x3c00], [1 + 3 * 2 ** -11, 0x3c02], [Infinity, 0x7c00], [-Infinity, 0xfc00],
+    [0, 0x0000],
+    [-0, 0x8000],
+    [1, 0x3c00],
+    [-2, 0xc000],
+    [65504, 0x7bff],
+    [65520, 0x7c00],
+    [1e6, 0x7c00],
+    [2 ** -24, 0x0001],
+    [2 ** -25, 0x0000],
+    [3 * 2 ** -26, 0x0001],
+    [2 ** -14, 0x0400],
+    [0.1, 0x2e66],
+    [1 + 2 ** -11, 0x3c00],
+    [1 + 3 * 2 ** -11, 0x3c02],
+    [Infinity, 0x7c00],
+    [-Infinity, 0xfc00],
   ];
   for (const [v, bits] of cases) assert.equal(numberToFloat16Bits(v), bits, `f16(${v})`);
   assert.ok(Number.isNaN(float16ToFloat32([numberToFloat16Bits(NaN)])[0]));

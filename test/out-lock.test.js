@@ -15,7 +15,10 @@ test('lockOutputFolder: exclusive while held, refused by name, stale locks taken
     const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)']);
     try {
       writeFileSync(join(dir, LOCK_NAME), JSON.stringify({ pid: child.pid, host: hostname(), what: 'eval timed' }));
-      assert.throws(() => lockOutputFolder(dir, 'edit --batch'), new RegExp(`is in use by another time-edit run \\(process ${child.pid}, eval timed\\)`));
+      assert.throws(
+        () => lockOutputFolder(dir, 'edit --batch'),
+        new RegExp(`is in use by another time-edit run \\(process ${child.pid}, eval timed\\)`),
+      );
     } finally {
       child.kill();
     }
@@ -39,7 +42,10 @@ test('edit --batch refuses an --out that another run holds (exit 2, nothing writ
     spawnSync('mkdir', ['-p', out]);
     writeFileSync(join(dir, 'e.jsonl'), '{"source":"a circle","destination":"a purple circle"}\n');
     writeFileSync(join(out, LOCK_NAME), JSON.stringify({ pid: process.pid, host: hostname(), what: 'eval timed' }));
-    const r = spawnSync(process.execPath, ['lib/cli.js', 'edit', '--batch', join(dir, 'e.jsonl'), '--out', out], { encoding: 'utf8', timeout: 120000 });
+    const r = spawnSync(process.execPath, ['lib/cli.js', 'edit', '--batch', join(dir, 'e.jsonl'), '--out', out], {
+      encoding: 'utf8',
+      timeout: 120000,
+    });
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, /is in use by another time-edit run \(process \d+, eval timed\)/);
     assert.equal(existsSync(join(out, 'results.jsonl')), false);

@@ -15,8 +15,14 @@ const hex = (a) => Array.from(a, (x) => x.toString(16).padStart(8, '0')).join(' 
 
 test('Philox4x32-10 known-answer vectors', () => {
   assert.equal(hex(philox4x32([0, 0, 0, 0], [0, 0])), '6627e8d5 e169c58d bc57ac4c 9b00dbd8');
-  assert.equal(hex(philox4x32([0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff])), '408f276d 41c83b0e a20bc7c6 6d5451fd');
-  assert.equal(hex(philox4x32([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0])), 'd16cfe09 94fdcceb 5001e420 24126ea1');
+  assert.equal(
+    hex(philox4x32([0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff])),
+    '408f276d 41c83b0e a20bc7c6 6d5451fd',
+  );
+  assert.equal(
+    hex(philox4x32([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0])),
+    'd16cfe09 94fdcceb 5001e420 24126ea1',
+  );
 });
 
 test('gaussian noise: definition, determinism, independence of length, statistics', () => {
@@ -27,7 +33,12 @@ test('gaussian noise: definition, determinism, independence of length, statistic
     const u = Array.from(x, (v) => (v + 0.5) / 2 ** 32);
     const r0 = Math.sqrt(-2 * Math.log(u[0]));
     const r1 = Math.sqrt(-2 * Math.log(u[2]));
-    const want = [r0 * Math.cos(2 * Math.PI * u[1]), r0 * Math.sin(2 * Math.PI * u[1]), r1 * Math.cos(2 * Math.PI * u[3]), r1 * Math.sin(2 * Math.PI * u[3])];
+    const want = [
+      r0 * Math.cos(2 * Math.PI * u[1]),
+      r0 * Math.sin(2 * Math.PI * u[1]),
+      r1 * Math.cos(2 * Math.PI * u[3]),
+      r1 * Math.sin(2 * Math.PI * u[3]),
+    ];
     for (let k = 0; k < 4 && 4 * j + k < 6; k++) assert.equal(z[4 * j + k], Math.fround(want[k]));
   }
   // High seed words go into the second key word.
@@ -53,8 +64,19 @@ test('gaussian noise: definition, determinism, independence of length, statistic
 
 test('float16 conversion: exact values, rounding to nearest even, subnormals, overflow', () => {
   const cases = [
-    [0, 0x0000], [-0, 0x8000], [1, 0x3c00], [-2, 0xc000], [65504, 0x7bff], [65520, 0x7c00], [1e6, 0x7c00],
-    [2 ** -24, 0x0001], [2 ** -14, 0x0400], [0.1, 0x2e66], [1 + 2 ** -11, 0x3c00], [1 + 3 * 2 ** -11, 0x3c02], [Infinity, 0x7c00],
+    [0, 0x0000],
+    [-0, 0x8000],
+    [1, 0x3c00],
+    [-2, 0xc000],
+    [65504, 0x7bff],
+    [65520, 0x7c00],
+    [1e6, 0x7c00],
+    [2 ** -24, 0x0001],
+    [2 ** -14, 0x0400],
+    [0.1, 0x2e66],
+    [1 + 2 ** -11, 0x3c00],
+    [1 + 3 * 2 ** -11, 0x3c02],
+    [Infinity, 0x7c00],
   ];
   for (const [v, bits] of cases) assert.equal(toHalf(new Float32Array([v]))[0], bits, `toHalf(${v})`);
   assert.ok(Number.isNaN(fromHalf(toHalf(new Float32Array([NaN])))[0]));
@@ -110,7 +132,8 @@ test('flag parsers', () => {
   for (const bad of ['abc', '', '1.5', '-3', '1,,2', '5-2', '0x10']) assert.throws(() => parseSeeds(bad), /--seeds/, bad);
   assert.equal(parsePositiveInt('50', '--steps', 1), 50);
   assert.equal(parsePositiveInt(undefined, '--steps', 7), 7);
-  for (const bad of ['0', '-1', '2.5', 'ten', '']) assert.throws(() => parsePositiveInt(bad, '--steps', 1), /--steps must be a positive integer/, bad);
+  for (const bad of ['0', '-1', '2.5', 'ten', ''])
+    assert.throws(() => parsePositiveInt(bad, '--steps', 1), /--steps must be a positive integer/, bad);
   assert.equal(parseNumber('7.5', '--guidance', 1, 0), 7.5);
   assert.throws(() => parseNumber('x', '--guidance', 1, 0), /--guidance must be a number/);
   assert.throws(() => parseNumber('-1', '--guidance', 1, 0), /--guidance must be ≥ 0/);

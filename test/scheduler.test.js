@@ -7,8 +7,15 @@ import { alphasCumprod, createScheduler, parseSchedulerName } from '../lib/sampl
 
 // SD 1.x scheduler/scheduler_config.json
 const SD = {
-  _class_name: 'PNDMScheduler', num_train_timesteps: 1000, beta_schedule: 'scaled_linear', beta_start: 0.00085,
-  beta_end: 0.012, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, clip_sample: false,
+  _class_name: 'PNDMScheduler',
+  num_train_timesteps: 1000,
+  beta_schedule: 'scaled_linear',
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  steps_offset: 1,
+  clip_sample: false,
 };
 
 function refAlphas() {
@@ -220,7 +227,10 @@ test('every scheduler denoises a single data point back to it', () => {
   const nT = x0.map((v, k) => (noise[k] - Math.sqrt(AC[981]) * v) / Math.sqrt(1 - AC[981]));
   const ddimEnd = x0.map((v, k) => Math.sqrt(AC[0]) * v + Math.sqrt(1 - AC[0]) * nT[k]);
   for (const [name, steps, tol, calls, want] of [
-    ['pndm', 50, 0.05, 51, x0], ['ddim', 50, 1e-4, 50, ddimEnd], ['euler', 30, 1e-4, 30, x0], ['dpm++2m', 20, 1e-4, 20, x0],
+    ['pndm', 50, 0.05, 51, x0],
+    ['ddim', 50, 1e-4, 50, ddimEnd],
+    ['euler', 30, 1e-4, 30, x0],
+    ['dpm++2m', 20, 1e-4, 20, x0],
   ]) {
     const r = sampleToPoint(name, steps, x0, noise);
     assert.equal(r.calls, calls, `${name} UNet calls`);

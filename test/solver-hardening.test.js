@@ -45,7 +45,9 @@ function runChild(source, timeout = 60_000) {
 
 describe('a low-rank-only edit on the dense route (n > (d − 1)/2, many rows)', () => {
   // The embedded model's shapes: d = 128, a 308-row edit (4 prompts × 77), one guidance pair of 2 × 77 rows.
-  const d = 128, n = 308, lambda = 0.1;
+  const d = 128,
+    n = 308,
+    lambda = 0.1;
   const input = editInput(11, d, n, 0.05);
   const want = referenceM(input.source, input.destination, n, d, lambda);
 
@@ -70,20 +72,43 @@ describe('a low-rank-only edit on the dense route (n > (d − 1)/2, many rows)',
 
 describe('buffers that can change size are refused at the boundary', () => {
   const d = 4;
-  const msg = (name) => new RegExp(`^${name.replace(/[[\].]/g, '\\$&')} is backed by a (resizable ArrayBuffer|growable SharedArrayBuffer); copy it into a fixed-size Float32Array first`);
+  const msg = (name) =>
+    new RegExp(
+      `^${name.replace(/[[\].]/g, '\\$&')} is backed by a (resizable ArrayBuffer|growable SharedArrayBuffer); copy it into a fixed-size Float32Array first`,
+    );
   const base = () => editInput(3, d, 2);
   const W = () => ({ data: rng(4).f32(3 * d), rows: 3 });
 
   it('every array argument of solveEdits, inputs and outputs', async () => {
     for (const shared of [false, true]) {
       await rejects(() => solveEdits(d, [{ ...base(), source: resizable(base().source, shared) }]), TypeError, msg('edits[0].source'));
-      await rejects(() => solveEdits(d, [base(), { ...base(), destination: resizable(base().destination, shared) }]), TypeError, msg('edits[1].destination'));
-      await rejects(() => solveEdits(d, [base()], { weights: { data: resizable(W().data, shared), rows: 3 } }), TypeError, msg('opts.weights.data'));
+      await rejects(
+        () => solveEdits(d, [base(), { ...base(), destination: resizable(base().destination, shared) }]),
+        TypeError,
+        msg('edits[1].destination'),
+      );
+      await rejects(
+        () => solveEdits(d, [base()], { weights: { data: resizable(W().data, shared), rows: 3 } }),
+        TypeError,
+        msg('opts.weights.data'),
+      );
       for (const key of ['D', 'G']) {
-        await rejects(() => solveEdits(d, [base()], { out: [{ [key]: resizable(new Float32Array(2 * d), shared) }] }), TypeError, msg(`opts.out[0].${key}`));
+        await rejects(
+          () => solveEdits(d, [base()], { out: [{ [key]: resizable(new Float32Array(2 * d), shared) }] }),
+          TypeError,
+          msg(`opts.out[0].${key}`),
+        );
       }
-      await rejects(() => solveEdits(d, [base()], { dense: true, out: [{ dense: resizable(new Float32Array(d * d), shared) }] }), TypeError, msg('opts.out[0].dense'));
-      await rejects(() => solveEdits(d, [base()], { weights: W(), out: [{ patched: resizable(new Float32Array(3 * d), shared) }] }), TypeError, msg('opts.out[0].patched'));
+      await rejects(
+        () => solveEdits(d, [base()], { dense: true, out: [{ dense: resizable(new Float32Array(d * d), shared) }] }),
+        TypeError,
+        msg('opts.out[0].dense'),
+      );
+      await rejects(
+        () => solveEdits(d, [base()], { weights: W(), out: [{ patched: resizable(new Float32Array(3 * d), shared) }] }),
+        TypeError,
+        msg('opts.out[0].patched'),
+      );
     }
   });
 
@@ -95,7 +120,11 @@ describe('buffers that can change size are refused at the boundary', () => {
       else e.lowRank[key] = resizable(e.lowRank[key], true);
       return e;
     };
-    for (const [key, path] of [['dense', 'dense'], ['D', 'lowRank.D'], ['G', 'lowRank.G']]) {
+    for (const [key, path] of [
+      ['dense', 'dense'],
+      ['D', 'lowRank.D'],
+      ['G', 'lowRank.G'],
+    ]) {
       await rejects(() => patchWeights(W(), withResizable(key)), TypeError, msg(`edit.${path}`));
       await rejects(() => applyToEmbeddings(new Float32Array(d), withResizable(key)), TypeError, msg(`edit.${path}`));
       await rejects(() => denseOf(withResizable(key)), TypeError, msg(`edit.${path}`));
@@ -105,7 +134,11 @@ describe('buffers that can change size are refused at the boundary', () => {
     await rejects(() => patchWeights({ data: resizable(W().data), rows: 3 }, edit), TypeError, msg('weights.data'));
     await rejects(() => patchWeights(W(), edit, { out: resizable(new Float32Array(3 * d), true) }), TypeError, msg('opts.out'));
     await rejects(() => applyToEmbeddings(resizable(new Float32Array(2 * d), true), edit), TypeError, msg('embeddings'));
-    await rejects(() => applyToEmbeddings(new Float32Array(2 * d), edit, { out: resizable(new Float32Array(2 * d)) }), TypeError, msg('opts.out'));
+    await rejects(
+      () => applyToEmbeddings(new Float32Array(2 * d), edit, { out: resizable(new Float32Array(2 * d)) }),
+      TypeError,
+      msg('opts.out'),
+    );
   });
 
   it('shrinking one while a call is pending cannot crash the process (checked in a child)', () => {
@@ -130,12 +163,19 @@ describe('buffers that can change size are refused at the boundary', () => {
 describe('NaN and ±∞ are refused in every buffer, naming it and the first bad index', () => {
   const d = 4;
   const base = () => editInput(7, d, 2);
-  const nonFinite = (name, value, row, col) => new RegExp(
-    `^${name.replace(/[[\].]/g, '\\$&')} contains a non-finite value \\(${value}\\) at index ${row * d + col} \\(row ${row}, column ${col}\\)`);
+  const nonFinite = (name, value, row, col) =>
+    new RegExp(
+      `^${name.replace(/[[\].]/g, '\\$&')} contains a non-finite value \\(${value}\\) at index ${row * d + col} \\(row ${row}, column ${col}\\)`,
+    );
 
   it('composeTransforms checks all four low-rank factors (a.D was passed through)', async () => {
     const [a, b] = await solveEdits(d, [base(), editInput(8, d, 3)]);
-    for (const [which, key] of [['a', 'D'], ['a', 'G'], ['b', 'D'], ['b', 'G']]) {
+    for (const [which, key] of [
+      ['a', 'D'],
+      ['a', 'G'],
+      ['b', 'D'],
+      ['b', 'G'],
+    ]) {
       for (const value of [NaN, Infinity, -Infinity]) {
         const x = { d, lowRank: { ...a.lowRank, D: a.lowRank.D.slice(), G: a.lowRank.G.slice() } };
         const y = { d, lowRank: { ...b.lowRank, D: b.lowRank.D.slice(), G: b.lowRank.G.slice() } };
@@ -158,7 +198,7 @@ describe('NaN and ±∞ are refused in every buffer, naming it and the first bad
     await rejects(() => applyToEmbeddings(new Float32Array(d), badM), RangeError, nonFinite('edit.dense', Infinity, 1, 3));
   });
 
-  it('inputs name the caller\'s argument, not the addon\'s parameter, and nothing is written', async () => {
+  it("inputs name the caller's argument, not the addon's parameter, and nothing is written", async () => {
     const [edit] = await solveEdits(d, [base()], { dense: true });
     const src = base();
     src.source[6] = -Infinity;
@@ -167,15 +207,23 @@ describe('NaN and ±∞ are refused in every buffer, naming it and the first bad
     W.data[4] = NaN;
     const out = new Float32Array(3 * d).fill(7);
     await rejects(() => patchWeights(W, edit, { out }), RangeError, nonFinite('weights.data', NaN, 1, 0));
-    await rejects(() => solveEdits(d, [base()], { weights: W, out: [{ patched: out }] }), RangeError, nonFinite('opts.weights.data', NaN, 1, 0));
-    await rejects(() => applyToEmbeddings(new Float32Array([0, 0, 0, 0, 0, NaN, 0, 0]), edit, { out: out.subarray(0, 2 * d) }), RangeError, nonFinite('embeddings', NaN, 1, 1));
+    await rejects(
+      () => solveEdits(d, [base()], { weights: W, out: [{ patched: out }] }),
+      RangeError,
+      nonFinite('opts.weights.data', NaN, 1, 0),
+    );
+    await rejects(
+      () => applyToEmbeddings(new Float32Array([0, 0, 0, 0, 0, NaN, 0, 0]), edit, { out: out.subarray(0, 2 * d) }),
+      RangeError,
+      nonFinite('embeddings', NaN, 1, 1),
+    );
     assert.ok(out.every((v) => v === 7));
   });
 
   it('finite inputs whose result overflows float32 are refused, not returned as ∞', async () => {
     const huge = base();
     huge.destination[1] = 3e38;
-    huge.source[1] = -3e38;  // D = C* − C = 6e38 > FLT_MAX
+    huge.source[1] = -3e38; // D = C* − C = 6e38 > FLT_MAX
     await rejects(() => solveEdits(d, [huge]), RangeError, /overflows float32/);
     const twice = new Float32Array(d * d);
     for (let i = 0; i < d; i++) twice[i * d + i] = 2;
@@ -199,11 +247,14 @@ describe('solveEdits: sparse and huge edits arrays', () => {
   });
 
   it('new Array(2³² − 1) is refused by its length at once (in a child, so a regression cannot hang the runner)', () => {
-    const child = runChild(`
+    const child = runChild(
+      `
       import { solveEdits } from './lib/index.js';
       const t = Date.now();
       const message = await solveEdits(4, new Array(2 ** 32 - 1)).then(() => 'accepted', (e) => e.constructor.name + ': ' + e.message);
-      console.log(JSON.stringify({ message, ms: Date.now() - t }));`, 20_000);
+      console.log(JSON.stringify({ message, ms: Date.now() - t }));`,
+      20_000,
+    );
     assert.equal(child.status, 0, `status ${child.status}, signal ${child.signal}: ${child.stderr}`);
     const { message, ms } = JSON.parse(child.stdout);
     assert.match(message, /^RangeError: edits has 4294967295 entries: at most 1000000 edits per call/);
@@ -217,7 +268,11 @@ describe('denseOf', () => {
     const [edit] = await solveEdits(d, [editInput(2, d, 2)], { dense: true });
     assert.equal(await denseOf(edit), edit.dense);
     await rejects(() => denseOf(edit, 'gpu'), RangeError, /^backend must be 'cpu' or 'cpu-portable'.*got 'gpu'/);
-    await rejects(() => denseOf(edit, 'cuda'), RangeError, /^backend must be 'cpu' or 'cpu-portable' \(denseOf runs on the CPU\), got 'cuda'/);
+    await rejects(
+      () => denseOf(edit, 'cuda'),
+      RangeError,
+      /^backend must be 'cpu' or 'cpu-portable' \(denseOf runs on the CPU\), got 'cuda'/,
+    );
     await rejects(() => denseOf(edit, 5), TypeError, /^backend must be 'cpu' or 'cpu-portable', got number/);
     const bad = { d, dense: edit.dense.slice() };
     bad.dense[4] = NaN;
@@ -225,7 +280,7 @@ describe('denseOf', () => {
   });
 });
 
-describe('opts of patchWeights and applyToEmbeddings must be an object, as solveEdits\' are', () => {
+describe("opts of patchWeights and applyToEmbeddings must be an object, as solveEdits' are", () => {
   const d = 3;
   for (const opts of [null, 5, 'x', true]) {
     it(`opts = ${JSON.stringify(opts)}`, async () => {
@@ -240,12 +295,18 @@ describe('opts of patchWeights and applyToEmbeddings must be an object, as solve
 
 describe('a rank-deficient C with negligible λ says so', () => {
   // Three equal rows (rank 1): λI + C·Cᵀ = λI + 4·𝟙𝟙ᵀ, whose second Cholesky pivot is λ·(…) — 0 in float64 for λ = 1e-30.
-  const d = 4, n = 3, lambda = 1e-30;
+  const d = 4,
+    n = 3,
+    lambda = 1e-30;
   const source = new Float32Array(n * d).fill(1);
-  const wanted = /the system λI \+ CCᵀ is not positive definite in float64 \(λ = 1e-30, n = 3\): λ is too small for C's rank; use a larger λ/;
+  const wanted =
+    /the system λI \+ CCᵀ is not positive definite in float64 \(λ = 1e-30, n = 3\): λ is too small for C's rank; use a larger λ/;
 
   it('the TypeScript float64 reference solver', () => {
-    assert.throws(() => referenceG(source, n, d, lambda), (err) => err instanceof RangeError && wanted.test(err.message));
+    assert.throws(
+      () => referenceG(source, n, d, lambda),
+      (err) => err instanceof RangeError && wanted.test(err.message),
+    );
   });
 
   it('the native solver', async () => {

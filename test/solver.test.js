@@ -3,15 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import {
-  applyToEmbeddings,
-  availableBackends,
-  composeTransforms,
-  denseOf,
-  patchWeights,
-  solveEdits,
-  solverBackend,
-} from '../lib/index.js';
+import { applyToEmbeddings, availableBackends, composeTransforms, denseOf, patchWeights, solveEdits, solverBackend } from '../lib/index.js';
 import { frob, matmul, referenceM, relErr, rng } from './solver-reference.js';
 
 const backends = availableBackends().filter((b) => b.kind !== 'cuda' || process.env.TIME_EDIT_TEST_CUDA === '1');
@@ -53,7 +45,10 @@ for (const backend of backends) {
         const { C, Cs, W, E } = makeCase(cs, 100 + index);
         const Mref = referenceM(C, Cs, n, d, lambda);
         const [edit] = await solveEdits(d, [{ source: C, destination: Cs, lambda }], {
-          lowRank: true, dense: true, weights: { data: W, rows: R }, backend: backend.kind,
+          lowRank: true,
+          dense: true,
+          weights: { data: W, rows: R },
+          backend: backend.kind,
         });
         assert.equal(edit.d, d);
         assert.deepEqual(edit.lambdas, [lambda]);
@@ -73,7 +68,10 @@ for (const backend of backends) {
         // Embedding form: E·Mᵀ, and (E·Mᵀ)·Wᵀ = E·W'ᵀ (what the UNet's K/V projections compute).
         const m = E.length / d;
         const Eref = matmul(E, Mref, m, d, d, { transB: true });
-        for (const form of [{ d, lowRank: edit.lowRank }, { d, dense: edit.dense }]) {
+        for (const form of [
+          { d, lowRank: edit.lowRank },
+          { d, dense: edit.dense },
+        ]) {
           const Ep = await applyToEmbeddings(E, form, { backend: backend.kind });
           assert.ok(relErr(Ep, Eref) < 2e-6, `E·Mᵀ: ${relErr(Ep, Eref)}`);
           const kv = matmul(Ep, W, m, d, R, { transB: true });
@@ -91,9 +89,15 @@ for (const backend of backends) {
     }
 
     it('the solution minimises the TIME objective (perturbations only increase it)', async () => {
-      const d = 12, n = 4, R = 6, lambda = 0.3;
+      const d = 12,
+        n = 4,
+        R = 6,
+        lambda = 0.3;
       const { C, Cs, W } = makeCase({ d, n, R }, 7);
-      const [edit] = await solveEdits(d, [{ source: C, destination: Cs, lambda }], { weights: { data: W, rows: R }, backend: backend.kind });
+      const [edit] = await solveEdits(d, [{ source: C, destination: Cs, lambda }], {
+        weights: { data: W, rows: R },
+        backend: backend.kind,
+      });
       const objective = (Wp) => {
         const a = matmul(Wp, C, R, d, n, { transB: true });
         const b = matmul(W, Cs, R, d, n, { transB: true });
@@ -112,11 +116,16 @@ for (const backend of backends) {
     });
 
     it('λ → ∞ leaves the weights unchanged', async () => {
-      const d = 10, n = 3, R = 8;
+      const d = 10,
+        n = 3,
+        R = 8;
       const { C, Cs, W } = makeCase({ d, n, R }, 9);
       let previous = Infinity;
       for (const lambda of [1, 1e3, 1e6, 1e9]) {
-        const [edit] = await solveEdits(d, [{ source: C, destination: Cs, lambda }], { weights: { data: W, rows: R }, backend: backend.kind });
+        const [edit] = await solveEdits(d, [{ source: C, destination: Cs, lambda }], {
+          weights: { data: W, rows: R },
+          backend: backend.kind,
+        });
         const change = relErr(edit.patched, W);
         assert.ok(change < previous, `change ${change} at λ=${lambda} should shrink`);
         previous = change;
@@ -124,11 +133,16 @@ for (const backend of backends) {
       assert.ok(previous < 1e-7, `at λ=1e9 W' differs from W by ${previous}`);
     });
 
-    it('C* = C gives W\' = W, M = I and E·Mᵀ = E exactly', async () => {
-      for (const { d, n, R } of [{ d: 8, n: 3, R: 5 }, { d: 8, n: 20, R: 5 }]) {
+    it("C* = C gives W' = W, M = I and E·Mᵀ = E exactly", async () => {
+      for (const { d, n, R } of [
+        { d: 8, n: 3, R: 5 },
+        { d: 8, n: 20, R: 5 },
+      ]) {
         const { C, W, E } = makeCase({ d, n, R }, 11);
         const [edit] = await solveEdits(d, [{ source: C, destination: C.slice() }], {
-          dense: true, weights: { data: W, rows: R }, backend: backend.kind,
+          dense: true,
+          weights: { data: W, rows: R },
+          backend: backend.kind,
         });
         assert.deepEqual(edit.patched, W);
         const eye = new Float32Array(d * d);
@@ -140,21 +154,38 @@ for (const backend of backends) {
     });
 
     it('writes into caller-provided output buffers (opts.out) and returns them', async () => {
-      const d = 10, n = 4, R = 6;
+      const d = 10,
+        n = 4,
+        R = 6;
       const { C, Cs, W } = makeCase({ d, n, R }, 13);
-      const out = { D: new Float32Array(n * d), G: new Float32Array(n * d), dense: new Float32Array(d * d), patched: new Float32Array(R * d) };
-      const [edit] = await solveEdits(d, [{ source: C, destination: Cs }], { dense: true, weights: { data: W, rows: R }, out: [out], backend: backend.kind });
+      const out = {
+        D: new Float32Array(n * d),
+        G: new Float32Array(n * d),
+        dense: new Float32Array(d * d),
+        patched: new Float32Array(R * d),
+      };
+      const [edit] = await solveEdits(d, [{ source: C, destination: Cs }], {
+        dense: true,
+        weights: { data: W, rows: R },
+        out: [out],
+        backend: backend.kind,
+      });
       assert.equal(edit.lowRank.D, out.D);
       assert.equal(edit.lowRank.G, out.G);
       assert.equal(edit.dense, out.dense);
       assert.equal(edit.patched, out.patched);
-      const [fresh] = await solveEdits(d, [{ source: C, destination: Cs }], { dense: true, weights: { data: W, rows: R }, backend: backend.kind });
+      const [fresh] = await solveEdits(d, [{ source: C, destination: Cs }], {
+        dense: true,
+        weights: { data: W, rows: R },
+        backend: backend.kind,
+      });
       assert.deepEqual(fresh.lowRank, edit.lowRank);
       assert.deepEqual(fresh.patched, edit.patched);
     });
 
     it('a batch of edits equals the same edits solved one by one', async () => {
-      const d = 14, R = 9;
+      const d = 14,
+        R = 9;
       const r = rng(21);
       const W = r.f32(R * d);
       const edits = [3, 20, 1].map((n, i) => ({ source: r.f32(n * d), destination: r.f32(n * d), lambda: 0.1 * (i + 1) }));
@@ -173,10 +204,15 @@ for (const backend of backends) {
 
 describe('concurrency', () => {
   it('many calls in flight at once (Promise.all) give the same results as one at a time', async () => {
-    const d = 32, R = 16;
+    const d = 32,
+      R = 16;
     const r = rng(41);
     const W = r.f32(R * d);
-    const edits = Array.from({ length: 12 }, (_, i) => ({ source: r.f32((i + 1) * 3 * d), destination: r.f32((i + 1) * 3 * d), lambda: 0.2 }));
+    const edits = Array.from({ length: 12 }, (_, i) => ({
+      source: r.f32((i + 1) * 3 * d),
+      destination: r.f32((i + 1) * 3 * d),
+      lambda: 0.2,
+    }));
     const together = await Promise.all(edits.map((e) => solveEdits(d, [e], { weights: { data: W, rows: R } })));
     for (const [i, e] of edits.entries()) {
       const [alone] = await solveEdits(d, [e], { weights: { data: W, rows: R } });
@@ -187,12 +223,14 @@ describe('concurrency', () => {
 
 describe('composition', () => {
   it('composeTransforms(a, b) equals applying a then b (weights) and matches M_a·M_b in float64', async () => {
-    const d = 20, R = 7;
+    const d = 20,
+      R = 7;
     const r = rng(31);
     const W = r.f32(R * d, 0.2);
     const E = r.f32(4 * d, 0.2);
     const mk = (n, lambda) => ({ source: r.f32(n * d, 0.3), destination: r.f32(n * d, 0.3), lambda, n });
-    const ea = mk(4, 0.2), eb = mk(30, 0.5);
+    const ea = mk(4, 0.2),
+      eb = mk(30, 0.5);
     const [a, b] = await solveEdits(d, [ea, eb], { dense: true });
     const Mab = matmul(referenceM(ea.source, ea.destination, 4, d, 0.2), referenceM(eb.source, eb.destination, 30, d, 0.5), d, d, d);
     const sequential = await patchWeights({ data: await patchWeights({ data: W, rows: R }, a), rows: R }, b);

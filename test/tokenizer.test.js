@@ -158,7 +158,10 @@ test('hand-checked ids, special tokens and token strings', { skip }, async () =>
   assert.equal(tok.tokenString(49407), '<|endoftext|>');
   assert.throws(() => tok.tokenString(10 ** 6), RangeError);
   // Digits are single tokens.
-  assert.deepEqual(tok.tokenize('12').map((i) => tok.tokenString(i)), ['1</w>', '2</w>']);
+  assert.deepEqual(
+    tok.tokenize('12').map((i) => tok.tokenString(i)),
+    ['1</w>', '2</w>'],
+  );
   assert.deepEqual(tok.tokenize(''), []);
   const empty = tok.encode('');
   assert.deepEqual(Array.from(empty.ids), [49406, ...new Array(76).fill(49407)]);
@@ -185,22 +188,58 @@ test('padding and truncation at 77', { skip }, async () => {
 test('a tokenizer.json folder (fast-tokenizer layout) gives the same ids as vocab.json + merges.txt', async () => {
   const src = join(root, 'test', 'fixtures', 'tiny-sd', 'tokenizer');
   const vocab = JSON.parse(readFileSync(join(src, 'vocab.json'), 'utf8'));
-  const merges = readFileSync(join(src, 'merges.txt'), 'utf8').split('\n').slice(1).filter((l) => l !== '');
+  const merges = readFileSync(join(src, 'merges.txt'), 'utf8')
+    .split('\n')
+    .slice(1)
+    .filter((l) => l !== '');
   // transformers' CLIPConverter layout, with the post-processor that adds bos/eos (tokenize() must not).
   const json = {
     version: '1.0',
-    added_tokens: ['<|startoftext|>', '<|endoftext|>'].map((content) => ({ id: vocab[content], content, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true })),
-    normalizer: { type: 'Sequence', normalizers: [{ type: 'NFC' }, { type: 'Replace', pattern: { Regex: '\\s+' }, content: ' ' }, { type: 'Lowercase' }] },
+    added_tokens: ['<|startoftext|>', '<|endoftext|>'].map((content) => ({
+      id: vocab[content],
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: true,
+      special: true,
+    })),
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [{ type: 'NFC' }, { type: 'Replace', pattern: { Regex: '\\s+' }, content: ' ' }, { type: 'Lowercase' }],
+    },
     pre_tokenizer: {
       type: 'Sequence',
       pretokenizers: [
-        { type: 'Split', pattern: { Regex: "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+" }, behavior: 'Removed', invert: true },
+        {
+          type: 'Split',
+          pattern: { Regex: "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+" },
+          behavior: 'Removed',
+          invert: true,
+        },
         { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
       ],
     },
-    post_processor: { type: 'RobertaProcessing', sep: ['<|endoftext|>', vocab['<|endoftext|>']], cls: ['<|startoftext|>', vocab['<|startoftext|>']], trim_offsets: false, add_prefix_space: false },
+    post_processor: {
+      type: 'RobertaProcessing',
+      sep: ['<|endoftext|>', vocab['<|endoftext|>']],
+      cls: ['<|startoftext|>', vocab['<|startoftext|>']],
+      trim_offsets: false,
+      add_prefix_space: false,
+    },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: '<|endoftext|>', continuing_subword_prefix: '', end_of_word_suffix: '</w>', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: '<|endoftext|>',
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '</w>',
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
+    },
   };
   const dir = mkdtempSync(join(tmpdir(), 'tokjson-'));
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(json));
@@ -212,7 +251,10 @@ test('a tokenizer.json folder (fast-tokenizer layout) gives the same ids as voca
     assert.deepEqual(fromJson.tokenize(p), fromFiles.tokenize(p), p);
     assert.deepEqual(fromJson.encode(p), fromFiles.encode(p), p);
   }
-  assert.deepEqual(fromFiles.tokenize('a red circle').map((i) => fromFiles.tokenString(i)), ['a</w>', 'red</w>', 'circle</w>']);
+  assert.deepEqual(
+    fromFiles.tokenize('a red circle').map((i) => fromFiles.tokenString(i)),
+    ['a</w>', 'red</w>', 'circle</w>'],
+  );
 });
 
 test('bad tokenizer folders give clear errors', async () => {

@@ -58,7 +58,8 @@ export function inTermsOfFlags(err: unknown, flags: OptionFlags | undefined): un
   }
   if (err instanceof BackendUnavailableError) {
     const flag = flags[err.option];
-    if (flag !== undefined) return restate(err, `${flag} ${err.value}: ${err.message}${err.option === 'device' ? `, or use ${flag} cpu` : ''}`);
+    if (flag !== undefined)
+      return restate(err, `${flag} ${err.value}: ${err.message}${err.option === 'device' ? `, or use ${flag} cpu` : ''}`);
   }
   return err;
 }

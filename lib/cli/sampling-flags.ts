@@ -67,10 +67,16 @@ export function parseSeeds(text: string, flag = '--seeds'): number[] {
  * Example: `parsePositiveInt('50', '--steps', 50)` → 50; `parsePositiveInt('1000000000', '--steps', 50)` throws
  * "--steps must be at most 10000, got 1000000000".
  */
-export function parsePositiveInt(text: string | undefined, flag: string, fallback: number, max = FLAG_LIMITS[flag] ?? Number.MAX_SAFE_INTEGER): number {
+export function parsePositiveInt(
+  text: string | undefined,
+  flag: string,
+  fallback: number,
+  max = FLAG_LIMITS[flag] ?? Number.MAX_SAFE_INTEGER,
+): number {
   if (text === undefined) return fallback;
   const v = Number(text);
-  if (!/^\s*[+]?\d+\s*$/.test(text) || !Number.isSafeInteger(v) || v <= 0) throw new UsageError(`${flag} must be a positive integer, got '${text}'`);
+  if (!/^\s*[+]?\d+\s*$/.test(text) || !Number.isSafeInteger(v) || v <= 0)
+    throw new UsageError(`${flag} must be a positive integer, got '${text}'`);
   if (v > max) throw new UsageError(`${flag} must be at most ${max}, got ${v}`);
   return v;
 }
@@ -79,7 +85,13 @@ export function parsePositiveInt(text: string | undefined, flag: string, fallbac
  * A finite number flag value, at least `min` and at most `max` (default: the flag's FLAG_LIMITS entry).
  * Example: `parseNumber('7.5', '--guidance', 7.5, 0)` → 7.5.
  */
-export function parseNumber(text: string | undefined, flag: string, fallback: number, min = -Infinity, max = FLAG_LIMITS[flag] ?? Infinity): number {
+export function parseNumber(
+  text: string | undefined,
+  flag: string,
+  fallback: number,
+  min = -Infinity,
+  max = FLAG_LIMITS[flag] ?? Infinity,
+): number {
   if (text === undefined) return fallback;
   const v = Number(text);
   if (text.trim() === '' || !Number.isFinite(v)) throw new UsageError(`${flag} must be a number, got '${text}'`);

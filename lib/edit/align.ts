@@ -36,7 +36,10 @@ export interface Alignment {
 
 /** The readable word of a token: its vocabulary string without CLIP's end-of-word marker. */
 export function tokenWord(tok: AlignTokenizer, id: number): string {
-  return tok.tokenString(id).replace(/<\/w>$/, '').trim();
+  return tok
+    .tokenString(id)
+    .replace(/<\/w>$/, '')
+    .trim();
 }
 
 function sequence(tok: AlignTokenizer, text: string, aId: number): { ids: number[]; full: number[]; truncated: boolean } {

@@ -4,13 +4,32 @@
 //    second input `encoder_hidden_states_v` (E·M_vᵀ) while K keeps reading `encoder_hidden_states` (E·M_kᵀ);
 //  - weights mode: the K/V initializers are replaced by W·M (a patched copy of the graph, run from memory);
 //  - export: the patched UNet written to a new pipeline folder, everything else linked or copied.
-import { copyFileSync, existsSync, linkSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { findCrossAttention, type CrossAttentionMap } from '../model/cross-attention.js';
 import {
-  decodeModel, encodeModel, externalDataRef, saveModel, setTensorFloat32, tensorToFloat32, allTensors,
-  type LoadedModel, type ModelProto, type TensorProto,
+  decodeModel,
+  encodeModel,
+  externalDataRef,
+  saveModel,
+  setTensorFloat32,
+  tensorToFloat32,
+  allTensors,
+  type LoadedModel,
+  type ModelProto,
+  type TensorProto,
 } from '../model/onnx/index.js';
 import { type Edit, EditError, needsSplitConditioning, stepEdits, transformRows, transformWeightRows } from './edit.js';
 import { makeDirectory } from '../fs/make-directory.js';
@@ -55,8 +74,13 @@ const NATIVE_PATCH_THRESHOLD = 2e8;
  *   const ctx = await openEditContext(pipeline);
  *   const model = await patchUnetWeights(ctx.unet, ctx.map, edit);   // an ONNX ModelProto: saveModel or encodeModel it
  */
-export async function patchUnetWeights(unet: LoadedModel, map: CrossAttentionMap, edit: Edit, options: PatchOptions = {}): Promise<ModelProto> {
-  let backend: BackendKind | undefined;  // undefined: the TypeScript path
+export async function patchUnetWeights(
+  unet: LoadedModel,
+  map: CrossAttentionMap,
+  edit: Edit,
+  options: PatchOptions = {},
+): Promise<ModelProto> {
+  let backend: BackendKind | undefined; // undefined: the TypeScript path
   if (options.backend !== undefined) {
     if (!addonAvailable()) throw new EditError('the native addon is not built');
     backend = backendFor(options.backend, 'options.backend').kind;
@@ -102,7 +126,11 @@ async function patchStacked(unet: LoadedModel, map: CrossAttentionMap, edit: Edi
       at += p.width * p.inputWidth;
     }
     for (const st of steps) {
-      stacked = await patchWeights({ data: stacked, rows: rowsPerPath }, { d: edit.d, lowRank: { D: st.D, G: st.G, rows: st.rows } }, { backend });
+      stacked = await patchWeights(
+        { data: stacked, rows: rowsPerPath },
+        { d: edit.d, lowRank: { D: st.D, G: st.G, rows: st.rows } },
+        { backend },
+      );
     }
     at = 0;
     for (const p of projections) {
@@ -194,15 +222,24 @@ function tryLinkedFolder(parent: string, model: ModelProto, originalDir: string,
  */
 export async function unetSource(model: ModelProto, originalDir: string): Promise<UnetSource> {
   if (!hasExternalData(model)) return { modelBytes: encodeModel(model) };
-  const locations = new Set(allTensors(model.graph!).map((t) => externalDataRef(t)?.location).filter((l): l is string => l !== undefined));
-  const linked = tryLinkedFolder(tmpdir(), model, originalDir, locations) ?? tryLinkedFolder(dirname(resolve(originalDir)), model, originalDir, locations);
+  const locations = new Set(
+    allTensors(model.graph!)
+      .map((t) => externalDataRef(t)?.location)
+      .filter((l): l is string => l !== undefined),
+  );
+  const linked =
+    tryLinkedFolder(tmpdir(), model, originalDir, locations) ??
+    tryLinkedFolder(dirname(resolve(originalDir)), model, originalDir, locations);
   if (linked !== undefined) return linked;
   const externalData = [...locations].map((loc) => ({ path: loc, data: readFileSync(resolve(originalDir, loc)) }));
   return { modelBytes: encodeModel(model), externalData };
 }
 
 /** The conditioning feeds for a batch of text states E ([P·77·d]) under an edit in embedding mode. */
-export function editedConditioning(edit: Edit, E: Float32Array): { encoderHiddenStates: Float32Array; extraInputs?: Record<string, Float32Array> } {
+export function editedConditioning(
+  edit: Edit,
+  E: Float32Array,
+): { encoderHiddenStates: Float32Array; extraInputs?: Record<string, Float32Array> } {
   if (!needsSplitConditioning(edit)) return { encoderHiddenStates: transformRows(edit, E, 'v') };
   return { encoderHiddenStates: transformRows(edit, E, 'k'), extraInputs: { [V_INPUT]: transformRows(edit, E, 'v') } };
 }
@@ -239,7 +276,13 @@ function copyTree(src: string, dst: string, skip: (rel: string) => boolean, rel 
  * data files and every other file hard-linked (or copied), plus edit.json. Built in a temp folder next to
  * `outDir` and renamed into place, so a failure leaves nothing half-written.
  */
-export async function exportEditedPipeline(pipelineDir: string, unet: LoadedModel, edit: Edit, outDir: string, options: ExportOptions = {}): Promise<void> {
+export async function exportEditedPipeline(
+  pipelineDir: string,
+  unet: LoadedModel,
+  edit: Edit,
+  outDir: string,
+  options: ExportOptions = {},
+): Promise<void> {
   const out = resolve(outDir);
   if (existsSync(out) && !options.force) throw new EditError(`${out} already exists (pass force: true to replace it)`);
   const map = findCrossAttention(unet.model.graph!);
@@ -250,7 +293,10 @@ export async function exportEditedPipeline(pipelineDir: string, unet: LoadedMode
     const root = resolve(pipelineDir);
     copyTree(root, tmp, (rel) => rel === 'unet/model.onnx' || [out, tmp].includes(join(root, rel)));
     saveModel(model, join(tmp, 'unet', 'model.onnx'));
-    writeFileSync(join(tmp, 'edit.json'), `${JSON.stringify(options.description ?? { fingerprint: edit.fingerprint, steps: edit.steps.map((s) => ({ pairs: s.pairs, lambda: s.lambda, mode: s.mode, augmentations: s.augmentations, preserve: s.preserve })) }, null, 2)}\n`);
+    writeFileSync(
+      join(tmp, 'edit.json'),
+      `${JSON.stringify(options.description ?? { fingerprint: edit.fingerprint, steps: edit.steps.map((s) => ({ pairs: s.pairs, lambda: s.lambda, mode: s.mode, augmentations: s.augmentations, preserve: s.preserve })) }, null, 2)}\n`,
+    );
     if (existsSync(out)) rmSync(out, { recursive: true, force: true });
     renameSync(tmp, out);
   } catch (err) {

@@ -16,7 +16,11 @@ export function augmentPrompt(prompt: string, templates: readonly string[] = DEF
 }
 
 /** Source/destination pairs of one edit with its augmentations, in order (the pair itself first). */
-export function augmentPair(source: string, destination: string, templates: readonly string[] = DEFAULT_AUGMENTATIONS): { source: string; destination: string }[] {
+export function augmentPair(
+  source: string,
+  destination: string,
+  templates: readonly string[] = DEFAULT_AUGMENTATIONS,
+): { source: string; destination: string }[] {
   const s = augmentPrompt(source, templates);
   const d = augmentPrompt(destination, templates);
   return s.map((src, i) => ({ source: src, destination: d[i]! }));

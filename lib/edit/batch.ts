@@ -111,7 +111,10 @@ function lineKey(text: string): string {
 }
 
 /** Parses one JSONL line into an edit request, filling in `defaults` for the fields it leaves out; throws EditError with a clear message. */
-export function parseBatchLine(text: string, defaults: BatchDefaults = {}): EditRequest & { onlyV: boolean; lambda: number; augmentations: string[]; preserve: string[] } {
+export function parseBatchLine(
+  text: string,
+  defaults: BatchDefaults = {},
+): EditRequest & { onlyV: boolean; lambda: number; augmentations: string[]; preserve: string[] } {
   let v: unknown;
   try {
     v = JSON.parse(text);
@@ -135,8 +138,16 @@ export function parseBatchLine(text: string, defaults: BatchDefaults = {}): Edit
   const onlyV = o.onlyV ?? o.only_v ?? o['only-v'] ?? defaults.onlyV ?? false;
   if (typeof onlyV !== 'boolean') throw new EditError('"onlyV" must be a boolean');
   const preserve = o.preserve ?? defaults.preserve ?? [];
-  if (!Array.isArray(preserve) || !preserve.every((p) => typeof p === 'string')) throw new EditError('"preserve" must be a list of strings');
-  return { pairs: [{ source, destination }], lambda, augmentations, mode: onlyV ? 'v' : 'kv', preserve: [...(preserve as string[])], onlyV };
+  if (!Array.isArray(preserve) || !preserve.every((p) => typeof p === 'string'))
+    throw new EditError('"preserve" must be a list of strings');
+  return {
+    pairs: [{ source, destination }],
+    lambda,
+    augmentations,
+    mode: onlyV ? 'v' : 'kv',
+    preserve: [...(preserve as string[])],
+    onlyV,
+  };
 }
 
 /** What a result depends on besides the line's prompts: its effective settings and the model (null: not recorded). */
@@ -148,15 +159,30 @@ type LineSettings = {
   fingerprint: string | null;
 };
 
-function lineSettings(s: { lambda?: number; onlyV?: boolean; augmentations?: string[]; preserve?: string[]; fingerprint?: string }): LineSettings {
-  return { lambda: s.lambda ?? null, onlyV: s.onlyV ?? null, augmentations: s.augmentations ?? null, preserve: s.preserve ?? null, fingerprint: s.fingerprint ?? null };
+function lineSettings(s: {
+  lambda?: number;
+  onlyV?: boolean;
+  augmentations?: string[];
+  preserve?: string[];
+  fingerprint?: string;
+}): LineSettings {
+  return {
+    lambda: s.lambda ?? null,
+    onlyV: s.onlyV ?? null,
+    augmentations: s.augmentations ?? null,
+    preserve: s.preserve ?? null,
+    fingerprint: s.fingerprint ?? null,
+  };
 }
 
 const editName = (line: number) => `line-${String(line).padStart(5, '0')}.safetensors`;
 
 /** Rewrites results.jsonl atomically with one row per line, in line order. */
 function writeRows(resultsPath: string, rows: Iterable<BatchRow>): void {
-  writeLog(resultsPath, [...rows].sort((a, b) => a.line - b.line));
+  writeLog(
+    resultsPath,
+    [...rows].sort((a, b) => a.line - b.line),
+  );
 }
 
 interface Loaded {
@@ -176,7 +202,8 @@ interface Loaded {
 async function editFileProblem(path: string, row: BatchRow): Promise<string | undefined> {
   try {
     const edit = await loadEdit(path, row.fingerprint);
-    if (edit.steps.length !== 1 || (row.rows !== undefined && edit.steps[0]!.rows !== row.rows)) return `${path} does not hold the edit its row records`;
+    if (edit.steps.length !== 1 || (row.rows !== undefined && edit.steps[0]!.rows !== row.rows))
+      return `${path} does not hold the edit its row records`;
     return undefined;
   } catch (err) {
     return (err as Error).message;
@@ -237,7 +264,13 @@ async function loadRows(
 }
 
 /** Runs the batch with an open model context (used by the CLI and tests). */
-export async function runBatchWith(ctx: EditContext, file: string, outDir: string, options: BatchOptions = {}, solver?: EditSolver): Promise<BatchSummary> {
+export async function runBatchWith(
+  ctx: EditContext,
+  file: string,
+  outDir: string,
+  options: BatchOptions = {},
+  solver?: EditSolver,
+): Promise<BatchSummary> {
   let text: string;
   try {
     // Only a regular file, at most 1 GiB: `--batch /dev/zero` or a FIFO is refused at once instead of read forever.
@@ -246,7 +279,10 @@ export async function runBatchWith(ctx: EditContext, file: string, outDir: strin
     throw new EditError((err as Error).message, { cause: err });
   }
   const defaults = options.defaults ?? {};
-  const lines = text.split('\n').map((t, i) => ({ line: i + 1, text: t.trim() })).filter((l) => l.text !== '' && !l.text.startsWith('#'));
+  const lines = text
+    .split('\n')
+    .map((t, i) => ({ line: i + 1, text: t.trim() }))
+    .filter((l) => l.text !== '' && !l.text.startsWith('#'));
   const keys = new Map(lines.map((l) => [l.line, lineKey(l.text)]));
   const texts = new Map(lines.map((l) => [l.line, l.text]));
   const wanted = (line: number): LineSettings | undefined => {
@@ -334,7 +370,10 @@ async function runLines(
       const ts = performance.now();
       let solved;
       try {
-        solved = await s.solve(built[0]!.d, built.map((b, i) => ({ source: b.source, destination: b.destination, rows: b.rows, lambda: planned[i]!.plan.lambda })));
+        solved = await s.solve(
+          built[0]!.d,
+          built.map((b, i) => ({ source: b.source, destination: b.destination, rows: b.rows, lambda: planned[i]!.plan.lambda })),
+        );
       } catch (err) {
         for (const p of planned) append({ line: p.line, key: p.key, status: 'error', error: (err as Error).message });
         planned.length = 0;
@@ -348,15 +387,43 @@ async function runLines(
           const edit: Edit = {
             d: built[i]!.d,
             fingerprint: ctx.fingerprint,
-            steps: [{ pairs: p.req.pairs, preserve: p.req.preserve ?? [], lambda: p.plan.lambda, augmentations: [...(p.req.augmentations ?? [])], mode: p.req.mode ?? 'kv', rows: built[i]!.rows, D: solved![i]!.D, G: solved![i]!.G }],
+            steps: [
+              {
+                pairs: p.req.pairs,
+                preserve: p.req.preserve ?? [],
+                lambda: p.plan.lambda,
+                augmentations: [...(p.req.augmentations ?? [])],
+                mode: p.req.mode ?? 'kv',
+                rows: built[i]!.rows,
+                D: solved![i]!.D,
+                G: solved![i]!.G,
+              },
+            ],
           };
           const name = editName(p.line);
           const path = join(editsDir, name);
-          staged.push({ path, data: encodeEdit(edit, path), row: {
-            line: p.line, key: p.key, status: 'ok', file: `edits/${name}`, source: pair.source, destination: pair.destination, lambda: p.plan.lambda,
-            onlyV: p.req.onlyV, augmentations: p.req.augmentations, preserve: p.req.preserve, fingerprint: ctx.fingerprint, rows: built[i]!.rows, layers: ctx.map.layers.length, encodeMs: encodeMs / planned.length, solveMs: solveMs / planned.length,
-            ...(p.plan.warnings.length > 0 ? { warnings: p.plan.warnings } : {}),
-          } });
+          staged.push({
+            path,
+            data: encodeEdit(edit, path),
+            row: {
+              line: p.line,
+              key: p.key,
+              status: 'ok',
+              file: `edits/${name}`,
+              source: pair.source,
+              destination: pair.destination,
+              lambda: p.plan.lambda,
+              onlyV: p.req.onlyV,
+              augmentations: p.req.augmentations,
+              preserve: p.req.preserve,
+              fingerprint: ctx.fingerprint,
+              rows: built[i]!.rows,
+              layers: ctx.map.layers.length,
+              encodeMs: encodeMs / planned.length,
+              solveMs: solveMs / planned.length,
+              ...(p.plan.warnings.length > 0 ? { warnings: p.plan.warnings } : {}),
+            },
+          });
         } catch (err) {
           append({ line: p.line, key: p.key, status: 'error', error: (err as Error).message });
         }
@@ -376,8 +443,18 @@ async function runLines(
   writeRows(resultsPath, current.values()); // one row per line: a retried line's new row replaces its error row
   const seconds = (performance.now() - t0) / 1000;
   return {
-    total: lines.length, skipped: loaded.done.size, ok, errors, retried, recomputed, repaired, seconds, solveSeconds: solveMsTotal / 1000,
-    editsPerSecond: ok / Math.max(1e-9, seconds), solverEditsPerSecond: ok / Math.max(1e-9, solveMsTotal / 1000), solver: s.name,
+    total: lines.length,
+    skipped: loaded.done.size,
+    ok,
+    errors,
+    retried,
+    recomputed,
+    repaired,
+    seconds,
+    solveSeconds: solveMsTotal / 1000,
+    editsPerSecond: ok / Math.max(1e-9, seconds),
+    solverEditsPerSecond: ok / Math.max(1e-9, solveMsTotal / 1000),
+    solver: s.name,
   };
 }
 

@@ -47,7 +47,8 @@ export interface RowPlan {
 /** Checks a request and aligns its prompts (no model call): errors here cost nothing. */
 export function planRows(tok: AlignTokenizer, request: EditRequest): RowPlan {
   const lambda = request.lambda ?? 0.1;
-  if (typeof lambda !== 'number' || !(Number.isFinite(lambda) && lambda > 0)) throw new EditError(`λ must be a number > 0, got ${request.lambda}`);
+  if (typeof lambda !== 'number' || !(Number.isFinite(lambda) && lambda > 0))
+    throw new EditError(`λ must be a number > 0, got ${request.lambda}`);
   if (!Array.isArray(request.pairs) || request.pairs.length === 0) throw new EditError('no edit pair given');
   const templates = request.augmentations ?? DEFAULT_AUGMENTATIONS;
   const L = tok.maxLength;
@@ -55,12 +56,18 @@ export function planRows(tok: AlignTokenizer, request: EditRequest): RowPlan {
   const texts: string[] = [];
   const maps: Int32Array[] = [];
   for (const pair of request.pairs) {
-    if (typeof pair.source !== 'string' || typeof pair.destination !== 'string' || pair.source.trim() === '' || pair.destination.trim() === '')
+    if (
+      typeof pair.source !== 'string' ||
+      typeof pair.destination !== 'string' ||
+      pair.source.trim() === '' ||
+      pair.destination.trim() === ''
+    )
       throw new EditError('source and destination prompts must not be empty');
     for (const p of augmentPair(pair.source, pair.destination, templates)) {
       const al = alignTokens(tok, p.source, p.destination);
       if (al.truncated.source) warnings.push(`"${p.source}" is longer than ${L - 2} tokens and was truncated, as Stable Diffusion does`);
-      if (al.truncated.destination) warnings.push(`"${p.destination}" is longer than ${L - 2} tokens and was truncated, as Stable Diffusion does`);
+      if (al.truncated.destination)
+        warnings.push(`"${p.destination}" is longer than ${L - 2} tokens and was truncated, as Stable Diffusion does`);
       texts.push(p.source, p.destination);
       maps.push(al.map);
     }
@@ -72,9 +79,14 @@ export function planRows(tok: AlignTokenizer, request: EditRequest): RowPlan {
 }
 
 /** C and C* rows of a plan from the embeddings of its texts ([texts.length, L, d] row-major). */
-export function assembleRows(plan: RowPlan, emb: Float32Array, L: number): { source: Float32Array; destination: Float32Array; rows: number; d: number } {
+export function assembleRows(
+  plan: RowPlan,
+  emb: Float32Array,
+  L: number,
+): { source: Float32Array; destination: Float32Array; rows: number; d: number } {
   const perPrompt = emb.length / plan.texts.length;
-  if (!Number.isInteger(perPrompt) || perPrompt % L !== 0) throw new EditError(`text encoder returned ${emb.length} values for ${plan.texts.length} prompts of ${L} tokens`);
+  if (!Number.isInteger(perPrompt) || perPrompt % L !== 0)
+    throw new EditError(`text encoder returned ${emb.length} values for ${plan.texts.length} prompts of ${L} tokens`);
   const d = perPrompt / L;
   const pairs = plan.maps.length;
   const rows = (pairs + plan.preserveCount) * L;
@@ -95,14 +107,22 @@ export function assembleRows(plan: RowPlan, emb: Float32Array, L: number): { sou
 }
 
 /** Builds the rows of one step and the list of warnings, without solving. */
-export async function buildRows(encoder: PromptEncoder, request: EditRequest): Promise<{ source: Float32Array; destination: Float32Array; rows: number; d: number; warnings: string[] }> {
+export async function buildRows(
+  encoder: PromptEncoder,
+  request: EditRequest,
+): Promise<{ source: Float32Array; destination: Float32Array; rows: number; d: number; warnings: string[] }> {
   const plan = planRows(encoder.tokenizer, request);
   const emb = await encoder.encodePrompts(plan.texts);
   return { ...assembleRows(plan, emb, encoder.tokenizer.maxLength), warnings: plan.warnings };
 }
 
 /** Computes a one-step Edit (several pairs are solved jointly in that step). */
-export async function computeEdit(encoder: PromptEncoder, request: EditRequest, solver: EditSolver, fingerprint: string): Promise<ComputedEdit> {
+export async function computeEdit(
+  encoder: PromptEncoder,
+  request: EditRequest,
+  solver: EditSolver,
+  fingerprint: string,
+): Promise<ComputedEdit> {
   const built = await buildRows(encoder, request);
   const lambda = request.lambda ?? 0.1;
   const [lr] = await solver.solve(built.d, [{ source: built.source, destination: built.destination, rows: built.rows, lambda }]);
@@ -116,5 +136,10 @@ export async function computeEdit(encoder: PromptEncoder, request: EditRequest, 
     D: lr!.D,
     G: lr!.G,
   };
-  return { edit: { d: built.d, steps: [step], fingerprint }, warnings: built.warnings, source: built.source, destination: built.destination };
+  return {
+    edit: { d: built.d, steps: [step], fingerprint },
+    warnings: built.warnings,
+    source: built.source,
+    destination: built.destination,
+  };
 }

@@ -25,7 +25,8 @@ export interface EditContext {
 export async function openEditContext(pipeline: Pipeline): Promise<EditContext> {
   const unet = await loadModel(pipeline.unetPath);
   const map = findCrossAttention(unet.model.graph!);
-  if (map.d !== pipeline.textWidth) throw new EditError(`the UNet's K/V projections take width ${map.d}, the text encoder gives ${pipeline.textWidth}`);
+  if (map.d !== pipeline.textWidth)
+    throw new EditError(`the UNet's K/V projections take width ${map.d}, the text encoder gives ${pipeline.textWidth}`);
   const fingerprint = await modelFingerprint(join(pipeline.dir, 'text_encoder'), { graph: unet.model.graph!, dir: unet.dir }, map);
   return { pipeline, unet, map, fingerprint };
 }
@@ -59,7 +60,12 @@ export interface EditedGeneration {
  * conditioning of every prompt and of the unconditional branch is replaced by E·Mᵀ. Weights mode: a UNet session
  * with the patched K/V weights; options pass through unchanged.
  */
-export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode: ApplyMode = 'embedding', diagnostics: { keepUncond?: boolean } = {}): Promise<EditedGeneration> {
+export async function prepareEditedGeneration(
+  ctx: EditContext,
+  edit: Edit,
+  mode: ApplyMode = 'embedding',
+  diagnostics: { keepUncond?: boolean } = {},
+): Promise<EditedGeneration> {
   // keepUncond (embedding mode only) leaves the unconditional branch unedited: not TIME as published (the edited
   // weights see both branches), a diagnostic for models whose text states are nearly collinear.
   if (diagnostics.keepUncond === true && mode !== 'embedding') throw new EditError('keepUncond needs embedding mode');
@@ -85,7 +91,10 @@ export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode
       } catch {
         // keep `cleanup` for close()
       }
-    } else pipeline = await ctx.pipeline.withUnet(src.externalData ? { modelBytes: src.modelBytes, externalData: src.externalData } : { modelBytes: src.modelBytes });
+    } else
+      pipeline = await ctx.pipeline.withUnet(
+        src.externalData ? { modelBytes: src.modelBytes, externalData: src.externalData } : { modelBytes: src.modelBytes },
+      );
   };
   if (mode === 'weights') await useModel(await patchUnetWeights(ctx.unet, ctx.map, edit));
   else if (needsSplitConditioning(edit)) await useModel(splitConditioningUnet(ctx.unet, ctx.map));
@@ -115,7 +124,9 @@ export async function prepareEditedGeneration(ctx: EditContext, edit: Edit, mode
 /** The unedited conditioning in the shape editedConditioning gives (the split V input too, when needed). */
 function splitIdentity(edit: Edit, E: Float32Array): ReturnType<typeof editedConditioning> {
   const copy = Float32Array.from(E);
-  return needsSplitConditioning(edit) ? { encoderHiddenStates: copy, extraInputs: { [V_INPUT]: Float32Array.from(E) } } : { encoderHiddenStates: copy };
+  return needsSplitConditioning(edit)
+    ? { encoderHiddenStates: copy, extraInputs: { [V_INPUT]: Float32Array.from(E) } }
+    : { encoderHiddenStates: copy };
 }
 
 /** For `generate --edit FILE [--edit-mode embedding|weights]`: load, check and prepare in one call. */

@@ -57,8 +57,12 @@ export function saveEdit(path: string, edit: Edit): void {
 export function encodeEdit(edit: Edit, path: string): Uint8Array {
   const tensors = new Map<string, NamedTensor>();
   const steps: StepMeta[] = edit.steps.map((s, i) => {
-    if (s.D.length !== s.rows * edit.d || s.G.length !== s.rows * edit.d) throw new EditError(`step ${i}: D/G do not have ${s.rows} × ${edit.d} values`);
-    for (const [which, data] of [['D', s.D], ['G', s.G]] as const) {
+    if (s.D.length !== s.rows * edit.d || s.G.length !== s.rows * edit.d)
+      throw new EditError(`step ${i}: D/G do not have ${s.rows} × ${edit.d} values`);
+    for (const [which, data] of [
+      ['D', s.D],
+      ['G', s.G],
+    ] as const) {
       const badValue = firstBadValue(data);
       if (badValue !== undefined) throw new EditError(`cannot save ${path}: ${describeBad(`step${i}.${which}`, badValue)}`);
     }
@@ -98,23 +102,44 @@ export async function loadEdit(path: string, expectFingerprint?: string): Promis
   }
   if (!Array.isArray(metas) || metas.length === 0) bad(path, 'no steps');
   const steps: EditStep[] = metas.map((m, i) => {
-    if (typeof m !== 'object' || m === null || Array.isArray(m)) bad(path, `metadata 'steps' entry ${i} is ${JSON.stringify(m)}, not an object`);
+    if (typeof m !== 'object' || m === null || Array.isArray(m))
+      bad(path, `metadata 'steps' entry ${i} is ${JSON.stringify(m)}, not an object`);
     const D = content.tensors.get(`step${i}.D`);
     const G = content.tensors.get(`step${i}.G`);
     if (!D || !G) bad(path, `step ${i} lacks its D or G tensor`);
     if (!Number.isSafeInteger(m.rows) || m.rows < 1) bad(path, `step ${i} has a bad row count`);
-    for (const t of [D, G]) if (t.shape.length !== 2 || t.shape[0] !== m.rows || t.shape[1] !== d) bad(path, `step ${i} tensors are [${t.shape}], expected [${m.rows}, ${d}]`);
+    for (const t of [D, G])
+      if (t.shape.length !== 2 || t.shape[0] !== m.rows || t.shape[1] !== d)
+        bad(path, `step ${i} tensors are [${t.shape}], expected [${m.rows}, ${d}]`);
     if (m.mode !== 'kv' && m.mode !== 'v') bad(path, `step ${i} has mode ${String(m.mode)}`);
     if (!(typeof m.lambda === 'number' && m.lambda > 0)) bad(path, `step ${i} has a bad λ`);
     const isStrings = (x: unknown): boolean => x === undefined || (Array.isArray(x) && x.every((e) => typeof e === 'string'));
     if (!isStrings(m.preserve) || !isStrings(m.augmentations)) bad(path, `step ${i}: preserve and augmentations must be lists of strings`);
-    if (m.pairs !== undefined && !(Array.isArray(m.pairs) && m.pairs.every((p) => typeof p === 'object' && p !== null && typeof p.source === 'string' && typeof p.destination === 'string')))
+    if (
+      m.pairs !== undefined &&
+      !(
+        Array.isArray(m.pairs) &&
+        m.pairs.every((p) => typeof p === 'object' && p !== null && typeof p.source === 'string' && typeof p.destination === 'string')
+      )
+    )
       bad(path, `step ${i}: pairs must be a list of {source, destination} strings`);
-    for (const [which, t] of [['D', D], ['G', G]] as const) {
+    for (const [which, t] of [
+      ['D', D],
+      ['G', G],
+    ] as const) {
       const badValue = firstBadValue(t.data);
       if (badValue !== undefined) bad(path, describeBad(`step${i}.${which}`, badValue));
     }
-    return { pairs: m.pairs ?? [], preserve: m.preserve ?? [], lambda: m.lambda, augmentations: m.augmentations ?? [], mode: m.mode, rows: m.rows, D: D.data, G: G.data };
+    return {
+      pairs: m.pairs ?? [],
+      preserve: m.preserve ?? [],
+      lambda: m.lambda,
+      augmentations: m.augmentations ?? [],
+      mode: m.mode,
+      rows: m.rows,
+      D: D.data,
+      G: G.data,
+    };
   });
   if (expectFingerprint !== undefined && expectFingerprint !== fingerprint)
     throw new EditError(

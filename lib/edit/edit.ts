@@ -109,8 +109,7 @@ export function denseMatrix(edit: Edit, path: 'k' | 'v'): Float64Array {
  *   both.steps.length;   // the two files' step counts added
  */
 export function chainEdits(first: Edit, second: Edit): Edit {
-  if (first.fingerprint !== second.fingerprint)
-    throw new EditError('cannot compose edits made for different models (fingerprints differ)');
+  if (first.fingerprint !== second.fingerprint) throw new EditError('cannot compose edits made for different models (fingerprints differ)');
   if (first.d !== second.d) throw new EditError(`cannot compose edits of width ${first.d} and ${second.d}`);
   return { d: first.d, fingerprint: first.fingerprint, steps: [...first.steps, ...second.steps] };
 }

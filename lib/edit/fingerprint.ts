@@ -18,7 +18,11 @@ async function hashFile(hash: ReturnType<typeof createHash>, path: string): Prom
 }
 
 /** Hex sha256 of the text encoder folder's files (sorted by name) and the K/V weights' values. */
-export async function modelFingerprint(textEncoderDir: string, unet: { graph: GraphProto; dir: string }, map: CrossAttentionMap): Promise<string> {
+export async function modelFingerprint(
+  textEncoderDir: string,
+  unet: { graph: GraphProto; dir: string },
+  map: CrossAttentionMap,
+): Promise<string> {
   const hash = createHash('sha256');
   hash.update('time-edit fingerprint 1\n');
   const names = (await readdir(textEncoderDir)).sort();

@@ -34,7 +34,8 @@ export function encodeSafetensors(content: SafetensorsContent): Uint8Array {
   for (const [name, t] of content.tensors) {
     if (name === '__metadata__') throw new SafetensorsError('a tensor cannot be named __metadata__');
     const count = t.shape.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) throw new SafetensorsError(`tensor ${name}: shape [${t.shape}] needs ${count} values, has ${t.data.length}`);
+    if (count !== t.data.length)
+      throw new SafetensorsError(`tensor ${name}: shape [${t.shape}] needs ${count} values, has ${t.data.length}`);
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + 4 * count] };
     offset += 4 * count;
   }
@@ -98,8 +99,12 @@ export function decodeSafetensors(bytes: Uint8Array, what = 'safetensors file'):
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   // BigInt throughout: a length near 2^64 must be printed exactly, and Number() would round it.
   const big = view.getBigUint64(0, true);
-  if (big < 2n || 8n + big > BigInt(bytes.length)) throw new SafetensorsError(`${what} is not a safetensors file (header length ${big}, file length ${bytes.length})`);
-  if (big > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsError(`${what} is not a safetensors file (header length ${big} is over the format's limit of ${MAX_HEADER_BYTES} bytes)`);
+  if (big < 2n || 8n + big > BigInt(bytes.length))
+    throw new SafetensorsError(`${what} is not a safetensors file (header length ${big}, file length ${bytes.length})`);
+  if (big > BigInt(MAX_HEADER_BYTES))
+    throw new SafetensorsError(
+      `${what} is not a safetensors file (header length ${big} is over the format's limit of ${MAX_HEADER_BYTES} bytes)`,
+    );
   const n = Number(big);
   let text: string;
   let header: Record<string, unknown>;
@@ -109,7 +114,8 @@ export function decodeSafetensors(bytes: Uint8Array, what = 'safetensors file'):
   } catch (err) {
     throw new SafetensorsError(`${what} has a corrupt header: ${(err as Error).message}`);
   }
-  if (typeof header !== 'object' || header === null || Array.isArray(header) || !text.startsWith('{')) throw new SafetensorsError(`${what} has a corrupt header: not a JSON object`);
+  if (typeof header !== 'object' || header === null || Array.isArray(header) || !text.startsWith('{'))
+    throw new SafetensorsError(`${what} has a corrupt header: not a JSON object`);
   const seen = new Set<string>();
   for (const key of topLevelKeys(text)) {
     if (seen.has(key)) throw new SafetensorsError(`${what} has a corrupt header: the key '${key}' appears more than once`);
@@ -121,25 +127,30 @@ export function decodeSafetensors(bytes: Uint8Array, what = 'safetensors file'):
   const ranges: { name: string; begin: number; end: number; shape: number[] }[] = [];
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') {
-      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new SafetensorsError(`${what}: __metadata__ is ${JSON.stringify(entry)}, not an object of strings`);
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry))
+        throw new SafetensorsError(`${what}: __metadata__ is ${JSON.stringify(entry)}, not an object of strings`);
       for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
         if (typeof v !== 'string') throw new SafetensorsError(`${what}: metadata '${k}' is not a string`);
         metadata[k] = v;
       }
       continue;
     }
-    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new SafetensorsError(`${what}: tensor ${name} is ${JSON.stringify(entry)}, not an object with dtype, shape and data_offsets`);
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry))
+      throw new SafetensorsError(`${what}: tensor ${name} is ${JSON.stringify(entry)}, not an object with dtype, shape and data_offsets`);
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (e.dtype !== 'F32') throw new SafetensorsError(`${what}: tensor ${name} has dtype ${String(e.dtype)}; only F32 is supported`);
     const shape = e.shape;
     const offs = e.data_offsets;
-    if (!Array.isArray(shape) || !shape.every((s) => Number.isSafeInteger(s) && s >= 0)) throw new SafetensorsError(`${what}: tensor ${name} has a bad shape`);
+    if (!Array.isArray(shape) || !shape.every((s) => Number.isSafeInteger(s) && s >= 0))
+      throw new SafetensorsError(`${what}: tensor ${name} has a bad shape`);
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0))
       throw new SafetensorsError(`${what}: tensor ${name} has bad data_offsets`);
     const [b, end] = offs as [number, number];
     const count = (shape as number[]).reduce((x, y) => x * y, 1);
     if (end < b || end > dataLength || end - b !== 4 * count)
-      throw new SafetensorsError(`${what}: tensor ${name} data [${b}, ${end}) does not fit the file (${dataLength} data bytes) or its shape [${shape}]`);
+      throw new SafetensorsError(
+        `${what}: tensor ${name} data [${b}, ${end}) does not fit the file (${dataLength} data bytes) or its shape [${shape}]`,
+      );
     ranges.push({ name, begin: b, end, shape: shape as number[] });
   }
   // The ranges, in file order, must tile the data buffer exactly: no overlap (two names for one set of bytes),
@@ -147,11 +158,13 @@ export function decodeSafetensors(bytes: Uint8Array, what = 'safetensors file'):
   const sorted = [...ranges].sort((x, y) => x.begin - y.begin || x.end - y.end);
   let at = 0;
   for (const r of sorted) {
-    if (r.begin < at) throw new SafetensorsError(`${what}: tensor ${r.name} data [${r.begin}, ${r.end}) overlaps another tensor's (which ends at ${at})`);
+    if (r.begin < at)
+      throw new SafetensorsError(`${what}: tensor ${r.name} data [${r.begin}, ${r.end}) overlaps another tensor's (which ends at ${at})`);
     if (r.begin > at) throw new SafetensorsError(`${what}: the data bytes [${at}, ${r.begin}) before tensor ${r.name} belong to no tensor`);
     at = r.end;
   }
-  if (at !== dataLength) throw new SafetensorsError(`${what}: ${dataLength - at} bytes after the last tensor (data ends at ${at}, the file at ${dataLength})`);
+  if (at !== dataLength)
+    throw new SafetensorsError(`${what}: ${dataLength - at} bytes after the last tensor (data ends at ${at}, the file at ${dataLength})`);
   const tensors = new Map<string, NamedTensor>();
   for (const r of ranges) {
     const count = (r.end - r.begin) / 4;

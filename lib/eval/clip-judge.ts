@@ -85,7 +85,8 @@ export class ClipJudge {
    */
   static async load(dir: string, tokenizerDir?: string): Promise<ClipJudge> {
     const modelPath = join(dir, 'model.onnx');
-    if (!existsSync(modelPath)) throw new ModelError(modelPath, `CLIP folder ${dir} has no model.onnx (a Hugging Face CLIPModel ONNX export)`);
+    if (!existsSync(modelPath))
+      throw new ModelError(modelPath, `CLIP folder ${dir} has no model.onnx (a Hugging Face CLIPModel ONNX export)`);
     const cfgPath = join(dir, 'preprocessor_config.json');
     let pre = CLIP_PREPROCESS;
     if (existsSync(cfgPath)) {
@@ -105,8 +106,10 @@ export class ClipJudge {
       const key = host.newKey('clip');
       const info = await host.load(key, { path: modelPath }, { device: 'cpu' }, 'CLIP model.onnx');
       const inputs = info.inputs.map((i) => i.name);
-      for (const need of ['input_ids', 'pixel_values']) if (!inputs.includes(need)) throw new ModelError(modelPath, `${modelPath} has no input '${need}' (inputs: ${inputs.join(', ')})`);
-      if (!info.outputs.some((o) => o.name === 'logits_per_image')) throw new ModelError(modelPath, `${modelPath} has no output 'logits_per_image'`);
+      for (const need of ['input_ids', 'pixel_values'])
+        if (!inputs.includes(need)) throw new ModelError(modelPath, `${modelPath} has no input '${need}' (inputs: ${inputs.join(', ')})`);
+      if (!info.outputs.some((o) => o.name === 'logits_per_image'))
+        throw new ModelError(modelPath, `${modelPath} has no output 'logits_per_image'`);
       return new ClipJudge(host, key, tokenizer, pre, inputs.includes('attention_mask'));
     } catch (err) {
       await host.close();
@@ -133,7 +136,10 @@ export class ClipJudge {
   }
 
   async logits(img: RgbImage, texts: string[]): Promise<Float32Array> {
-    return this.logitsForIds(img, texts.map((t) => [...this.tokenizer.encode(t).ids]));
+    return this.logitsForIds(
+      img,
+      texts.map((t) => [...this.tokenizer.encode(t).ids]),
+    );
   }
 
   /** The protocol above: true when the image counts as a success for its category. */

@@ -58,7 +58,8 @@ export function hsv(r8: number, g8: number, b8: number): HSV {
   const c = mx - mn;
   let h = 0;
   if (c > 0) {
-    if (mx === r) h = ((((g - b) / c) % 6) + 6) % 6; // floored modulo, like numpy's %
+    if (mx === r)
+      h = ((((g - b) / c) % 6) + 6) % 6; // floored modulo, like numpy's %
     else if (mx === g) h = (b - r) / c + 2;
     else h = (r - g) / c + 4;
     h *= 60;
@@ -148,5 +149,8 @@ export function classifyColour(
  */
 export function colourNamedIn(prompt: string, colours: readonly ColourSpec[] = TOY_COLOURS): string | undefined {
   const names = new Set(colours.map((c) => c.name));
-  return prompt.toLowerCase().split(/[^a-z]+/).find((w) => names.has(w));
+  return prompt
+    .toLowerCase()
+    .split(/[^a-z]+/)
+    .find((w) => names.has(w));
 }

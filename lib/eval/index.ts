@@ -2,7 +2,12 @@
 // deterministic colour classifier, the TIMED dataset reader (the CSV of the TIME paper's benchmark), and the CLIP
 // zero-shot judge for real Stable Diffusion models. The run itself (runTimed, its log and reports) stays internal.
 export {
-  classifyColour, classifyColourDetailed, colourNamedIn, hsv, TOY_COLOURS, TOY_DEFAULT_COLOUR,
+  classifyColour,
+  classifyColourDetailed,
+  colourNamedIn,
+  hsv,
+  TOY_COLOURS,
+  TOY_DEFAULT_COLOUR,
 } from './colour-classifier.js';
 export type { ColourSpec, ClassifierOptions, Classification, HSV } from './colour-classifier.js';
 export { parseCsv, parseTimed, readTimed, readTimedDataset, TIMED_COLUMNS, DatasetError } from './timed-csv.js';

@@ -17,8 +17,7 @@ const LOG_KIND = 'time-edit eval timed';
 const LOG_FORMAT = 1;
 
 /** Everything that changes an eval's numbers; a resumed run must match it exactly. */
-export interface TimedRunSettings
-  extends Pick<TimedOptions, 'seeds' | 'steps' | 'guidance' | 'lambda' | 'augmentations' | 'onlyV'> {
+export interface TimedRunSettings extends Pick<TimedOptions, 'seeds' | 'steps' | 'guidance' | 'lambda' | 'augmentations' | 'onlyV'> {
   /** absolute path of the model folder */
   model: string;
   /** the edit fingerprint of the model (text encoder and UNet K/V weights), known once the model is loaded */
@@ -37,7 +36,7 @@ export interface TimedRunSettings
 const SETTING_NAMES: Record<keyof TimedRunSettings, string> = {
   model: '--model',
   modelFingerprint: '--model (the model files changed: text encoder or UNet)',
-  datasetSha256: '--dataset (the file\'s contents, sha256)',
+  datasetSha256: "--dataset (the file's contents, sha256)",
   seeds: '--seeds',
   steps: '--steps',
   guidance: '--guidance',
@@ -54,7 +53,10 @@ const SETTING_NAMES: Record<keyof TimedRunSettings, string> = {
 export class RunLogError extends TimeEditError {
   override readonly name = 'RunLogError';
   /** 'foreign': the file is not an eval timed log at all (e.g. the results.jsonl of `edit --batch`) */
-  constructor(message: string, readonly kind: 'damaged' | 'foreign' = 'damaged') {
+  constructor(
+    message: string,
+    readonly kind: 'damaged' | 'foreign' = 'damaged',
+  ) {
     super(message);
   }
 }
@@ -80,17 +82,27 @@ const isPrompt = (v: unknown): v is string => typeof v === 'string' && v !== '';
 
 function checkEntry(v: unknown): TimedEntry {
   const pairs = (x: unknown) => Array.isArray(x) && x.length === 5 && x.every((p) => isObject(p) && isPrompt(p.test) && isPrompt(p.gt));
-  if (!isObject(v) || !Number.isSafeInteger(v.index) || (v.index as number) < 0 || !isPrompt(v.old) || !isPrompt(v.new) || !pairs(v.positives) || !pairs(v.negatives))
+  if (
+    !isObject(v) ||
+    !Number.isSafeInteger(v.index) ||
+    (v.index as number) < 0 ||
+    !isPrompt(v.old) ||
+    !isPrompt(v.new) ||
+    !pairs(v.positives) ||
+    !pairs(v.negatives)
+  )
     throw new Error('"entry" is not a TIMED entry (index, old, new, 5 positives, 5 negatives)');
   return v as unknown as TimedEntry;
 }
 
 function checkScores(v: unknown): Record<ModelName, Scores> {
   const fraction = (x: unknown) => typeof x === 'number' && x >= 0 && x <= 1;
-  const ok = isObject(v) && (['baseline', 'edited', 'oracle'] as const).every((m) => {
-    const s = v[m];
-    return isObject(s) && fraction(s.efficacy) && fraction(s.generality) && fraction(s.specificity);
-  });
+  const ok =
+    isObject(v) &&
+    (['baseline', 'edited', 'oracle'] as const).every((m) => {
+      const s = v[m];
+      return isObject(s) && fraction(s.efficacy) && fraction(s.generality) && fraction(s.specificity);
+    });
   if (!ok) throw new Error('"scores" must give efficacy, generality and specificity in [0, 1] for baseline, edited and oracle');
   return v as unknown as Record<ModelName, Scores>;
 }
@@ -121,8 +133,10 @@ function checkRunLog({ lines, tornLine }: LogText, path: string): ReadRunLog {
   if (lines.length === 0) return { tornLine };
   const [head, ...rest] = lines;
   const header = logHeaderOf(head!.value, LOG_KIND);
-  if (header === undefined) throw new RunLogError(`${path} line ${head!.no} is not the header of a '${LOG_KIND}' log: this folder holds something else`, 'foreign');
-  if (header.format !== LOG_FORMAT) throw new RunLogError(`${path} is a log of format ${String(header.format)}; this time-edit reads format ${LOG_FORMAT}`);
+  if (header === undefined)
+    throw new RunLogError(`${path} line ${head!.no} is not the header of a '${LOG_KIND}' log: this folder holds something else`, 'foreign');
+  if (header.format !== LOG_FORMAT)
+    throw new RunLogError(`${path} is a log of format ${String(header.format)}; this time-edit reads format ${LOG_FORMAT}`);
   const results = new Map<number, EntryResult>();
   for (const l of rest) {
     let r: EntryResult;
@@ -130,7 +144,9 @@ function checkRunLog({ lines, tornLine }: LogText, path: string): ReadRunLog {
       if (l.error !== undefined) throw new Error(l.error);
       r = parseEntryLine(l.value);
     } catch (err) {
-      throw new RunLogError(`${path} line ${l.no} is damaged (${(err as Error).message}); only a last line cut short by a kill is dropped automatically`);
+      throw new RunLogError(
+        `${path} line ${l.no} is damaged (${(err as Error).message}); only a last line cut short by a kill is dropped automatically`,
+      );
     }
     results.set(r.entry.index, r);
   }
@@ -173,7 +189,9 @@ function show(v: unknown): string {
  * present in `current` are compared (the model fingerprint is known only after loading the model).
  */
 export function settingsDifferences(recorded: Record<string, unknown>, current: Partial<TimedRunSettings>): string[] {
-  return settingDifferences(recorded, current).map((d) => `${SETTING_NAMES[d.key as keyof TimedRunSettings]} was ${show(d.recorded)} there and is ${show(d.current)} now`);
+  return settingDifferences(recorded, current).map(
+    (d) => `${SETTING_NAMES[d.key as keyof TimedRunSettings]} was ${show(d.recorded)} there and is ${show(d.current)} now`,
+  );
 }
 
 /** An entry as its log line stores it: the entry, its scores or its error, and its timings. */

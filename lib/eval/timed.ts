@@ -114,8 +114,16 @@ function imagePath(dir: string, model: ModelName, i: number, prompt: string, see
 function rememberUnedited(store: UneditedImages, dir: string, entry: TimedEntry, o: TimedOptions): void {
   const { tests, targets } = entryPrompts(entry);
   const oraclePrompts = oraclePromptsOf(tests, targets, o.judge);
-  for (const [model, prompts] of [['baseline', tests], ['oracle', oraclePrompts]] as const)
-    prompts.forEach((p, i) => store.remember(p, o.seeds.map((s) => imagePath(dir, model, i, p, s))));
+  for (const [model, prompts] of [
+    ['baseline', tests],
+    ['oracle', oraclePrompts],
+  ] as const)
+    prompts.forEach((p, i) =>
+      store.remember(
+        p,
+        o.seeds.map((s) => imagePath(dir, model, i, p, s)),
+      ),
+    );
 }
 
 /**
@@ -125,9 +133,21 @@ function rememberUnedited(store: UneditedImages, dir: string, entry: TimedEntry,
 export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: TimedOptions): Promise<EntryResult[]> {
   const pipeline = ctx.pipeline;
   const size = pipeline.defaultSize;
-  const base = { seeds: o.seeds, steps: o.steps, guidance: o.guidance, height: size, width: size, batchSize: o.batchSize ?? DEFAULT_TIMED_BATCH };
+  const base = {
+    seeds: o.seeds,
+    steps: o.steps,
+    guidance: o.guidance,
+    height: size,
+    width: size,
+    batchSize: o.batchSize ?? DEFAULT_TIMED_BATCH,
+  };
   const S = o.seeds.length;
-  const unedited = new UneditedImages(o.seeds, { width: size, height: size }, (prompts) => generate(pipeline, { ...base, prompts }), o.onProgress);
+  const unedited = new UneditedImages(
+    o.seeds,
+    { width: size, height: size },
+    (prompts) => generate(pipeline, { ...base, prompts }),
+    o.onProgress,
+  );
   for (const r of o.earlier ?? []) if (r.scores !== undefined) rememberUnedited(unedited, entryDir(o.outDir, r.entry), r.entry, o);
   const results: EntryResult[] = [];
   const finish = async (r: EntryResult) => {
@@ -142,7 +162,12 @@ export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: Timed
     let edited: GeneratedImage[][];
     let editMs: number;
     try {
-      const { edit } = await computeModelEdit(ctx, { pairs: [{ source: entry.old, destination: entry.new }], lambda: o.lambda, augmentations: o.augmentations, mode: o.onlyV ? 'v' : 'kv' });
+      const { edit } = await computeModelEdit(ctx, {
+        pairs: [{ source: entry.old, destination: entry.new }],
+        lambda: o.lambda,
+        augmentations: o.augmentations,
+        mode: o.onlyV ? 'v' : 'kv',
+      });
       editMs = performance.now() - t0;
       const g = await prepareEditedGeneration(ctx, edit, o.mode, { keepUncond: o.keepUncond === true });
       try {
@@ -164,7 +189,8 @@ export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: Timed
       const ok: boolean[][] = [];
       for (const [i, imgs] of sets[model].entries()) {
         const row: boolean[] = [];
-        for (const img of imgs) row.push(await o.judge.success(img, i === 0 ? 'efficacy' : i <= 5 ? 'generality' : 'specificity', tests[i]!, targets[i]!));
+        for (const img of imgs)
+          row.push(await o.judge.success(img, i === 0 ? 'efficacy' : i <= 5 ? 'generality' : 'specificity', tests[i]!, targets[i]!));
         ok.push(row);
       }
       const frac = (rows: boolean[][]) => rows.flat().filter(Boolean).length / Math.max(1, rows.flat().length);
@@ -200,12 +226,30 @@ function csvField(s: string): string {
 }
 
 export function resultsCsv(results: EntryResult[]): string {
-  const head = ['index', 'old', 'new', ...['baseline', 'edited', 'oracle'].flatMap((m) => [`${m}_efficacy`, `${m}_generality`, `${m}_specificity`]), 'edit_ms', 'error'];
+  const head = [
+    'index',
+    'old',
+    'new',
+    ...['baseline', 'edited', 'oracle'].flatMap((m) => [`${m}_efficacy`, `${m}_generality`, `${m}_specificity`]),
+    'edit_ms',
+    'error',
+  ];
   const lines = [head.join(',')];
   for (const r of results) {
     const s = r.scores;
-    const nums = (['baseline', 'edited', 'oracle'] as const).flatMap((m) => (s ? [s[m].efficacy, s[m].generality, s[m].specificity].map((x) => x.toFixed(4)) : ['', '', '']));
-    lines.push([String(r.entry.index), csvField(r.entry.old), csvField(r.entry.new), ...nums, r.editMs?.toFixed(1) ?? '', csvField(r.error ?? '')].join(','));
+    const nums = (['baseline', 'edited', 'oracle'] as const).flatMap((m) =>
+      s ? [s[m].efficacy, s[m].generality, s[m].specificity].map((x) => x.toFixed(4)) : ['', '', ''],
+    );
+    lines.push(
+      [
+        String(r.entry.index),
+        csvField(r.entry.old),
+        csvField(r.entry.new),
+        ...nums,
+        r.editMs?.toFixed(1) ?? '',
+        csvField(r.error ?? ''),
+      ].join(','),
+    );
   }
   return `${lines.join('\n')}\n`;
 }
@@ -217,25 +261,42 @@ function esc(s: string): string {
 export function resultsHtml(results: EntryResult[], meta: Record<string, string>): string {
   const avg = averageScores(results);
   const rows = avg
-    ? (['baseline', 'edited', 'oracle'] as const).map((m) => `<tr><th>${m}</th><td>${pct(avg[m].efficacy)}</td><td>${pct(avg[m].generality)}</td><td>${pct(avg[m].specificity)}</td></tr>`).join('\n')
+    ? (['baseline', 'edited', 'oracle'] as const)
+        .map(
+          (m) =>
+            `<tr><th>${m}</th><td>${pct(avg[m].efficacy)}</td><td>${pct(avg[m].generality)}</td><td>${pct(avg[m].specificity)}</td></tr>`,
+        )
+        .join('\n')
     : '<tr><td colspan="4">no entry succeeded</td></tr>';
-  const entries = results.map((r) => {
-    const e = r.entry;
-    if (r.error !== undefined) return `<h3>${e.index}: ${esc(e.old)} → ${esc(e.new)}</h3><p class="err">error: ${esc(r.error)}</p>`;
-    const dir = `images/e${e.index}-${slug(e.old)}`;
-    const { tests, targets } = entryPrompts(e);
-    const cat = (i: number) => (i === 0 ? 'efficacy' : i <= 5 ? 'generality' : 'specificity');
-    const trs = tests.map((t, i) => `<tr><td>${cat(i)}</td><td>${esc(t)}<br><small>target: ${esc(targets[i]!)}</small></td>` +
-      (['baseline', 'edited', 'oracle'] as const).map((m) => `<td><img src="${dir}/${m}-${String(i).padStart(2, '0')}.png"></td>`).join('') + '</tr>').join('\n');
-    const s = r.scores!;
-    return `<h3>${e.index}: ${esc(e.old)} → ${esc(e.new)}</h3>
+  const entries = results
+    .map((r) => {
+      const e = r.entry;
+      if (r.error !== undefined) return `<h3>${e.index}: ${esc(e.old)} → ${esc(e.new)}</h3><p class="err">error: ${esc(r.error)}</p>`;
+      const dir = `images/e${e.index}-${slug(e.old)}`;
+      const { tests, targets } = entryPrompts(e);
+      const cat = (i: number) => (i === 0 ? 'efficacy' : i <= 5 ? 'generality' : 'specificity');
+      const trs = tests
+        .map(
+          (t, i) =>
+            `<tr><td>${cat(i)}</td><td>${esc(t)}<br><small>target: ${esc(targets[i]!)}</small></td>` +
+            (['baseline', 'edited', 'oracle'] as const)
+              .map((m) => `<td><img src="${dir}/${m}-${String(i).padStart(2, '0')}.png"></td>`)
+              .join('') +
+            '</tr>',
+        )
+        .join('\n');
+      const s = r.scores!;
+      return `<h3>${e.index}: ${esc(e.old)} → ${esc(e.new)}</h3>
 <p>edited: efficacy ${pct(s.edited.efficacy)}, generality ${pct(s.edited.generality)}, specificity ${pct(s.edited.specificity)}
  (baseline ${pct(s.baseline.efficacy)} / ${pct(s.baseline.generality)} / ${pct(s.baseline.specificity)};
  oracle ${pct(s.oracle.efficacy)} / ${pct(s.oracle.generality)} / ${pct(s.oracle.specificity)})</p>
 <table><tr><th></th><th>prompt</th><th>baseline</th><th>edited</th><th>oracle (target prompt)</th></tr>
 ${trs}</table>`;
-  }).join('\n');
-  const metaRows = Object.entries(meta).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join('');
+    })
+    .join('\n');
+  const metaRows = Object.entries(meta)
+    .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`)
+    .join('');
   return `<!doctype html><html><head><meta charset="utf-8"><title>TIMED evaluation</title>
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px;vertical-align:top}img{image-rendering:pixelated;height:48px}.err{color:#b00}</style>
 </head><body><h1>TIMED evaluation</h1><table>${metaRows}</table>

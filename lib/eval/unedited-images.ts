@@ -52,7 +52,8 @@ export class UneditedImages {
 
   private async read(path: string, prompt: string, k: number): Promise<GeneratedImage> {
     const img = decodePng(await readFile(path));
-    if (img.width !== this.size.width || img.height !== this.size.height) throw new Error(`${path} is ${img.width}×${img.height}, expected ${this.size.width}×${this.size.height}`);
+    if (img.width !== this.size.width || img.height !== this.size.height)
+      throw new Error(`${path} is ${img.width}×${img.height}, expected ${this.size.width}×${this.size.height}`);
     return { ...img, prompt, promptIndex: -1, seed: this.seeds[k]! }; // get() sets promptIndex
   }
 }

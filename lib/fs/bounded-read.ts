@@ -23,7 +23,11 @@ function kindOf(s: Stats): string {
 }
 
 function sizeText(bytes: number): string {
-  return bytes >= 1024 ** 3 && bytes % 1024 ** 3 === 0 ? `${bytes / 1024 ** 3} GiB` : bytes >= 1024 ** 2 && bytes % 1024 ** 2 === 0 ? `${bytes / 1024 ** 2} MiB` : `${bytes} bytes`;
+  return bytes >= 1024 ** 3 && bytes % 1024 ** 3 === 0
+    ? `${bytes / 1024 ** 3} GiB`
+    : bytes >= 1024 ** 2 && bytes % 1024 ** 2 === 0
+      ? `${bytes / 1024 ** 2} MiB`
+      : `${bytes} bytes`;
 }
 
 /**
@@ -42,7 +46,8 @@ export function readRegularFileSync(path: string, limit: number): Buffer {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new FileError(`cannot read ${path}: it is ${kindOf(st)}, not a regular file`, path);
-    if (st.size > limit) throw new FileError(`cannot read ${path}: it has ${st.size} bytes, more than the limit of ${sizeText(limit)}`, path);
+    if (st.size > limit)
+      throw new FileError(`cannot read ${path}: it has ${st.size} bytes, more than the limit of ${sizeText(limit)}`, path);
     // Read to the end rather than trust st.size (the file may change meanwhile), but never past the limit.
     const chunks: Buffer[] = [];
     let total = 0;

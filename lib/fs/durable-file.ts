@@ -207,7 +207,13 @@ export async function writeFilesAtomic(files: readonly FileToWrite[]): Promise<v
     }
     for (const e of staged) {
       const backup = `${tempPathFor(e.path)}.old`;
-      if (await link(e.path, backup).then(() => true, () => false)) backups.set(e.path, backup);
+      if (
+        await link(e.path, backup).then(
+          () => true,
+          () => false,
+        )
+      )
+        backups.set(e.path, backup);
     }
     for (const e of staged) {
       current = e.path;

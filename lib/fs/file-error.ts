@@ -11,7 +11,11 @@ export class FileError extends TimeEditError {
   /** Node's error code when a system call failed (`'ENOSPC'`, `'EACCES'`, …). */
   readonly code: string | undefined;
 
-  constructor(message: string, readonly path: string, options: { code?: string; cause?: unknown } = {}) {
+  constructor(
+    message: string,
+    readonly path: string,
+    options: { code?: string; cause?: unknown } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = options.code;
   }

@@ -8,6 +8,10 @@
  * Example: `promptSlug('A purple circle!', 60)` → `'a-purple-circle'`.
  */
 export function promptSlug(prompt: string, maxLength: number): string {
-  const s = prompt.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, maxLength);
+  const s = prompt
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, maxLength);
   return s === '' ? 'empty' : s;
 }

@@ -146,7 +146,11 @@ export function lockOutputFolder(dir: string, what: string): () => void {
         const pid = owner.pid as number;
         const sameHost = owner.host === hostname();
         if (!sameHost || alive(pid)) {
-          throw new OutputInUseError(dir, { pid, host: String(owner.host), onThisHost: sameHost, command: String(owner.what ?? 'unknown') }, path);
+          throw new OutputInUseError(
+            dir,
+            { pid, host: String(owner.host), onThisHost: sameHost, command: String(owner.what ?? 'unknown') },
+            path,
+          );
         }
       } else if (Date.now() - seen.mtimeMs < BEING_WRITTEN_MS && Date.now() < giveUpAt) {
         sleepSync(20); // being written by its creator: look again

@@ -25,7 +25,12 @@ export interface GridOptions {
  */
 export function makeGrid(images: RgbImage[], columns: number, options?: GridOptions): RgbImage;
 export function makeGrid(images: RgbImage[], columns: number, gap?: number, background?: [number, number, number]): RgbImage;
-export function makeGrid(images: RgbImage[], columns: number, gapOrOptions?: number | GridOptions, background?: [number, number, number]): RgbImage {
+export function makeGrid(
+  images: RgbImage[],
+  columns: number,
+  gapOrOptions?: number | GridOptions,
+  background?: [number, number, number],
+): RgbImage {
   const options: GridOptions = typeof gapOrOptions === 'object' ? gapOrOptions : { gap: gapOrOptions, background };
   const gap = options.gap ?? 2;
   const fill = options.background ?? [255, 255, 255];
@@ -35,7 +40,8 @@ export function makeGrid(images: RgbImage[], columns: number, gapOrOptions?: num
   if (!Number.isInteger(gap) || gap < 0) throw new RangeError(`makeGrid: gap must be a non-negative integer, got ${gap}`);
   if (!Number.isInteger(scale) || scale < 1) throw new RangeError(`makeGrid: scale must be a positive integer, got ${scale}`);
   const { width: w, height: h } = images[0]!;
-  for (const im of images) if (im.width !== w || im.height !== h) throw new RangeError(`makeGrid: images differ in size (${im.width}×${im.height} vs ${w}×${h})`);
+  for (const im of images)
+    if (im.width !== w || im.height !== h) throw new RangeError(`makeGrid: images differ in size (${im.width}×${im.height} vs ${w}×${h})`);
   const cols = Math.min(columns, images.length);
   const rows = Math.ceil(images.length / cols);
   const W = cols * w + (cols - 1) * gap;

@@ -12,8 +12,10 @@ export interface RgbImage {
 }
 
 function checkImage(img: RgbImage): void {
-  if (!Number.isInteger(img.width) || !Number.isInteger(img.height) || img.width <= 0 || img.height <= 0) throw new RangeError(`bad image size ${img.width}×${img.height}`);
-  if (img.rgb.length !== img.width * img.height * 3) throw new RangeError(`image data has ${img.rgb.length} bytes, expected ${img.width}×${img.height}×3`);
+  if (!Number.isInteger(img.width) || !Number.isInteger(img.height) || img.width <= 0 || img.height <= 0)
+    throw new RangeError(`bad image size ${img.width}×${img.height}`);
+  if (img.rgb.length !== img.width * img.height * 3)
+    throw new RangeError(`image data has ${img.rgb.length} bytes, expected ${img.width}×${img.height}×3`);
 }
 
 /** An uncompressed iTXt chunk (UTF-8 text under a Latin-1 keyword), PNG spec section 11.3.4.5. */
@@ -56,7 +58,8 @@ export function readPngText(bytes: Uint8Array): Record<string, string> {
       const k = body.indexOf(0);
       const langEnd = body.indexOf(0, k + 3);
       const transEnd = body.indexOf(0, langEnd + 1);
-      if (k > 0 && body[k + 1] === 0 && langEnd > 0 && transEnd > 0) out[body.toString('latin1', 0, k)] = body.toString('utf8', transEnd + 1);
+      if (k > 0 && body[k + 1] === 0 && langEnd > 0 && transEnd > 0)
+        out[body.toString('latin1', 0, k)] = body.toString('utf8', transEnd + 1);
     }
     if (type === 'IEND') break;
     pos += 12 + len;

@@ -82,7 +82,15 @@ function reachForward(g: GraphProto, ix: Index, start: string, pass: Set<string>
       for (const ni of ix.consumers.get(value) ?? []) {
         const n = g.node[ni]!;
         if (n.opType === target) found.push({ node: ni, via: value });
-        else if (pass.has(n.opType ?? '') && (n.opType === 'Mul' || n.opType === 'Div' || n.opType === 'Add' || n.opType === 'Sub' || n.opType === 'Where' || n.input[0] === value))
+        else if (
+          pass.has(n.opType ?? '') &&
+          (n.opType === 'Mul' ||
+            n.opType === 'Div' ||
+            n.opType === 'Add' ||
+            n.opType === 'Sub' ||
+            n.opType === 'Where' ||
+            n.input[0] === value)
+        )
           next.push(...n.output);
       }
     }
@@ -157,13 +165,17 @@ export function findCrossAttention(g: GraphProto, options: { conditioningInput?:
             `the text conditioning is read by a fused ${what}: K and V are packed (e.g. by onnxruntime's transformer optimizer); ` +
               'TIME needs a UNet exported with separate to_k/to_v MatMuls',
           );
-        throw new CrossAttentionError(`the text conditioning also feeds a ${what}; TIME edits only K/V projections, so this UNet is unsupported`);
+        throw new CrossAttentionError(
+          `the text conditioning also feeds a ${what}; TIME edits only K/V projections, so this UNet is unsupported`,
+        );
       }
       if (n.input[0] !== a) continue;
       const weight = ix.initializers.get(n.input[1] ?? '');
       const label = n.name || `MatMul #${ni}`;
       if (weight === undefined)
-        throw new CrossAttentionError(`${label} reads the text conditioning but its weight '${n.input[1]}' is not an initializer; cannot edit it`);
+        throw new CrossAttentionError(
+          `${label} reads the text conditioning but its weight '${n.input[1]}' is not an initializer; cannot edit it`,
+        );
       let dims: number[];
       try {
         dims = tensorDims(weight);
@@ -172,10 +184,13 @@ export function findCrossAttention(g: GraphProto, options: { conditioningInput?:
       }
       if (dims.length !== 2) throw new CrossAttentionError(`${label}: weight '${weight.name}' has shape [${dims}], expected [d, out]`);
       if (d === undefined) d = dims[0];
-      else if (d !== dims[0]) throw new CrossAttentionError(`${label}: weight input width ${dims[0]} differs from the other projections' ${d}`);
+      else if (d !== dims[0])
+        throw new CrossAttentionError(`${label}: weight input width ${dims[0]} differs from the other projections' ${d}`);
       for (const ci of ix.consumers.get(n.output[0] ?? '') ?? [])
         if (g.node[ci]!.opType === 'Split' || g.node[ci]!.opType === 'Slice')
-          throw new CrossAttentionError(`${label} feeds a ${g.node[ci]!.opType}: K and V are packed into one weight [${dims}]; TIME needs separate to_k/to_v weights`);
+          throw new CrossAttentionError(
+            `${label} feeds a ${g.node[ci]!.opType}: K and V are packed into one weight [${dims}]; TIME needs separate to_k/to_v weights`,
+          );
 
       const attentionMatMuls = reachForward(g, ix, n.output[0] ?? '', PASS_FORWARD, 'MatMul');
       let kind: 'k' | 'v' | undefined;
@@ -185,21 +200,34 @@ export function findCrossAttention(g: GraphProto, options: { conditioningInput?:
         const other = am.input[0] === via ? am.input[1] : am.input[0];
         const sIn = fromSoftmax(g, ix, other ?? '');
         if (sIn !== undefined) {
-          if (kind === 'k') throw new CrossAttentionError(`${label}: output reaches both a Q·Kᵀ product and an attention-weighted sum; cannot classify it`);
+          if (kind === 'k')
+            throw new CrossAttentionError(`${label}: output reaches both a Q·Kᵀ product and an attention-weighted sum; cannot classify it`);
           kind = 'v';
           softmax = sIn;
           continue;
         }
         const sOut = reachForward(g, ix, am.output[0] ?? '', TO_SOFTMAX, 'Softmax');
         if (sOut.length > 0) {
-          if (kind === 'v') throw new CrossAttentionError(`${label}: output reaches both a Q·Kᵀ product and an attention-weighted sum; cannot classify it`);
+          if (kind === 'v')
+            throw new CrossAttentionError(`${label}: output reaches both a Q·Kᵀ product and an attention-weighted sum; cannot classify it`);
           kind = 'k';
           softmax = sOut[0]!.node;
         }
       }
       if (kind === undefined || softmax === undefined)
-        throw new CrossAttentionError(`${label} reads the text conditioning but feeds neither a Q·Kᵀ→Softmax product nor a Softmax-weighted sum; unsupported attention structure`);
-      projections.push({ kind, softmax, nodeName: n.name ?? '', nodeIndex: ni, initializer: weight.name ?? '', inputWidth: dims[0]!, width: dims[1]!, dataType: weight.dataType ?? 1 });
+        throw new CrossAttentionError(
+          `${label} reads the text conditioning but feeds neither a Q·Kᵀ→Softmax product nor a Softmax-weighted sum; unsupported attention structure`,
+        );
+      projections.push({
+        kind,
+        softmax,
+        nodeName: n.name ?? '',
+        nodeIndex: ni,
+        initializer: weight.name ?? '',
+        inputWidth: dims[0]!,
+        width: dims[1]!,
+        dataType: weight.dataType ?? 1,
+      });
     }
 
   if (projections.length === 0 || d === undefined)
@@ -209,7 +237,9 @@ export function findCrossAttention(g: GraphProto, options: { conditioningInput?:
   for (const { softmax, ...p } of projections) {
     const slot = bySoftmax.get(softmax) ?? {};
     if (slot[p.kind] !== undefined)
-      throw new CrossAttentionError(`two ${p.kind.toUpperCase()} projections (${slot[p.kind]!.nodeName}, ${p.nodeName}) feed the same attention`);
+      throw new CrossAttentionError(
+        `two ${p.kind.toUpperCase()} projections (${slot[p.kind]!.nodeName}, ${p.nodeName}) feed the same attention`,
+      );
     slot[p.kind] = p;
     bySoftmax.set(softmax, slot);
   }
@@ -217,7 +247,9 @@ export function findCrossAttention(g: GraphProto, options: { conditioningInput?:
   for (const { k, v } of bySoftmax.values()) {
     if (k === undefined || v === undefined) {
       const only = (k ?? v)!;
-      throw new CrossAttentionError(`${only.nodeName || 'a projection'} is a cross-attention ${only.kind.toUpperCase()} without a matching ${only.kind === 'k' ? 'V' : 'K'}`);
+      throw new CrossAttentionError(
+        `${only.nodeName || 'a projection'} is a cross-attention ${only.kind.toUpperCase()} without a matching ${only.kind === 'k' ? 'V' : 'K'}`,
+      );
     }
     if (k.width !== v.width) throw new CrossAttentionError(`${k.nodeName}: K width ${k.width} differs from V width ${v.width}`);
     let name = commonScope(k.nodeName, v.nodeName);
@@ -233,4 +265,3 @@ export function findCrossAttention(g: GraphProto, options: { conditioningInput?:
 export function describeCrossAttention(map: CrossAttentionMap): string[] {
   return map.layers.map((l) => `${String(l.index).padStart(2)} ${l.name} width ${l.width} K ${l.k.initializer} V ${l.v.initializer}`);
 }
-

@@ -5,7 +5,18 @@ import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { BackendUnavailableError, InputError, ModelError } from '../errors.js';
 import { float16ToFloat32 as fromHalf, float32ToFloat16 as toHalf } from './onnx/float16.js';
-import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, ValueInfo, WireTensor, WorkerFailure } from './worker-protocol.js';
+import type {
+  Feed,
+  ModelSource,
+  Request,
+  Response,
+  RunResult,
+  SessionConfig,
+  SessionInfo,
+  ValueInfo,
+  WireTensor,
+  WorkerFailure,
+} from './worker-protocol.js';
 
 if (parentPort === null) throw new Error('ort-worker.js must run in a worker thread');
 const port = parentPort;
@@ -17,7 +28,9 @@ const sessions = new Map<string, { session: ort.InferenceSession; types: Map<str
 const stash = new Map<string, { tensor: WireTensor; cache: Map<string, ort.Tensor> }>();
 
 function describe(meta: readonly ort.InferenceSession.ValueMetadata[]): ValueInfo[] {
-  return meta.map((m) => (m.isTensor ? { name: m.name, type: m.type, shape: [...m.shape] } : { name: m.name, type: 'non-tensor', shape: [] }));
+  return meta.map((m) =>
+    m.isTensor ? { name: m.name, type: m.type, shape: [...m.shape] } : { name: m.name, type: 'non-tensor', shape: [] },
+  );
 }
 
 function cudaMissing(message: string): boolean {
@@ -61,7 +74,11 @@ function toOrt(t: WireTensor, type: string, name: string, label: string): ort.Te
     case 'int32':
       return new ort.Tensor('int32', t.data instanceof Int32Array ? t.data : Int32Array.from(t.data, Math.round), t.dims);
     case 'int64':
-      return new ort.Tensor('int64', BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))), t.dims);
+      return new ort.Tensor(
+        'int64',
+        BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))),
+        t.dims,
+      );
     default:
       throw new ModelError(label, `${label}: input ${name} of type ${type} is not supported`);
   }

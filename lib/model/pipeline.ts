@@ -8,7 +8,14 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, invalidInput, ModelError, TimeEditError } from '../errors.js';
 import { FileError } from '../fs/file-error.js';
 import { isDirectory as isDir, isFile, readJsonObject } from '../fs/json-file.js';
-import { readModelIndex, readUnetConfig, readVaeConfig, SCHEDULER_CONFIG_FILE, validateSchedulerConfig, type SchedulerConfig } from './configs.js';
+import {
+  readModelIndex,
+  readUnetConfig,
+  readVaeConfig,
+  SCHEDULER_CONFIG_FILE,
+  validateSchedulerConfig,
+  type SchedulerConfig,
+} from './configs.js';
 import { defaultModelDir } from './paths.js';
 import { SessionHost, type HostStats } from './session-host.js';
 import { ClipTokenizer } from './tokenizer.js';
@@ -158,18 +165,25 @@ function lastDim(v: ValueInfo | undefined): number | null {
 function checkUnet(info: SessionInfo, label: string, allowExtra: boolean): Omit<UnetInfo, 'path' | 'key'> {
   const byName = new Map(info.inputs.map((i) => [i.name, i]));
   const missing = UNET_INPUTS.filter((n) => !byName.has(n));
-  if (missing.length > 0) throw new ModelError(label, `${label}: missing input(s) ${missing.join(', ')}; it has ${fmtInputs(info)} (not an SD 1.x UNet)`);
+  if (missing.length > 0)
+    throw new ModelError(label, `${label}: missing input(s) ${missing.join(', ')}; it has ${fmtInputs(info)} (not an SD 1.x UNet)`);
   const extra = info.inputs.filter((i) => !UNET_INPUTS.includes(i.name));
   if (extra.length > 0 && !allowExtra) {
-    throw new ModelError(label, `${label}: unexpected input(s) ${extra.map((i) => i.name).join(', ')} (an SD 1.x UNet takes only ${UNET_INPUTS.join(', ')}; SDXL and ControlNet UNets are not supported)`);
+    throw new ModelError(
+      label,
+      `${label}: unexpected input(s) ${extra.map((i) => i.name).join(', ')} (an SD 1.x UNet takes only ${UNET_INPUTS.join(', ')}; SDXL and ControlNet UNets are not supported)`,
+    );
   }
-  for (const e of extra) if (!isFloat(e.type)) throw new ModelError(label, `${label}: extra input ${e.name} has type ${e.type}; only float inputs can be fed as conditioning`);
+  for (const e of extra)
+    if (!isFloat(e.type))
+      throw new ModelError(label, `${label}: extra input ${e.name} has type ${e.type}; only float inputs can be fed as conditioning`);
   for (const n of ['sample', 'encoder_hidden_states']) {
     const t = byName.get(n)!.type;
     if (!isFloat(t)) throw new ModelError(label, `${label}: input ${n} has type ${t}, expected float32 or float16`);
   }
   const ts = byName.get('timestep')!;
-  if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type)) throw new ModelError(label, `${label}: input timestep has type ${ts.type}, expected int64, float32 or float16`);
+  if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type))
+    throw new ModelError(label, `${label}: input timestep has type ${ts.type}, expected int64, float32 or float16`);
   if (ts.shape.length > 1) throw new ModelError(label, `${label}: input timestep has rank ${ts.shape.length}, expected 0 or 1`);
   const form = ts.shape.length === 0 ? 'scalar' : ts.shape[0] === 1 ? 'one' : 'batch';
   const outputName = info.outputs.find((o) => o.name === 'out_sample')?.name ?? info.outputs[0]?.name;
@@ -265,12 +279,25 @@ export class Pipeline {
     const root = resolve(dir ?? defaultModelDir);
     const device = opts.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') throw invalidInput('device', 'cpu or cuda', device);
-    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1)) throw invalidInput('threads', 'a positive integer', opts.threads);
+    if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1))
+      throw invalidInput('threads', 'a positive integer', opts.threads);
     if (opts.threads !== undefined && opts.threads > MAX_THREADS) throw invalidInput('threads', `at most ${MAX_THREADS}`, opts.threads);
     if (!(await isDir(root))) {
-      throw new ModelError(root, dir === undefined ? `the embedded model is missing: ${root} does not exist (the package was installed without models/toy-shapes)` : `model folder ${root} does not exist`);
+      throw new ModelError(
+        root,
+        dir === undefined
+          ? `the embedded model is missing: ${root} does not exist (the package was installed without models/toy-shapes)`
+          : `model folder ${root} does not exist`,
+      );
     }
-    const required = ['model_index.json', 'text_encoder/model.onnx', 'unet/model.onnx', 'vae_decoder/model.onnx', 'tokenizer', 'scheduler/scheduler_config.json'];
+    const required = [
+      'model_index.json',
+      'text_encoder/model.onnx',
+      'unet/model.onnx',
+      'vae_decoder/model.onnx',
+      'tokenizer',
+      'scheduler/scheduler_config.json',
+    ];
     const missing: string[] = [];
     const broken: string[] = [];
     for (const r of required) {
@@ -278,15 +305,26 @@ export class Pipeline {
       if (problem === 'missing') missing.push(r);
       else if (problem !== null) broken.push(`${r} ${problem}`);
     }
-    if (broken.length > 0) throw new ModelError(root, `${root} is not a usable SD pipeline folder: ${broken.join('; ')}${missing.length > 0 ? `; missing ${missing.join(', ')}` : ''}`);
+    if (broken.length > 0)
+      throw new ModelError(
+        root,
+        `${root} is not a usable SD pipeline folder: ${broken.join('; ')}${missing.length > 0 ? `; missing ${missing.join(', ')}` : ''}`,
+      );
     if (missing.length > 0) throw new ModelError(root, `${root} is not a complete SD pipeline folder: missing ${missing.join(', ')}`);
     const index = readModelIndex(await readJsonFile(join(root, 'model_index.json')));
     const cls = index.className ?? '';
-    if (/XL|Flux|SD3|StableDiffusion3|Kandinsky|LatentConsistency/i.test(cls)) throw new ModelError(join(root, 'model_index.json'), `${root}: model_index.json says ${cls}; only Stable Diffusion 1.x pipelines are supported`);
+    if (/XL|Flux|SD3|StableDiffusion3|Kandinsky|LatentConsistency/i.test(cls))
+      throw new ModelError(
+        join(root, 'model_index.json'),
+        `${root}: model_index.json says ${cls}; only Stable Diffusion 1.x pipelines are supported`,
+      );
     const unetPath = join(root, 'unet', 'model.onnx');
     const marker = await findPackedMarker({ path: unetPath });
     if (marker !== null) {
-      throw new ModelError(unetPath, `${unetPath} is an onnxruntime "GPU-optimized" UNet (found ${marker}): its K/V projections are packed and it does not run on CPU; use an unoptimized export (diffusers or optimum-cli)`);
+      throw new ModelError(
+        unetPath,
+        `${unetPath} is an onnxruntime "GPU-optimized" UNet (found ${marker}): its K/V projections are packed and it does not run on CPU; use an unoptimized export (diffusers or optimum-cli)`,
+      );
     }
     // Every config value read below is checked here (lib/model/configs.ts), before any session loads.
     const schedulerJson = await readJsonFile(join(root, SCHEDULER_CONFIG_FILE));
@@ -307,14 +345,27 @@ export class Pipeline {
       const vaeInfo = await host.load(vaeKey, { path: join(root, 'vae_decoder', 'model.onnx') }, config, 'vae_decoder/model.onnx');
 
       const ids = textInfo.inputs.find((i) => i.name === 'input_ids');
-      if (ids === undefined || textInfo.inputs.length !== 1) throw new ModelError('text_encoder/model.onnx', `text_encoder/model.onnx: expected one input input_ids, got ${fmtInputs(textInfo)}`);
-      if (ids.type !== 'int32' && ids.type !== 'int64') throw new ModelError('text_encoder/model.onnx', `text_encoder/model.onnx: input_ids has type ${ids.type}, expected int32 or int64`);
+      if (ids === undefined || textInfo.inputs.length !== 1)
+        throw new ModelError(
+          'text_encoder/model.onnx',
+          `text_encoder/model.onnx: expected one input input_ids, got ${fmtInputs(textInfo)}`,
+        );
+      if (ids.type !== 'int32' && ids.type !== 'int64')
+        throw new ModelError('text_encoder/model.onnx', `text_encoder/model.onnx: input_ids has type ${ids.type}, expected int32 or int64`);
       const textOut = textInfo.outputs.find((o) => o.name === 'last_hidden_state') ?? textInfo.outputs[0];
       if (textOut === undefined) throw new ModelError('text_encoder/model.onnx', 'text_encoder/model.onnx has no outputs');
       const unet = checkUnet(unetInfo, 'unet/model.onnx', false);
       const latent = vaeInfo.inputs.find((i) => i.name === 'latent_sample');
-      if (latent === undefined || vaeInfo.inputs.length !== 1) throw new ModelError('vae_decoder/model.onnx', `vae_decoder/model.onnx: expected one input latent_sample, got ${fmtInputs(vaeInfo)}`);
-      if (!isFloat(latent.type)) throw new ModelError('vae_decoder/model.onnx', `vae_decoder/model.onnx: latent_sample has type ${latent.type}, expected float32 or float16`);
+      if (latent === undefined || vaeInfo.inputs.length !== 1)
+        throw new ModelError(
+          'vae_decoder/model.onnx',
+          `vae_decoder/model.onnx: expected one input latent_sample, got ${fmtInputs(vaeInfo)}`,
+        );
+      if (!isFloat(latent.type))
+        throw new ModelError(
+          'vae_decoder/model.onnx',
+          `vae_decoder/model.onnx: latent_sample has type ${latent.type}, expected float32 or float16`,
+        );
       const vaeOut = vaeInfo.outputs.find((o) => o.name === 'sample') ?? vaeInfo.outputs[0];
       if (vaeOut === undefined) throw new ModelError('vae_decoder/model.onnx', 'vae_decoder/model.onnx has no outputs');
 
@@ -322,24 +373,47 @@ export class Pipeline {
       const sample = unetInfo.inputs.find((i) => i.name === 'sample')!;
       const textW = lastDim(textOut);
       const unetW = lastDim(ehs);
-      if (textW !== null && unetW !== null && textW !== unetW) throw new ModelError(root, `${root}: text encoder width ${textW} does not match the UNet's encoder_hidden_states width ${unetW}`);
+      if (textW !== null && unetW !== null && textW !== unetW)
+        throw new ModelError(root, `${root}: text encoder width ${textW} does not match the UNet's encoder_hidden_states width ${unetW}`);
       const ch = sample.shape[1];
-      const latentChannels = typeof ch === 'number' && ch > 0 ? ch : unetConfig.inChannels ?? 4;
+      const latentChannels = typeof ch === 'number' && ch > 0 ? ch : (unetConfig.inChannels ?? 4);
       const boc = vaeConfig.blockOutChannels;
       const vaeScaleFactor = vaeConfig.downsamplingFactor ?? (boc !== undefined ? 2 ** (boc.length - 1) : 8);
       const ubc = unetConfig.blockOutChannels;
       const sizeMultiple = vaeScaleFactor * (ubc !== undefined ? 2 ** (ubc.length - 1) : 1);
       const sampleSize = unetConfig.sampleSize;
       const h = sample.shape[2];
-      const defaultSize = typeof h === 'number' && h > 0 ? h * vaeScaleFactor : sampleSize !== undefined ? sampleSize * vaeScaleFactor : vaeScaleFactor === 8 ? 512 : 64;
+      const defaultSize =
+        typeof h === 'number' && h > 0
+          ? h * vaeScaleFactor
+          : sampleSize !== undefined
+            ? sampleSize * vaeScaleFactor
+            : vaeScaleFactor === 8
+              ? 512
+              : 64;
       const vb = latent.shape[0];
       const shared: Shared = {
-        dir: root, host, device, threads: opts.threads, spinning: opts.spinning === true, tokenizer, textKey, textInfo, textOutput: textOut.name,
+        dir: root,
+        host,
+        device,
+        threads: opts.threads,
+        spinning: opts.spinning === true,
+        tokenizer,
+        textKey,
+        textInfo,
+        textOutput: textOut.name,
         // fp16 VAE decoders are run one latent at a time, as diffusers' ONNX pipeline does ("strange result for
         // half-precision vae decoder if batchsize>1").
-        vaeKey, vaeOutput: vaeOut.name, vaeBatch: typeof vb === 'number' && vb > 0 ? vb : latent.type === 'float16' ? 1 : null,
-        textWidth: textW ?? unetW ?? 0, latentChannels, schedulerConfig,
-        vaeScalingFactor: vaeConfig.scalingFactor ?? 0.18215, vaeScaleFactor, sizeMultiple, defaultSize,
+        vaeKey,
+        vaeOutput: vaeOut.name,
+        vaeBatch: typeof vb === 'number' && vb > 0 ? vb : latent.type === 'float16' ? 1 : null,
+        textWidth: textW ?? unetW ?? 0,
+        latentChannels,
+        schedulerConfig,
+        vaeScalingFactor: vaeConfig.scalingFactor ?? 0.18215,
+        vaeScaleFactor,
+        sizeMultiple,
+        defaultSize,
       };
       const pipeline = new Pipeline(shared, { ...unet, path: unetPath, key: unetKey }, true);
       if (shared.textWidth === 0) {
@@ -371,7 +445,8 @@ export class Pipeline {
       });
       const r = await this.shared.host.run(this.shared.textKey, { input_ids: { dims: [chunk, L], data: ids } }, [ids.buffer]);
       const out = r.outputs[this.shared.textOutput]!;
-      if (out.dims.length !== 3 || out.dims[0] !== chunk || out.dims[1] !== L) throw new Error(`text encoder returned shape [${out.dims.join(',')}], expected [${chunk},${L},d]`);
+      if (out.dims.length !== 3 || out.dims[0] !== chunk || out.dims[1] !== L)
+        throw new Error(`text encoder returned shape [${out.dims.join(',')}], expected [${chunk},${L},d]`);
       const used = Math.min(chunk, prompts.length - i);
       parts.push(out.data.subarray(0, used * L * out.dims[2]!));
     }
@@ -390,7 +465,12 @@ export class Pipeline {
     const [b] = f.dims;
     const t = f.timestep;
     const ts = this.unet.timestep;
-    const tsFeed = ts.form === 'scalar' ? { dims: [], data: new Float32Array([t]) } : ts.form === 'one' ? { dims: [1], data: new Float32Array([t]) } : { dims: [b], data: new Float32Array(b).fill(t) };
+    const tsFeed =
+      ts.form === 'scalar'
+        ? { dims: [], data: new Float32Array([t]) }
+        : ts.form === 'one'
+          ? { dims: [1], data: new Float32Array([t]) }
+          : { dims: [b], data: new Float32Array(b).fill(t) };
     const feeds: Record<string, Feed> = {
       sample: { dims: [...f.dims], data: f.sample },
       timestep: tsFeed,
@@ -398,10 +478,14 @@ export class Pipeline {
     };
     for (const e of this.unet.extraInputs) {
       const v = f.extraInputs?.[e.name];
-      if (v === undefined) throw new InputError('extraInputs', `this UNet needs the extra input '${e.name}': pass it in conditioning.extraInputs`);
+      if (v === undefined)
+        throw new InputError('extraInputs', `this UNet needs the extra input '${e.name}': pass it in conditioning.extraInputs`);
       feeds[e.name] = v;
     }
-    const transfer = f.transferSample === true && f.sample.byteOffset === 0 && f.sample.byteLength === f.sample.buffer.byteLength ? [f.sample.buffer as ArrayBuffer] : [];
+    const transfer =
+      f.transferSample === true && f.sample.byteOffset === 0 && f.sample.byteLength === f.sample.buffer.byteLength
+        ? [f.sample.buffer as ArrayBuffer]
+        : [];
     try {
       const r = await this.shared.host.run(this.unet.key, feeds, transfer);
       return r.outputs[this.unet.outputName]!.data;
@@ -409,7 +493,10 @@ export class Pipeline {
       if (err instanceof TimeEditError) throw err;
       // onnxruntime's own failure (e.g. a size a fixed-shape export does not take): the model cannot do this run.
       const [, , h, w] = f.dims;
-      throw new ModelError(this.unet.path, `the UNet failed on a ${h}×${w} latent (${h * this.vaeScaleFactor}×${w * this.vaeScaleFactor} image): ${(err as Error).message.split('\n')[0]}`);
+      throw new ModelError(
+        this.unet.path,
+        `the UNet failed on a ${h}×${w} latent (${h * this.vaeScaleFactor}×${w * this.vaeScaleFactor} image): ${(err as Error).message.split('\n')[0]}`,
+      );
     }
   }
 
@@ -455,13 +542,20 @@ export class Pipeline {
       throw invalidInput('modelBytes', 'a non-empty Uint8Array', source.modelBytes);
     }
     const marker = await findPackedMarker('path' in source ? source : { bytes: source.modelBytes });
-    if (marker !== null) throw new ModelError(label, `${label} is an onnxruntime "GPU-optimized" UNet (found ${marker}); use an unoptimized export`);
+    if (marker !== null)
+      throw new ModelError(label, `${label} is an onnxruntime "GPU-optimized" UNet (found ${marker}); use an unoptimized export`);
     const key = this.shared.host.newKey('unet');
-    const info = await this.shared.host.load(key, source, { device: this.shared.device, threads: this.shared.threads, spinning: this.shared.spinning }, 'path' in source ? `${basename(dirname(source.path))}/${basename(source.path)}` : label);
+    const info = await this.shared.host.load(
+      key,
+      source,
+      { device: this.shared.device, threads: this.shared.threads, spinning: this.shared.spinning },
+      'path' in source ? `${basename(dirname(source.path))}/${basename(source.path)}` : label,
+    );
     try {
       const unet = checkUnet(info, label, true);
       const w = lastDim(info.inputs.find((i) => i.name === 'encoder_hidden_states'));
-      if (w !== null && w !== this.textWidth) throw new ModelError(label, `${label}: encoder_hidden_states width ${w} does not match the text encoder's ${this.textWidth}`);
+      if (w !== null && w !== this.textWidth)
+        throw new ModelError(label, `${label}: encoder_hidden_states width ${w} does not match the text encoder's ${this.textWidth}`);
       return new Pipeline(this.shared, { ...unet, path: 'path' in source ? resolve(source.path) : this.unet.path, key }, false);
     } catch (err) {
       await this.shared.host.release(key);

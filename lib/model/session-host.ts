@@ -3,7 +3,17 @@
 // pipeline never keeps the process alive.
 import { Worker } from 'node:worker_threads';
 import { BackendUnavailableError, InputError, ModelError } from '../errors.js';
-import type { Feed, ModelSource, Request, Response, RunResult, SessionConfig, SessionInfo, WireTensor, WorkerFailure } from './worker-protocol.js';
+import type {
+  Feed,
+  ModelSource,
+  Request,
+  Response,
+  RunResult,
+  SessionConfig,
+  SessionInfo,
+  WireTensor,
+  WorkerFailure,
+} from './worker-protocol.js';
 import { sessionWorkerStackMb } from './worker-stack.js';
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };

@@ -65,7 +65,11 @@ export function parseMerges(bytes: Uint8Array, path: string): string[] {
     if (line.endsWith('\r')) line = line.slice(0, -1);
     if (lineNo === 1 && line.startsWith('#version')) continue;
     if (line.trim() === '') continue;
-    if (!/^[^\s]+ [^\s]+$/.test(line)) throw new ModelError(path, `${path} line ${lineNo} is not a merge (two symbols separated by one space): ${JSON.stringify(line.length > 60 ? `${line.slice(0, 60)}…` : line)}`);
+    if (!/^[^\s]+ [^\s]+$/.test(line))
+      throw new ModelError(
+        path,
+        `${path} line ${lineNo} is not a merge (two symbols separated by one space): ${JSON.stringify(line.length > 60 ? `${line.slice(0, 60)}…` : line)}`,
+      );
     merges.push(line);
   }
   return merges;
@@ -74,7 +78,13 @@ export function parseMerges(bytes: Uint8Array, path: string): string[] {
 /** The tokenizer.json transformers' CLIPConverter would write for this vocabulary and merge list. */
 function clipTokenizerJson(vocab: Record<string, number>, merges: string[]): object {
   const special = (content: string): object => ({
-    id: vocab[content], content, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true,
+    id: vocab[content],
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: true,
+    special: true,
   });
   return {
     version: '1.0',
@@ -93,8 +103,16 @@ function clipTokenizerJson(vocab: Record<string, number>, merges: string[]): obj
     post_processor: null,
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
-      type: 'BPE', dropout: null, unk_token: EOS_TOKEN, continuing_subword_prefix: '', end_of_word_suffix: '</w>',
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges,
+      type: 'BPE',
+      dropout: null,
+      unk_token: EOS_TOKEN,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '</w>',
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
     },
   };
 }
@@ -127,13 +145,15 @@ export class ClipTokenizer {
     let tokenizerJson: object;
     if ((await exists(vocabPath)) && (await exists(mergesPath))) {
       const vocab = await readJson(vocabPath);
-      if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab)) throw new ModelError(vocabPath, `${vocabPath} must map tokens to ids`);
+      if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab))
+        throw new ModelError(vocabPath, `${vocabPath} must map tokens to ids`);
       const bytes = await readFile(mergesPath).catch((err: unknown) => {
         throw new ModelError(mergesPath, `cannot read ${mergesPath}: ${(err as Error).message}`, { cause: err });
       });
       const merges = parseMerges(bytes, mergesPath);
       const v = vocab as Record<string, number>;
-      if (v[BOS_TOKEN] === undefined || v[EOS_TOKEN] === undefined) throw new ModelError(vocabPath, `${vocabPath} lacks ${BOS_TOKEN} or ${EOS_TOKEN}: not a CLIP vocabulary`);
+      if (v[BOS_TOKEN] === undefined || v[EOS_TOKEN] === undefined)
+        throw new ModelError(vocabPath, `${vocabPath} lacks ${BOS_TOKEN} or ${EOS_TOKEN}: not a CLIP vocabulary`);
       tokenizerJson = clipTokenizerJson(v, merges);
     } else if (await exists(jsonPath)) {
       tokenizerJson = (await readJson(jsonPath)) as object;
@@ -148,7 +168,8 @@ export class ClipTokenizer {
     }
     const bos = inner.token_to_id(BOS_TOKEN);
     const eos = inner.token_to_id(EOS_TOKEN);
-    if (bos === undefined || eos === undefined) throw new ModelError(dir, `tokenizer in ${dir} lacks ${BOS_TOKEN} or ${EOS_TOKEN}: not a CLIP tokenizer`);
+    if (bos === undefined || eos === undefined)
+      throw new ModelError(dir, `tokenizer in ${dir} lacks ${BOS_TOKEN} or ${EOS_TOKEN}: not a CLIP tokenizer`);
     // Some configs carry a huge sentinel model_max_length; SD 1.x text encoders have 77 positions.
     const m = config.model_max_length;
     const maxLength = typeof m === 'number' && Number.isInteger(m) && m >= 3 && m <= 1024 ? m : 77;

@@ -59,6 +59,4 @@ export type WorkerFailure =
   | { kind: 'backend'; message: string; option: string; value: string }
   | { kind: 'internal'; message: string };
 
-export type Response =
-  | { id: number; ok: true; result: unknown }
-  | { id: number; ok: false; failure: WorkerFailure };
+export type Response = { id: number; ok: true; result: unknown } | { id: number; ok: false; failure: WorkerFailure };

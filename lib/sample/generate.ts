@@ -67,7 +67,10 @@ export interface MemoryEstimate {
  *   images      = prompts · seeds · 3·height·width       the RGB bytes returned
  * Example: `estimateGenerateMemory(pipeline, { ...options, height: 8192, width: 8192 }).total` → ~1.4e14 for the toy model.
  */
-export function estimateGenerateMemory(pipeline: Pipeline, o: Pick<GenerateOptions, 'prompts' | 'seeds' | 'guidance' | 'height' | 'width' | 'batchSize'>): MemoryEstimate {
+export function estimateGenerateMemory(
+  pipeline: Pipeline,
+  o: Pick<GenerateOptions, 'prompts' | 'seeds' | 'guidance' | 'height' | 'width' | 'batchSize'>,
+): MemoryEstimate {
   const images = o.prompts.length * o.seeds.length;
   const n = Math.min(o.batchSize ?? 8, images);
   const rows = o.guidance > 1 ? 2 * n : n;
@@ -124,27 +127,44 @@ export function validateGenerateOptions(pipeline: Pipeline, o: GenerateOptions):
     }
   }
   if (!Number.isInteger(o.steps) || o.steps <= 0) throw invalidInput('steps', 'a positive integer', o.steps);
-  if (typeof o.guidance !== 'number' || !Number.isFinite(o.guidance) || o.guidance < 0) throw invalidInput('guidance', 'a number ≥ 0', o.guidance);
+  if (typeof o.guidance !== 'number' || !Number.isFinite(o.guidance) || o.guidance < 0)
+    throw invalidInput('guidance', 'a number ≥ 0', o.guidance);
   const f = pipeline.sizeMultiple;
-  for (const [name, v] of [['height', o.height], ['width', o.width]] as const) {
-    if (!Number.isInteger(v) || v <= 0 || v % f !== 0) throw invalidInput(name, `a positive multiple of ${f} for this model (VAE factor ${pipeline.vaeScaleFactor} × UNet downsampling)`, v);
+  for (const [name, v] of [
+    ['height', o.height],
+    ['width', o.width],
+  ] as const) {
+    if (!Number.isInteger(v) || v <= 0 || v % f !== 0)
+      throw invalidInput(name, `a positive multiple of ${f} for this model (VAE factor ${pipeline.vaeScaleFactor} × UNet downsampling)`, v);
   }
   if (o.scheduler !== undefined) parseSchedulerName(o.scheduler);
-  if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1)) throw invalidInput('batchSize', 'a positive integer', o.batchSize);
-  if (o.maxMemoryBytes !== undefined && !(typeof o.maxMemoryBytes === 'number' && o.maxMemoryBytes > 0)) throw invalidInput('maxMemoryBytes', 'a number > 0', o.maxMemoryBytes);
+  if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1))
+    throw invalidInput('batchSize', 'a positive integer', o.batchSize);
+  if (o.maxMemoryBytes !== undefined && !(typeof o.maxMemoryBytes === 'number' && o.maxMemoryBytes > 0))
+    throw invalidInput('maxMemoryBytes', 'a number > 0', o.maxMemoryBytes);
   const limit = o.maxMemoryBytes ?? totalmem();
   const need = estimateGenerateMemory(pipeline, o);
   if (need.total > limit) {
-    fail('height', `the run (height ${o.height}, width ${o.width}, batchSize ${o.batchSize ?? 8}) needs an estimated ${formatBytes(need.total)}, more than ${o.maxMemoryBytes === undefined ? "this machine's memory" : 'maxMemoryBytes'} (${formatBytes(limit)}): use smaller images or a smaller batch`, o.height);
+    fail(
+      'height',
+      `the run (height ${o.height}, width ${o.width}, batchSize ${o.batchSize ?? 8}) needs an estimated ${formatBytes(need.total)}, more than ${o.maxMemoryBytes === undefined ? "this machine's memory" : 'maxMemoryBytes'} (${formatBytes(limit)}): use smaller images or a smaller batch`,
+      o.height,
+    );
   }
   if (o.conditioning !== undefined) {
-    if (o.negativePrompt !== undefined) fail('negativePrompt', 'negativePrompt and conditioning cannot be combined: conditioning.uncond is the unconditional branch');
+    if (o.negativePrompt !== undefined)
+      fail('negativePrompt', 'negativePrompt and conditioning cannot be combined: conditioning.uncond is the unconditional branch');
     const per = pipeline.sequenceLength * pipeline.textWidth;
-    for (const [name, c] of [['cond', o.conditioning.cond], ['uncond', o.conditioning.uncond]] as const) {
+    for (const [name, c] of [
+      ['cond', o.conditioning.cond],
+      ['uncond', o.conditioning.uncond],
+    ] as const) {
       const what = `conditioning.${name}.encoderHiddenStates`;
-      if (c === undefined || !(c.encoderHiddenStates instanceof Float32Array)) fail(what, `${what} must be a Float32Array`, c?.encoderHiddenStates);
+      if (c === undefined || !(c.encoderHiddenStates instanceof Float32Array))
+        fail(what, `${what} must be a Float32Array`, c?.encoderHiddenStates);
       const n = c.encoderHiddenStates.length;
-      if (n !== per && n !== per * o.prompts.length) fail(what, `${what} has ${n} values; expected ${per} (77×${pipeline.textWidth}) or ${per * o.prompts.length} (one per prompt)`);
+      if (n !== per && n !== per * o.prompts.length)
+        fail(what, `${what} has ${n} values; expected ${per} (77×${pipeline.textWidth}) or ${per * o.prompts.length} (one per prompt)`);
     }
   }
   const extras = pipeline.unetExtraInputs;
@@ -154,7 +174,8 @@ export function validateGenerateOptions(pipeline: Pipeline, o: GenerateOptions):
       const v = o.conditioning?.[name].extraInputs?.[e.name];
       if (!(v instanceof Float32Array)) fail(what, `this UNet needs the extra input '${e.name}': pass it in ${what}`, v);
       const rows = o.conditioning![name].encoderHiddenStates.length / (pipeline.sequenceLength * pipeline.textWidth);
-      if (v.length === 0 || v.length % rows !== 0) fail(`${what}.${e.name}`, `${what}.${e.name} has ${v.length} values: not ${rows} equal rows like its encoderHiddenStates`);
+      if (v.length === 0 || v.length % rows !== 0)
+        fail(`${what}.${e.name}`, `${what}.${e.name} has ${v.length} values: not ${rows} equal rows like its encoderHiddenStates`);
     }
   }
 }
@@ -180,7 +201,11 @@ function dimsFor(pipeline: Pipeline, name: string, batch: number, total: number)
     if (prod === per) return [batch, ...(rest as number[])];
   }
   const L = pipeline.sequenceLength;
-  if (per % L !== 0) throw new InputError(`conditioning.extraInputs.${name}`, `extra input ${name}: ${per} values per row is not 77×k and its shape is not fixed`);
+  if (per % L !== 0)
+    throw new InputError(
+      `conditioning.extraInputs.${name}`,
+      `extra input ${name}: ${per} values per row is not 77×k and its shape is not fixed`,
+    );
   return [batch, L, per / L];
 }
 
@@ -251,7 +276,10 @@ export async function generate(pipeline: Pipeline, o: GenerateOptions): Promise<
     const condRows = rowsOf(cond.ehs);
     const uncondRows = rowsOf(uncond.ehs);
     const ehs = cfg
-      ? concat([gatherRows(uncond.ehs, uncondRows, promptIdx, 'conditioning.uncond.encoderHiddenStates'), gatherRows(cond.ehs, condRows, promptIdx, 'conditioning.cond.encoderHiddenStates')])
+      ? concat([
+          gatherRows(uncond.ehs, uncondRows, promptIdx, 'conditioning.uncond.encoderHiddenStates'),
+          gatherRows(cond.ehs, condRows, promptIdx, 'conditioning.cond.encoderHiddenStates'),
+        ])
       : gatherRows(cond.ehs, condRows, promptIdx, 'conditioning.cond.encoderHiddenStates');
     const refs: string[] = [];
     const stash = async (tensor: { dims: number[]; data: Float32Array }): Promise<Feed> => {
@@ -268,13 +296,22 @@ export async function generate(pipeline: Pipeline, o: GenerateOptions): Promise<
         const ue = uncond.extra[e.name]!;
         const cw = `conditioning.cond.extraInputs.${e.name}`;
         const uw = `conditioning.uncond.extraInputs.${e.name}`;
-        const data = cfg ? concat([gatherRows(ue, uncondRows, promptIdx, uw), gatherRows(ce, condRows, promptIdx, cw)]) : gatherRows(ce, condRows, promptIdx, cw);
+        const data = cfg
+          ? concat([gatherRows(ue, uncondRows, promptIdx, uw), gatherRows(ce, condRows, promptIdx, cw)])
+          : gatherRows(ce, condRows, promptIdx, cw);
         extraFeeds[e.name] = await stash({ dims: dimsFor(pipeline, e.name, rows, data.length), data });
       }
       for (let i = 0; i < scheduler.timesteps.length; i++) {
         const xin = scheduler.scaleModelInput(x, i);
         const sample = cfg ? concat([xin, xin]) : xin === x ? new Float32Array(x) : xin;
-        const out = await pipeline.runUnet({ sample, dims: [rows, c, h, w], timestep: scheduler.timesteps[i]!, encoderHiddenStates: ehsFeed, extraInputs: extraFeeds, transferSample: true });
+        const out = await pipeline.runUnet({
+          sample,
+          dims: [rows, c, h, w],
+          timestep: scheduler.timesteps[i]!,
+          encoderHiddenStates: ehsFeed,
+          extraInputs: extraFeeds,
+          transferSample: true,
+        });
         let eps: Float32Array;
         if (cfg) {
           eps = new Float32Array(n * perLatent);
@@ -296,7 +333,8 @@ export async function generate(pipeline: Pipeline, o: GenerateOptions): Promise<
     for (let j = 0; j < x.length; j++) x[j] = x[j]! * inv;
     const decoded = await pipeline.decode(x, [n, c, h, w]);
     const [, ch, H, W] = decoded.dims as [number, number, number, number];
-    if (ch !== 3 || H !== o.height || W !== o.width) throw new Error(`VAE decoder returned [${decoded.dims.join(',')}], expected [${n},3,${o.height},${o.width}]`);
+    if (ch !== 3 || H !== o.height || W !== o.width)
+      throw new Error(`VAE decoder returned [${decoded.dims.join(',')}], expected [${n},3,${o.height},${o.width}]`);
     for (let k = 0; k < n; k++) {
       const rgb = new Uint8Array(H * W * 3);
       const base = k * 3 * H * W;
@@ -304,7 +342,7 @@ export async function generate(pipeline: Pipeline, o: GenerateOptions): Promise<
         for (let xx = 0; xx < W; xx++) {
           for (let ci = 0; ci < 3; ci++) {
             const v = decoded.data[base + ci * H * W + y * W + xx]! / 2 + 0.5;
-            rgb[(y * W + xx) * 3 + ci] = Math.round((v < 0 ? 0 : Math.min(v , 1)) * 255);
+            rgb[(y * W + xx) * 3 + ci] = Math.round((v < 0 ? 0 : Math.min(v, 1)) * 255);
           }
         }
       }

@@ -39,7 +39,10 @@ export interface Scheduler {
  * Example: `parseSchedulerName('DPMSolverMultistepScheduler')` → `'dpm++2m'`.
  */
 export function parseSchedulerName(name: string): SchedulerName {
-  const n = name.toLowerCase().replace(/scheduler$/, '').replace(/[_\s]/g, '');
+  const n = name
+    .toLowerCase()
+    .replace(/scheduler$/, '')
+    .replace(/[_\s]/g, '');
   if (n === 'pndm' || n === 'plms') return 'pndm';
   if (n === 'ddim') return 'ddim';
   if (n === 'euler' || n === 'eulerdiscrete') return 'euler';
@@ -105,7 +108,9 @@ function integerTimesteps(T: number, n: number, spacing: Spacing, offset: number
     const r = T / n;
     return Array.from({ length: n }, (_, i) => roundHalfEven(T - i * r) - 1);
   }
-  return linspace(0, T - 1, n).map(roundHalfEven).reverse();
+  return linspace(0, T - 1, n)
+    .map(roundHalfEven)
+    .reverse();
 }
 
 /** np.interp of σ(t) = √((1-ᾱ_t)/ᾱ_t) at fractional t. */
@@ -129,7 +134,11 @@ function tooManySteps(steps: number, T: number): InputError {
 function checkTimesteps(timesteps: readonly number[], T: number, steps: number, config: SchedulerConfig): void {
   const bad = timesteps.find((t) => !(t >= 0 && t <= T - 1));
   if (bad !== undefined) {
-    throw new InputError('steps', `steps (${steps}) with the model's steps_offset (${config.steps_offset ?? 0}) gives timestep ${bad}, outside the trained timesteps 0…${T - 1}; use fewer steps`, { received: steps });
+    throw new InputError(
+      'steps',
+      `steps (${steps}) with the model's steps_offset (${config.steps_offset ?? 0}) gives timestep ${bad}, outside the trained timesteps 0…${T - 1}; use fewer steps`,
+      { received: steps },
+    );
   }
 }
 
@@ -153,7 +162,7 @@ class Pndm implements Scheduler {
     this.ac = alphasCumprod(config);
     const T = this.ac.length;
     if (steps > T) throw tooManySteps(steps, T);
-    this.finalAlpha = config.set_alpha_to_one ?? false ? 1 : this.ac[0]!;
+    this.finalAlpha = (config.set_alpha_to_one ?? false) ? 1 : this.ac[0]!;
     this.ratio = Math.floor(T / steps);
     const asc = integerTimesteps(T, steps, spacingOf(config, 'leading'), config.steps_offset ?? 0).reverse();
     checkTimesteps(asc, T, steps, config);
@@ -223,11 +232,11 @@ class Ddim implements Scheduler {
     this.ac = alphasCumprod(config);
     const T = this.ac.length;
     if (steps > T) throw tooManySteps(steps, T);
-    this.finalAlpha = config.set_alpha_to_one ?? true ? 1 : this.ac[0]!;
+    this.finalAlpha = (config.set_alpha_to_one ?? true) ? 1 : this.ac[0]!;
     this.ratio = Math.floor(T / steps);
     this.timesteps = integerTimesteps(T, steps, spacingOf(config, 'leading'), config.steps_offset ?? 0);
     checkTimesteps(this.timesteps, T, steps, config);
-    this.clip = config.clip_sample ?? true ? config.clip_sample_range ?? 1 : null;
+    this.clip = (config.clip_sample ?? true) ? (config.clip_sample_range ?? 1) : null;
   }
 
   scaleModelInput(x: Float32Array): Float32Array {
@@ -266,11 +275,12 @@ class Euler implements Scheduler {
     const T = ac.length;
     if (steps > T) throw tooManySteps(steps, T);
     const spacing = spacingOf(config, 'linspace');
-    this.timesteps = spacing === 'linspace' ? linspace(0, T - 1, steps).reverse() : integerTimesteps(T, steps, spacing, config.steps_offset ?? 0);
+    this.timesteps =
+      spacing === 'linspace' ? linspace(0, T - 1, steps).reverse() : integerTimesteps(T, steps, spacing, config.steps_offset ?? 0);
     checkTimesteps(this.timesteps, T, steps, config);
     this.sigmas = [...this.timesteps.map((t) => sigmaAt(ac, t)), 0];
     // A loop, not Math.max(...sigmas): a spread of many thousands of values overflows the call stack.
-    const smax = this.sigmas.reduce((m, s) => (Math.max(s , m)), -Infinity);
+    const smax = this.sigmas.reduce((m, s) => Math.max(s, m), -Infinity);
     this.initNoiseSigma = spacing === 'leading' ? Math.sqrt(smax * smax + 1) : smax;
   }
 
@@ -304,9 +314,14 @@ class DpmPP2M implements Scheduler {
     const spacing = spacingOf(config, 'linspace');
     this.timesteps =
       spacing === 'linspace'
-        ? linspace(0, T - 1, steps + 1).map(roundHalfEven).reverse().slice(0, steps)
+        ? linspace(0, T - 1, steps + 1)
+            .map(roundHalfEven)
+            .reverse()
+            .slice(0, steps)
         : spacing === 'leading'
-          ? Array.from({ length: steps + 1 }, (_, i) => i * Math.floor(T / (steps + 1)) + (config.steps_offset ?? 0)).reverse().slice(0, steps)
+          ? Array.from({ length: steps + 1 }, (_, i) => i * Math.floor(T / (steps + 1)) + (config.steps_offset ?? 0))
+              .reverse()
+              .slice(0, steps)
           : integerTimesteps(T, steps, spacing, 0);
     checkTimesteps(this.timesteps, T, steps, config);
     // final_sigmas_type "zero": the last step lands on σ = 0.
@@ -356,7 +371,9 @@ function schedulerOfConfig(config: SchedulerConfig): SchedulerName {
   try {
     return parseSchedulerName(cls);
   } catch {
-    throw configError(`_class_name '${cls}' is not a scheduler this library implements (${schedulerNames.join(', ')}); pass a scheduler name to use one of those`);
+    throw configError(
+      `_class_name '${cls}' is not a scheduler this library implements (${schedulerNames.join(', ')}); pass a scheduler name to use one of those`,
+    );
   }
 }
 

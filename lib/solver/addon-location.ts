@@ -45,5 +45,6 @@ export function locateAddon(): string {
   }
   throw new Error(
     `time-edit: native addon not found (tried ${tried.join(', ')}); build it with \`npm run build\` in ${packageRoot}, ` +
-      'which needs cmake, a C++17 compiler and, for the fast kernels, libopenblas-dev liblapacke-dev');
+      'which needs cmake, a C++17 compiler and, for the fast kernels, libopenblas-dev liblapacke-dev',
+  );
 }

@@ -28,14 +28,32 @@ export type MaybeF32 = Float32Array | null;
 /** The binding's exports (native/napi/addon.cpp `Init`). */
 export interface Addon {
   backendInfo(): AddonBackendInfo;
-  solve(backend: BackendKind, d: number, sources: Float32Array[], destinations: Float32Array[], lambdas: number[],
-    outD: MaybeF32[], outG: MaybeF32[], outM: MaybeF32[], weights: MaybeF32, patched: Float32Array[]): Promise<string>;
+  solve(
+    backend: BackendKind,
+    d: number,
+    sources: Float32Array[],
+    destinations: Float32Array[],
+    lambdas: number[],
+    outD: MaybeF32[],
+    outG: MaybeF32[],
+    outM: MaybeF32[],
+    weights: MaybeF32,
+    patched: Float32Array[],
+  ): Promise<string>;
   patchDense(backend: BackendKind, d: number, dense: Float32Array[], weights: Float32Array, patched: Float32Array[]): Promise<string>;
   applyLowRank(backend: BackendKind, d: number, rows: Float32Array, A: Float32Array, B: Float32Array, out: Float32Array): Promise<void>;
   applyDense(backend: BackendKind, d: number, rows: Float32Array, M: Float32Array, transpose: boolean, out: Float32Array): Promise<void>;
   sgemm(backend: BackendKind, m: number, n: number, k: number, A: Float32Array, B: Float32Array, C: Float32Array): Promise<void>;
-  baseline(backend: BackendKind, d: number, source: Float32Array, destination: Float32Array, lambda: number,
-    weights: Float32Array, layerRows: number[], out: Float32Array): Promise<void>;
+  baseline(
+    backend: BackendKind,
+    d: number,
+    source: Float32Array,
+    destination: Float32Array,
+    lambda: number,
+    weights: Float32Array,
+    layerRows: number[],
+    out: Float32Array,
+  ): Promise<void>;
   getThreads(backend: BackendKind): number;
   setThreads(backend: BackendKind, threads: number): void;
 }

@@ -49,7 +49,9 @@ function checkBackend(wanted: string, info: AddonBackendInfo, source: string): B
       return { kind: 'cpu-portable', name: info.cpuPortable };
     case 'cuda':
       if (!info.cudaBuilt) {
-        throw new Error(`${source}=cuda, but this build of time-edit has no CUDA backend (rebuild with the CUDA toolkit installed); use cpu`);
+        throw new Error(
+          `${source}=cuda, but this build of time-edit has no CUDA backend (rebuild with the CUDA toolkit installed); use cpu`,
+        );
       }
       if (info.cudaDevices === 0) throw new Error(`${source}=cuda, but no CUDA device is visible on this machine; use cpu`);
       return { kind: 'cuda', name: 'cuda' };

@@ -11,11 +11,25 @@ import type { EditInput } from './types.js';
  *   await benchNative.sgemm('cpu', R, d, d, W, M, out);   // out = W·M, R × d
  */
 export const benchNative = {
-  sgemm(backend: 'cpu' | 'cpu-portable', m: number, n: number, k: number, A: Float32Array, B: Float32Array, C: Float32Array): Promise<void> {
+  sgemm(
+    backend: 'cpu' | 'cpu-portable',
+    m: number,
+    n: number,
+    k: number,
+    A: Float32Array,
+    B: Float32Array,
+    C: Float32Array,
+  ): Promise<void> {
     return addon().sgemm(backend, m, n, k, A, B, C);
   },
-  baseline(backend: 'cpu' | 'cpu-portable', d: number, edit: Required<Pick<EditInput, 'source' | 'destination' | 'lambda'>>,
-    weights: Float32Array, layerRows: number[], out: Float32Array): Promise<void> {
+  baseline(
+    backend: 'cpu' | 'cpu-portable',
+    d: number,
+    edit: Required<Pick<EditInput, 'source' | 'destination' | 'lambda'>>,
+    weights: Float32Array,
+    layerRows: number[],
+    out: Float32Array,
+  ): Promise<void> {
     return addon().baseline(backend, d, edit.source, edit.destination, edit.lambda, weights, layerRows, out);
   },
 };

@@ -9,14 +9,38 @@
 import { addon } from './addon.js';
 import { cpuBackendArg, cpuBackendName, cpuKind, resolveBackend, solverBackend } from './backend.js';
 import {
-  checkF32, checkFinite, checkInteger, checkOptions, checkOut, checkResultFinite, checkRows, checkTransform, describe, MAX_EDITS,
+  checkF32,
+  checkFinite,
+  checkInteger,
+  checkOptions,
+  checkOut,
+  checkResultFinite,
+  checkRows,
+  checkTransform,
+  describe,
+  MAX_EDITS,
 } from './checks.js';
-import type { EditInput, EditTransform, LowRankForm, OutputOptions, SolvedEdit, SolveOptions, SolveOutputs, StackedWeights } from './types.js';
-
-export type {
-  EditInput, EditTransform, LowRankForm, OutputOptions, SolvedEdit, SolveOptions, SolveOutputs, StackedWeights,
+import type {
+  EditInput,
+  EditTransform,
+  LowRankForm,
+  OutputOptions,
+  SolvedEdit,
+  SolveOptions,
+  SolveOutputs,
+  StackedWeights,
 } from './types.js';
 
+export type {
+  EditInput,
+  EditTransform,
+  LowRankForm,
+  OutputOptions,
+  SolvedEdit,
+  SolveOptions,
+  SolveOutputs,
+  StackedWeights,
+} from './types.js';
 
 /**
  * Solves a batch of independent TIME edits of width d. Returns, per edit, what was asked for: the low-rank form
@@ -53,7 +77,9 @@ export async function solveEdits(d: number, edits: EditInput[], options?: SolveO
     const n = checkRows(edit.source, `${at}.source`, d);
     checkF32(edit.destination, `${at}.destination`);
     if (edit.destination.length !== edit.source.length) {
-      throw new RangeError(`${at}.destination has ${edit.destination.length} values but ${at}.source has ${edit.source.length}: C and C* must have the same shape`);
+      throw new RangeError(
+        `${at}.destination has ${edit.destination.length} values but ${at}.source has ${edit.source.length}: C and C* must have the same shape`,
+      );
     }
     checkFinite(edit.source, `${at}.source`, d);
     checkFinite(edit.destination, `${at}.destination`, d);
@@ -98,13 +124,20 @@ export async function solveEdits(d: number, edits: EditInput[], options?: SolveO
   const outM = rowsOf.map((_, i) => (wantDense ? checkOut(outs[i]!.dense, `opts.out[${i}].dense`, d * d) : null));
   const name = await addon().solve(backend.kind, d, sources, destinations, lambdas, outD, outG, outM, weights, patched);
   for (let i = 0; i < rowsOf.length; i++) {
-    for (const [out, what] of [[outD[i], 'D'], [outG[i], 'G'], [outM[i], 'the dense M'], [patched[i], 'the patched weights']] as const) {
+    for (const [out, what] of [
+      [outD[i], 'D'],
+      [outG[i], 'G'],
+      [outM[i], 'the dense M'],
+      [patched[i], 'the patched weights'],
+    ] as const) {
       if (out) checkResultFinite(out, `edits[${i}]: ${what}`, d);
     }
   }
   return rowsOf.map((n, i) => {
     const result: SolvedEdit = { d, lambdas: [lambdas[i]!], backend: name };
-    const D = outD[i], G = outG[i], M = outM[i];
+    const D = outD[i],
+      G = outG[i],
+      M = outM[i];
     if (D && G) result.lowRank = { D, G, rows: n };
     if (M) result.dense = M;
     if (weights !== null) result.patched = patched[i]!;
@@ -186,7 +219,8 @@ export async function composeTransforms(a: EditTransform, b: EditTransform): Pro
   const lambdas = [...lambdasOf(a), ...lambdasOf(b)];
   const result: SolvedEdit = { d, lambdas, backend: cpuBackendName(kind) };
   if (ea.lowRank && eb.lowRank) {
-    const na = ea.lowRank.rows, nb = eb.lowRank.rows;
+    const na = ea.lowRank.rows,
+      nb = eb.lowRank.rows;
     const D = new Float32Array((na + nb) * d);
     D.set(ea.lowRank.D, 0);
     D.set(eb.lowRank.D, na * d);

@@ -12,7 +12,8 @@ export function referenceG(C: Float32Array, n: number, d: number, lambda: number
       S[i * n + j] = s + (i === j ? lambda : 0);
     }
   }
-  for (let j = 0; j < n; j++) {  // S = L·Lᵀ in place (lower triangle)
+  for (let j = 0; j < n; j++) {
+    // S = L·Lᵀ in place (lower triangle)
     let s = S[j * n + j]!;
     for (let p = 0; p < j; p++) s -= S[j * n + p]! ** 2;
     if (!(s > 0)) throw notPositiveDefinite(s, lambda, n);
@@ -25,7 +26,8 @@ export function referenceG(C: Float32Array, n: number, d: number, lambda: number
     }
   }
   const G = Float64Array.from(C);
-  for (let i = 0; i < n; i++) {  // L·Y = C
+  for (let i = 0; i < n; i++) {
+    // L·Y = C
     for (let p = 0; p < i; p++) {
       const l = S[i * n + p]!;
       for (let j = 0; j < d; j++) G[i * d + j] = G[i * d + j]! - l * G[p * d + j]!;
@@ -33,7 +35,8 @@ export function referenceG(C: Float32Array, n: number, d: number, lambda: number
     const inv = 1 / S[i * n + i]!;
     for (let j = 0; j < d; j++) G[i * d + j] = G[i * d + j]! * inv;
   }
-  for (let i = n - 1; i >= 0; i--) {  // Lᵀ·G = Y
+  for (let i = n - 1; i >= 0; i--) {
+    // Lᵀ·G = Y
     for (let p = i + 1; p < n; p++) {
       const l = S[p * n + i]!;
       for (let j = 0; j < d; j++) G[i * d + j] = G[i * d + j]! - l * G[p * d + j]!;
@@ -50,7 +53,9 @@ function notPositiveDefinite(pivot: number, lambda: number, n: number): RangeErr
   if (!Number.isFinite(pivot)) {
     return new RangeError(`the system λI + CCᵀ has non-finite entries (λ = ${lambda}, n = ${n}): C holds NaN or ±∞`);
   }
-  return new RangeError(`the system λI + CCᵀ is not positive definite in float64 (λ = ${lambda}, n = ${n}): λ is too small for C's rank; use a larger λ`);
+  return new RangeError(
+    `the system λI + CCᵀ is not positive definite in float64 (λ = ${lambda}, n = ${n}): λ is too small for C's rank; use a larger λ`,
+  );
 }
 
 /** M = I + Dᵀ·G in float64 (D = C* − C computed in float64). */

@@ -27,7 +27,8 @@ export interface EditSolver {
 function checkItem(d: number, it: SolveItem, i: number): void {
   if (!(Number.isFinite(it.lambda) && it.lambda > 0)) throw new EditError(`edit ${i}: λ must be a finite number > 0, got ${it.lambda}`);
   if (it.rows < 1) throw new EditError(`edit ${i}: no rows to solve for`);
-  if (it.source.length !== it.rows * d || it.destination.length !== it.rows * d) throw new EditError(`edit ${i}: C and C* must be ${it.rows} × ${d}`);
+  if (it.source.length !== it.rows * d || it.destination.length !== it.rows * d)
+    throw new EditError(`edit ${i}: C and C* must be ${it.rows} × ${d}`);
 }
 
 /** Float64 reference solver in TypeScript: S = λI + CCᵀ (n × n), Cholesky, G = S⁻¹C, D = C* − C. */
@@ -55,13 +56,17 @@ let cached: EditSolver | undefined;
 export async function defaultSolver(prefer?: 'native' | 'reference'): Promise<EditSolver> {
   if (prefer === 'reference') return referenceSolver;
   if (cached) return cached;
-  const backend = trySolverBackend();  // undefined without a usable addon (not built, not loadable, bad TIME_EDIT_BACKEND)
+  const backend = trySolverBackend(); // undefined without a usable addon (not built, not loadable, bad TIME_EDIT_BACKEND)
   if (backend === undefined) return (cached = referenceSolver);
   return (cached = {
     name: backend.name,
     async solve(d, items) {
       items.forEach((it, i) => checkItem(d, it, i));
-      const result = await solveEdits(d, items.map((it) => ({ source: it.source, destination: it.destination, rows: it.rows, lambda: it.lambda })), { lowRank: true });
+      const result = await solveEdits(
+        d,
+        items.map((it) => ({ source: it.source, destination: it.destination, rows: it.rows, lambda: it.lambda })),
+        { lowRank: true },
+      );
       return result.map((r, i) => {
         if (!r.lowRank) throw new EditError(`native solver returned no low-rank form for edit ${i}`);
         return { D: r.lowRank.D, G: r.lowRank.G };

@@ -59,16 +59,36 @@ async function shrinkDuringCall(api) {
   const buffer = new ArrayBuffer(rows * d * 4, { maxByteLength: rows * d * 4 });
   const embeddings = new Float32Array(buffer).fill(0.5);
   // The handler is attached at once: a refusal must not count as an unhandled rejection while `long` runs.
-  const outcome = applyToEmbeddings(embeddings, edit).then(() => null, (err) => err ?? new Error('rejected with nothing'));
+  const outcome = applyToEmbeddings(embeddings, edit).then(
+    () => null,
+    (err) => err ?? new Error('rejected with nothing'),
+  );
   buffer.resize(0);
   await long;
   const err = await outcome;
-  const base = { event: 'result', seed: SHRINK_CASE, fn: 'applyToEmbeddings', case: SHRINK_CASE, target: 'embeddings', expect: 'reject:TypeError' };
+  const base = {
+    event: 'result',
+    seed: SHRINK_CASE,
+    fn: 'applyToEmbeddings',
+    case: SHRINK_CASE,
+    target: 'embeddings',
+    expect: 'reject:TypeError',
+  };
   if (err === null) {
-    emit({ ...base, verdict: 'wrong-accept', detail: 'a resizable buffer was accepted (and survived the shrink)', ms: Date.now() - started });
+    emit({
+      ...base,
+      verdict: 'wrong-accept',
+      detail: 'a resizable buffer was accepted (and survived the shrink)',
+      ms: Date.now() - started,
+    });
   } else {
     const named = err instanceof TypeError && err.message.includes('embeddings');
-    emit({ ...base, verdict: named ? 'ok' : 'wrong-class', detail: named ? undefined : `${err?.constructor?.name}: ${err?.message}`, ms: Date.now() - started });
+    emit({
+      ...base,
+      verdict: named ? 'ok' : 'wrong-class',
+      detail: named ? undefined : `${err?.constructor?.name}: ${err?.message}`,
+      ms: Date.now() - started,
+    });
   }
 }
 
@@ -78,8 +98,16 @@ async function main() {
   let current = null;
   // A stray rejection or exception belongs to the call that is running; the child reports it and goes on.
   const stray = (err) => {
-    emit({ event: 'result', seed: current?.seed ?? null, fn: current?.fn, case: current?.case, expect: current ? expectLabel(current.expect) : undefined,
-      verdict: 'unhandled', detail: `stray ${err instanceof Error ? `${err.constructor.name}: ${err.message}` : String(err)}`.slice(0, 300), ms: 0 });
+    emit({
+      event: 'result',
+      seed: current?.seed ?? null,
+      fn: current?.fn,
+      case: current?.case,
+      expect: current ? expectLabel(current.expect) : undefined,
+      verdict: 'unhandled',
+      detail: `stray ${err instanceof Error ? `${err.constructor.name}: ${err.message}` : String(err)}`.slice(0, 300),
+      ms: 0,
+    });
   };
   process.on('unhandledRejection', stray);
   process.on('uncaughtException', stray);
@@ -95,7 +123,16 @@ async function main() {
     const started = performance.now();
     const outcome = await runCall(api, call, { strictNames: options.strictNames });
     const ms = Math.round((performance.now() - started) * 100) / 100;
-    emit({ event: 'result', seed, fn: call.fn, case: call.case, target: call.expect.names?.[0], expect: expectLabel(call.expect), ...outcome, ms });
+    emit({
+      event: 'result',
+      seed,
+      fn: call.fn,
+      case: call.case,
+      target: call.expect.names?.[0],
+      expect: expectLabel(call.expect),
+      ...outcome,
+      ms,
+    });
     current = null;
   }
 }

@@ -60,7 +60,8 @@ function sameBuffer(got, given, what) {
 
 function checkSolve(o, result, worst) {
   const { d, items } = o;
-  if (!Array.isArray(result) || result.length !== items.length) throw new Mismatch(`returned ${result?.length} results for ${items.length} edits`);
+  if (!Array.isArray(result) || result.length !== items.length)
+    throw new Mismatch(`returned ${result?.length} results for ${items.length} edits`);
   items.forEach((item, i) => {
     const got = result[i];
     const M = referenceM(item.C, item.Cs, item.n, d, item.lambda);
@@ -75,7 +76,12 @@ function checkSolve(o, result, worst) {
     if (got.lowRank) {
       const { D, G, rows } = got.lowRank;
       if (rows !== item.n) throw new Mismatch(`[${i}].lowRank.rows is ${rows}, want ${item.n}`);
-      close(D, item.Cs.map((v, k) => v - item.C[k]), `[${i}].lowRank.D`, worst);
+      close(
+        D,
+        item.Cs.map((v, k) => v - item.C[k]),
+        `[${i}].lowRank.D`,
+        worst,
+      );
       isF32(G, item.n * d, `[${i}].lowRank.G`);
       sameBuffer(D, out.D, `[${i}].lowRank.D`);
       sameBuffer(G, out.G, `[${i}].lowRank.G`);

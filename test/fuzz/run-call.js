@@ -8,7 +8,8 @@ import { OUTPUT_SENTINEL } from './generate-call.js';
 import { allFinite, checkResult } from './oracle.js';
 
 /** Messages of errors the engine throws for a bug in the library rather than one the library throws on purpose. */
-const ENGINE_ERROR = /Cannot read propert|is not a function|is not iterable|is not a constructor|Cannot convert|Cannot destructure|undefined is not|null is not|Maximum call stack|Cannot set propert/;
+const ENGINE_ERROR =
+  /Cannot read propert|is not a function|is not iterable|is not a constructor|Cannot convert|Cannot destructure|undefined is not|null is not|Maximum call stack|Cannot set propert/;
 
 /**
  * The API function `name`, resolving names that are being renamed (composeEdits → composeTransforms).

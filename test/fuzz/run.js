@@ -19,7 +19,17 @@ const CHILD = join(here, 'child.js');
 export const REGRESSIONS_FILE = join(here, 'regressions.json');
 
 /** Every verdict, in the order the summary lists them; all but 'ok' are failures. */
-export const VERDICTS = ['ok', 'crash', 'hang', 'wrong-accept', 'wrong-reject', 'wrong-class', 'inaccurate', 'wrote-on-reject', 'unhandled'];
+export const VERDICTS = [
+  'ok',
+  'crash',
+  'hang',
+  'wrong-accept',
+  'wrong-reject',
+  'wrong-class',
+  'inaccurate',
+  'wrote-on-reject',
+  'unhandled',
+];
 
 /** Runs one child on `task` ({ seeds } or { dedicated }) and collects its records and how it ended. */
 function runChild(task, { strictNames, callTimeoutMs, childTimeoutMs }) {
@@ -31,7 +41,7 @@ function runChild(task, { strictNames, callTimeoutMs, childTimeoutMs }) {
   }
   if (strictNames) args.push('--strict-names');
   const env = { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '1' };
-  delete env.NODE_TEST_CONTEXT;  // the child is a plain script, not a node:test subprocess
+  delete env.NODE_TEST_CONTEXT; // the child is a plain script, not a node:test subprocess
   const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   return new Promise((resolve) => {
     const records = [];
@@ -118,9 +128,10 @@ function summarise(records, { seeds, wallMs, jobs }) {
  *   const s = await runSeeds([3, 17, 901]);
  *   s.records.map((r) => r.verdict);   // ['ok', 'wrong-accept', 'ok']
  */
-export async function runSeeds(seeds, {
-  jobs = 2, childCalls = 500, callTimeoutMs = 20_000, childTimeoutMs = 300_000, strictNames = false, shrinkCase = false,
-} = {}) {
+export async function runSeeds(
+  seeds,
+  { jobs = 2, childCalls = 500, callTimeoutMs = 20_000, childTimeoutMs = 300_000, strictNames = false, shrinkCase = false } = {},
+) {
   const started = Date.now();
   const tasks = [];
   if (shrinkCase) tasks.push({ dedicated: SHRINK_CASE });
@@ -140,11 +151,22 @@ export async function runSeeds(seeds, {
         return;
       }
       const verdict = run.killedFor ? 'hang' : 'crash';
-      const how = run.killedFor === 'call' ? `no output for ${callTimeoutMs / 1000} s`
-        : run.killedFor === 'child' ? `child ran over ${childTimeoutMs / 1000} s`
-          : run.signal ? `killed by ${run.signal}` : `exit code ${run.code}`;
+      const how =
+        run.killedFor === 'call'
+          ? `no output for ${callTimeoutMs / 1000} s`
+          : run.killedFor === 'child'
+            ? `child ran over ${childTimeoutMs / 1000} s`
+            : run.signal
+              ? `killed by ${run.signal}`
+              : `exit code ${run.code}`;
       const call = task.dedicated ? { fn: 'applyToEmbeddings', case: SHRINK_CASE } : {};
-      records.push({ event: 'result', seed: run.lastStart, ...call, verdict, detail: `${how}; ${run.stderr.trim().split('\n').slice(-2).join(' | ').slice(0, 240)}` });
+      records.push({
+        event: 'result',
+        seed: run.lastStart,
+        ...call,
+        verdict,
+        detail: `${how}; ${run.stderr.trim().split('\n').slice(-2).join(' | ').slice(0, 240)}`,
+      });
       if (task.seeds) {
         const rest = task.seeds.slice(task.seeds.indexOf(run.lastStart) + 1);
         if (rest.length > 0) tasks.unshift({ seeds: rest });
@@ -182,17 +204,22 @@ export function runFuzz({ calls = 20_000, seed = 1, shrinkCase = true, ...rest }
  */
 export function formatSummary(s, { limit = 80 } = {}) {
   const lines = [];
-  lines.push(`fuzz: ${s.calls} calls (${s.seeds} seeds${s.calls > s.seeds ? ' + dedicated cases' : ''}), ${s.jobs} jobs, ${(s.wallMs / 1000).toFixed(1)} s`);
+  lines.push(
+    `fuzz: ${s.calls} calls (${s.seeds} seeds${s.calls > s.seeds ? ' + dedicated cases' : ''}), ${s.jobs} jobs, ${(s.wallMs / 1000).toFixed(1)} s`,
+  );
   lines.push('', 'verdict            count');
   for (const v of VERDICTS) lines.push(`${v.padEnd(18)} ${String(s.counts[v] ?? 0).padStart(6)}`);
-  if (s.aliasOnly > 0) lines.push(`(${s.aliasOnly} refusals named the argument only by the addon's alias: --strict-names counts them as wrong-class)`);
+  if (s.aliasOnly > 0)
+    lines.push(`(${s.aliasOnly} refusals named the argument only by the addon's alias: --strict-names counts them as wrong-class)`);
   if (s.groups.length > 0) {
     lines.push('', 'failures by verdict, function and case (first seeds; example detail):');
     lines.push(`${'count'.padStart(6)}  ${'verdict'.padEnd(15)} ${'function'.padEnd(18)} ${'case (argument)'.padEnd(48)} seeds`);
     for (const g of s.groups.slice(0, limit)) {
       const targets = g.targets.length > 3 ? `${g.targets.slice(0, 3).join(', ')}, …` : g.targets.join(', ');
       const what = targets ? `${g.case} (${targets})` : String(g.case);
-      lines.push(`${String(g.count).padStart(6)}  ${g.verdict.padEnd(15)} ${String(g.fn).padEnd(18)} ${what.padEnd(48)} ${g.seeds.join(',')}`);
+      lines.push(
+        `${String(g.count).padStart(6)}  ${g.verdict.padEnd(15)} ${String(g.fn).padEnd(18)} ${what.padEnd(48)} ${g.seeds.join(',')}`,
+      );
       if (g.detail) lines.push(`${' '.repeat(8)}${g.detail.slice(0, 160)}`);
     }
     if (s.groups.length > limit) lines.push(`  … ${s.groups.length - limit} more groups`);
@@ -202,7 +229,10 @@ export function formatSummary(s, { limit = 80 } = {}) {
     for (const r of s.worstInaccurate) lines.push(`  seed ${r.seed} ${r.fn}: ${r.detail}`);
   }
   if (s.worstAccepted.length > 0) {
-    lines.push('', `worst relative error of the accepted calls: ${s.worstAccepted.map((r) => `${r.error.toExponential(2)} (seed ${r.seed}, ${r.fn})`).join(', ')}`);
+    lines.push(
+      '',
+      `worst relative error of the accepted calls: ${s.worstAccepted.map((r) => `${r.error.toExponential(2)} (seed ${r.seed}, ${r.fn})`).join(', ')}`,
+    );
   }
   lines.push('', `fuzz: ${s.counts.ok} ok, ${s.failures} failing`);
   return lines.join('\n');
@@ -241,7 +271,18 @@ export function saveFailures(summary, file = REGRESSIONS_FILE) {
 }
 
 function parseCli(argv) {
-  const o = { calls: 20_000, seed: 1, jobs: 2, childCalls: 500, callTimeoutMs: 20_000, childTimeoutMs: 300_000, strictNames: false, shrinkCase: true, save: false, json: null };
+  const o = {
+    calls: 20_000,
+    seed: 1,
+    jobs: 2,
+    childCalls: 500,
+    callTimeoutMs: 20_000,
+    childTimeoutMs: 300_000,
+    strictNames: false,
+    shrinkCase: true,
+    save: false,
+    json: null,
+  };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {

@@ -89,12 +89,30 @@ export async function run(args: string[]): Promise<void> {
       args,
       allowPositionals: false,
       options: {
-        source: { type: 'string' }, dest: { type: 'string' }, pair: { type: 'string', multiple: true },
-        lambda: { type: 'string' }, 'only-v': { type: 'boolean' }, 'no-augment': { type: 'boolean' }, augmentations: { type: 'string' },
-        preserve: { type: 'string', multiple: true }, on: { type: 'string' }, prompt: { type: 'string', multiple: true },
-        seeds: { type: 'string' }, 'no-grid': { type: 'boolean' }, 'grid-scale': { type: 'string' }, mode: { type: 'string' }, export: { type: 'string' }, force: { type: 'boolean' },
-        out: { type: 'string' }, model: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' },
-        device: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, batch: { type: 'string' },
+        source: { type: 'string' },
+        dest: { type: 'string' },
+        pair: { type: 'string', multiple: true },
+        lambda: { type: 'string' },
+        'only-v': { type: 'boolean' },
+        'no-augment': { type: 'boolean' },
+        augmentations: { type: 'string' },
+        preserve: { type: 'string', multiple: true },
+        on: { type: 'string' },
+        prompt: { type: 'string', multiple: true },
+        seeds: { type: 'string' },
+        'no-grid': { type: 'boolean' },
+        'grid-scale': { type: 'string' },
+        mode: { type: 'string' },
+        export: { type: 'string' },
+        force: { type: 'boolean' },
+        out: { type: 'string' },
+        model: { type: 'string' },
+        steps: { type: 'string' },
+        guidance: { type: 'string' },
+        device: { type: 'string' },
+        threads: { type: 'string' },
+        json: { type: 'boolean' },
+        batch: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     },
@@ -105,10 +123,12 @@ export async function run(args: string[]): Promise<void> {
     console.log(usage);
     return;
   }
-  if (v['no-augment'] === true && v.augmentations !== undefined) throw new UsageError('--no-augment and --augmentations contradict each other: give one of them');
+  if (v['no-augment'] === true && v.augmentations !== undefined)
+    throw new UsageError('--no-augment and --augmentations contradict each other: give one of them');
   const lambda = parseNumber(v.lambda, '--lambda', 0.1);
   if (!(lambda > 0)) throw new UsageError(`--lambda must be > 0, got ${v.lambda}`);
-  const augmentations = v['no-augment'] === true ? [] : v.augmentations !== undefined ? v.augmentations.split('|') : [...DEFAULT_AUGMENTATIONS];
+  const augmentations =
+    v['no-augment'] === true ? [] : v.augmentations !== undefined ? v.augmentations.split('|') : [...DEFAULT_AUGMENTATIONS];
   const device = parseDevice(v.device);
   const threads = v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1);
   if (v.batch !== undefined) {
@@ -136,8 +156,13 @@ export async function run(args: string[]): Promise<void> {
     const { runBatch } = await import('../../edit/batch.js');
     // The bar goes to stderr, so it is drawn with --json too (stdout holds only the JSON).
     const s = await runBatch(v.batch, outDir, {
-      model: v.model, device, threads, defaults, onProgress: progressBar('lines', { rate: 'lines' }),
-      onRepair: (line, file, problem) => console.error(`time-edit: warning: line ${line}: its edit file ${file} is damaged (${problem}); computing it again`),
+      model: v.model,
+      device,
+      threads,
+      defaults,
+      onProgress: progressBar('lines', { rate: 'lines' }),
+      onRepair: (line, file, problem) =>
+        console.error(`time-edit: warning: line ${line}: its edit file ${file} is damaged (${problem}); computing it again`),
     });
     reportBatch(s, v.json === true);
     // Scripts must see that lines failed; the others' results are written and a rerun retries only the failures.
@@ -146,7 +171,8 @@ export async function run(args: string[]): Promise<void> {
   }
   if (v.source === undefined || v.dest === undefined) throw new UsageError(`--source and --dest are required\n${usage}`);
   const pairs = [{ source: v.source, destination: v.dest }, ...(v.pair ?? []).map(parsePair)];
-  for (const p of pairs) if (p.source.trim() === '' || p.destination.trim() === '') throw new UsageError('source and destination prompts must not be empty');
+  for (const p of pairs)
+    if (p.source.trim() === '' || p.destination.trim() === '') throw new UsageError('source and destination prompts must not be empty');
   if ((v.preserve ?? []).some((p) => p.trim() === '')) throw new UsageError('--preserve prompts must not be empty');
   const seeds = parseSeeds(v.seeds ?? '0-7');
   const steps = parsePositiveInt(v.steps, '--steps', 50);
@@ -156,7 +182,10 @@ export async function run(args: string[]): Promise<void> {
   if (mode !== 'embedding' && mode !== 'weights') throw new UsageError(`--mode must be embedding or weights, got '${v.mode}'`);
   const exportDir = v.export === undefined ? undefined : resolve(v.export);
   if (exportDir !== undefined && v.force !== true) {
-    const exists = await stat(exportDir).then(() => true, () => false);
+    const exists = await stat(exportDir).then(
+      () => true,
+      () => false,
+    );
     if (exists) throw new UsageError(`--export ${exportDir} already exists (add --force to replace it)`);
   }
 
@@ -164,7 +193,13 @@ export async function run(args: string[]): Promise<void> {
   try {
     const ctx = await openEditContext(pipeline);
     const t0 = performance.now();
-    const computed = await computeModelEdit(ctx, { pairs, lambda, augmentations, mode: v['only-v'] === true ? 'v' : 'kv', preserve: v.preserve ?? [] });
+    const computed = await computeModelEdit(ctx, {
+      pairs,
+      lambda,
+      augmentations,
+      mode: v['only-v'] === true ? 'v' : 'kv',
+      preserve: v.preserve ?? [],
+    });
     const solveMs = performance.now() - t0;
     for (const w of computed.warnings) console.error(`time-edit: warning: ${w}`);
     let edit: Edit = computed.edit;
@@ -175,7 +210,9 @@ export async function run(args: string[]): Promise<void> {
     const layers = describeCrossAttention(ctx.map);
     const projections = v['only-v'] === true ? 'V' : 'K and V';
     if (v.json !== true) {
-      console.error(`edited the ${projections} projections of ${ctx.map.layers.length} cross-attention layers (d = ${ctx.map.d}, ${computed.edit.steps[0]!.rows} rows, λ = ${lambda}):`);
+      console.error(
+        `edited the ${projections} projections of ${ctx.map.layers.length} cross-attention layers (d = ${ctx.map.d}, ${computed.edit.steps[0]!.rows} rows, λ = ${lambda}):`,
+      );
       for (const l of layers) console.error(`  ${l}`);
       console.error(`wrote ${editPath}`);
     }
@@ -193,7 +230,10 @@ export async function run(args: string[]): Promise<void> {
       } finally {
         await edited.close();
       }
-      const rows = prompts.flatMap((_, p) => [...before.slice(p * seeds.length, (p + 1) * seeds.length), ...after.slice(p * seeds.length, (p + 1) * seeds.length)]);
+      const rows = prompts.flatMap((_, p) => [
+        ...before.slice(p * seeds.length, (p + 1) * seeds.length),
+        ...after.slice(p * seeds.length, (p + 1) * seeds.length),
+      ]);
       gridPath = join(outDir, 'before-after.png');
       // Small models' images (32×32 for the embedded one) are enlarged so the picture can be seen; whole factors
       // and nearest neighbour keep every pixel's colour exact.
@@ -205,11 +245,26 @@ export async function run(args: string[]): Promise<void> {
       if (v.json !== true) console.error(`wrote edited pipeline ${exportDir}`);
     }
     if (v.json === true)
-      console.log(JSON.stringify({
-        edit: editPath, grid: gridPath, export: exportDir ?? null, pairs, lambda, augmentations, onlyV: v['only-v'] === true,
-        layers: ctx.map.layers.map((l) => ({ index: l.index, name: l.name, width: l.width, k: l.k.initializer, v: l.v.initializer })),
-        rows: computed.edit.steps[0]!.rows, solveMs, fingerprint: ctx.fingerprint, warnings: computed.warnings,
-      }, null, 2));
+      console.log(
+        JSON.stringify(
+          {
+            edit: editPath,
+            grid: gridPath,
+            export: exportDir ?? null,
+            pairs,
+            lambda,
+            augmentations,
+            onlyV: v['only-v'] === true,
+            layers: ctx.map.layers.map((l) => ({ index: l.index, name: l.name, width: l.width, k: l.k.initializer, v: l.v.initializer })),
+            rows: computed.edit.steps[0]!.rows,
+            solveMs,
+            fingerprint: ctx.fingerprint,
+            warnings: computed.warnings,
+          },
+          null,
+          2,
+        ),
+      );
   } finally {
     await pipeline.close();
   }

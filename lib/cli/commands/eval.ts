@@ -8,8 +8,27 @@ import { parseDevice, parseNumber, parsePositiveInt, parseSeeds, SAMPLING_OPTION
 import { DEFAULT_AUGMENTATIONS } from '../../edit/augment.js';
 import { openEditContext, type ApplyMode } from '../../edit/context.js';
 import { readTimedDataset, type TimedEntry } from '../../eval/timed-csv.js';
-import { averageScores, colourJudge, DEFAULT_TIMED_BATCH, resultsCsv, resultsHtml, runTimed, type EntryResult, type Judge } from '../../eval/timed.js';
-import { appendToRunLog, isForeignFile, readRunLog, RUN_LOG_NAME, RunLogError, settingsDifferences, startRunLog, type RunLogContents, type TimedRunSettings } from '../../eval/timed-log.js';
+import {
+  averageScores,
+  colourJudge,
+  DEFAULT_TIMED_BATCH,
+  resultsCsv,
+  resultsHtml,
+  runTimed,
+  type EntryResult,
+  type Judge,
+} from '../../eval/timed.js';
+import {
+  appendToRunLog,
+  isForeignFile,
+  readRunLog,
+  RUN_LOG_NAME,
+  RunLogError,
+  settingsDifferences,
+  startRunLog,
+  type RunLogContents,
+  type TimedRunSettings,
+} from '../../eval/timed-log.js';
 import { ClipJudge } from '../../eval/clip-judge.js';
 import { makeDirectory } from '../../fs/make-directory.js';
 import { writeFileAtomic } from '../../fs/durable-file.js';
@@ -63,10 +82,26 @@ export async function run(args: string[]): Promise<void> {
     {
       args: rest,
       options: {
-        dataset: { type: 'string' }, begin: { type: 'string' }, end: { type: 'string' }, seeds: { type: 'string' }, steps: { type: 'string' },
-        guidance: { type: 'string' }, lambda: { type: 'string' }, 'only-v': { type: 'boolean' }, 'no-augment': { type: 'boolean' },
-        mode: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' },
-        json: { type: 'boolean' }, restart: { type: 'boolean' }, 'keep-uncond': { type: 'boolean' }, clip: { type: 'string' }, 'clip-tokenizer': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+        dataset: { type: 'string' },
+        begin: { type: 'string' },
+        end: { type: 'string' },
+        seeds: { type: 'string' },
+        steps: { type: 'string' },
+        guidance: { type: 'string' },
+        lambda: { type: 'string' },
+        'only-v': { type: 'boolean' },
+        'no-augment': { type: 'boolean' },
+        mode: { type: 'string' },
+        out: { type: 'string' },
+        model: { type: 'string' },
+        device: { type: 'string' },
+        threads: { type: 'string' },
+        json: { type: 'boolean' },
+        restart: { type: 'boolean' },
+        'keep-uncond': { type: 'boolean' },
+        clip: { type: 'string' },
+        'clip-tokenizer': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
       },
     },
     usage,
@@ -82,7 +117,12 @@ export async function run(args: string[]): Promise<void> {
   if (v.begin !== undefined && !/^\d+$/.test(v.begin.trim())) throw new UsageError(`--begin must be an integer ≥ 0, got '${v.begin}'`);
   const begin = v.begin === undefined ? 0 : Number(v.begin);
   const end = v.end === undefined ? undefined : parsePositiveInt(v.end, '--end', 1);
-  const seeds = v.seeds === undefined ? [0, 1, 2, 3, 4, 5, 6, 7] : /^\d+$/.test(v.seeds) ? Array.from({ length: parsePositiveInt(v.seeds, '--seeds', 8) }, (_, i) => i) : parseSeeds(v.seeds);
+  const seeds =
+    v.seeds === undefined
+      ? [0, 1, 2, 3, 4, 5, 6, 7]
+      : /^\d+$/.test(v.seeds)
+        ? Array.from({ length: parsePositiveInt(v.seeds, '--seeds', 8) }, (_, i) => i)
+        : parseSeeds(v.seeds);
   const steps = parsePositiveInt(v.steps, '--steps', 50);
   const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
   const lambda = parseNumber(v.lambda, '--lambda', 0.1);
@@ -99,7 +139,10 @@ export async function run(args: string[]): Promise<void> {
   } catch (err) {
     if (err instanceof UsageError) throw err;
   }
-  if (v.clip === undefined && v.model !== undefined) throw new UsageError('an SD model needs a judge: give --clip DIR (a CLIP ONNX folder); the colour classifier only knows the embedded toy world');
+  if (v.clip === undefined && v.model !== undefined)
+    throw new UsageError(
+      'an SD model needs a judge: give --clip DIR (a CLIP ONNX folder); the colour classifier only knows the embedded toy world',
+    );
   const clipDir = v.clip === undefined ? undefined : resolve(v.clip);
   const clipTokenizer = v['clip-tokenizer'] === undefined ? undefined : resolve(v['clip-tokenizer']);
   const augmentations = v['no-augment'] === true ? [] : [...DEFAULT_AUGMENTATIONS];
@@ -107,18 +150,38 @@ export async function run(args: string[]): Promise<void> {
   const keepUncond = v['keep-uncond'] === true;
   // Everything that changes the numbers but the model's fingerprint, which needs the model loaded.
   const settings: Omit<TimedRunSettings, 'modelFingerprint'> = {
-    model: modelDir, datasetSha256: data.sha256, seeds, steps, guidance, lambda, augmentations, onlyV, mode, keepUncond,
-    judge: clipDir === undefined ? colourJudge.name : `CLIP ${clipDir}${clipTokenizer === undefined ? '' : ` (tokenizer ${clipTokenizer})`}`,
-    device, batchSize: DEFAULT_TIMED_BATCH,
+    model: modelDir,
+    datasetSha256: data.sha256,
+    seeds,
+    steps,
+    guidance,
+    lambda,
+    augmentations,
+    onlyV,
+    mode,
+    keepUncond,
+    judge:
+      clipDir === undefined ? colourJudge.name : `CLIP ${clipDir}${clipTokenizer === undefined ? '' : ` (tokenizer ${clipTokenizer})`}`,
+    device,
+    batchSize: DEFAULT_TIMED_BATCH,
   };
   const logPath = join(outDir, RUN_LOG_NAME);
   // An earlier run's log is checked before any model is loaded, so that a mismatch fails fast.
-  if (restart && isForeignFile(logPath)) throw new UsageError(`--restart discards eval timed results only, and ${logPath} is not one (its first line is no eval timed header): pick another --out`);
+  if (restart && isForeignFile(logPath))
+    throw new UsageError(
+      `--restart discards eval timed results only, and ${logPath} is not one (its first line is no eval timed header): pick another --out`,
+    );
   if (!restart) readEarlierRun(logPath, settings); // fails fast on a mismatch; read again once the folder is locked
-  const judge: Judge = clipDir === undefined ? colourJudge : await ClipJudge.load(clipDir, clipTokenizer).catch((err: unknown) => {
-    throw restate(err, `cannot load the CLIP judge: ${(err as Error).message}`);
+  const judge: Judge =
+    clipDir === undefined
+      ? colourJudge
+      : await ClipJudge.load(clipDir, clipTokenizer).catch((err: unknown) => {
+          throw restate(err, `cannot load the CLIP judge: ${(err as Error).message}`);
+        });
+  const pipeline = await loadPipeline(v.model, {
+    device,
+    threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1),
   });
-  const pipeline = await loadPipeline(v.model, { device, threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1) });
   let releaseLock: (() => void) | undefined;
   try {
     const ctx = await openEditContext(pipeline);
@@ -134,7 +197,17 @@ export async function run(args: string[]): Promise<void> {
     startRunLog(logPath, fullSettings, [...recorded.values()]);
     const t0 = performance.now();
     const computed = await runTimed(ctx, todo, {
-      seeds, steps, guidance, lambda, augmentations, onlyV, mode, keepUncond, outDir, judge, batchSize: DEFAULT_TIMED_BATCH,
+      seeds,
+      steps,
+      guidance,
+      lambda,
+      augmentations,
+      onlyV,
+      mode,
+      keepUncond,
+      outDir,
+      judge,
+      batchSize: DEFAULT_TIMED_BATCH,
       earlier: [...recorded.values()],
       onEntry: (r) => appendToRunLog(logPath, r),
       onProgress: (m) => console.error(`time-edit: ${m} (${((performance.now() - t0) / 1000).toFixed(0)} s)`),
@@ -144,21 +217,38 @@ export async function run(args: string[]): Promise<void> {
     for (const r of computed) all.set(r.entry.index, r);
     const results = [...all.values()].sort((a, b) => a.entry.index - b.entry.index);
     const meta = {
-      model: pipeline.dir, dataset, entries: indexRanges(results.map((r) => r.entry.index)), seeds: seeds.join(','), steps: String(steps), guidance: String(guidance),
-      lambda: String(lambda), augmentations: augmentations.join('|') || 'none', projections: onlyV ? 'V only' : 'K and V', mode, unconditional: keepUncond ? 'unedited (diagnostic)' : 'edited (as published)', judge: judge.name,
+      model: pipeline.dir,
+      dataset,
+      entries: indexRanges(results.map((r) => r.entry.index)),
+      seeds: seeds.join(','),
+      steps: String(steps),
+      guidance: String(guidance),
+      lambda: String(lambda),
+      augmentations: augmentations.join('|') || 'none',
+      projections: onlyV ? 'V only' : 'K and V',
+      mode,
+      unconditional: keepUncond ? 'unedited (diagnostic)' : 'edited (as published)',
+      judge: judge.name,
     };
     await writeFileAtomic(join(outDir, 'results.csv'), resultsCsv(results));
     await writeFileAtomic(join(outDir, 'report.html'), resultsHtml(results, meta));
     const avg = averageScores(results);
     // seconds: the time spent on the entries, summed over the runs that computed them.
     const seconds = results.reduce((s, r) => s + (r.seconds ?? 0), 0);
-    const summaryJson = { ...meta, summary: avg ?? null, errors: results.filter((r) => r.error).map((r) => ({ index: r.entry.index, error: r.error })), seconds };
+    const summaryJson = {
+      ...meta,
+      summary: avg ?? null,
+      errors: results.filter((r) => r.error).map((r) => ({ index: r.entry.index, error: r.error })),
+      seconds,
+    };
     await writeFileAtomic(join(outDir, 'summary.json'), `${JSON.stringify(summaryJson, null, 2)}\n`);
     if (v.json === true) console.log(JSON.stringify(summaryJson, null, 2));
     else {
       const p = (x: number) => `${(100 * x).toFixed(1)}%`.padStart(8);
       console.log(`${'model'.padEnd(10)}${'efficacy'.padStart(10)}${'generality'.padStart(12)}${'specificity'.padStart(13)}`);
-      if (avg) for (const m of ['baseline', 'edited', 'oracle'] as const) console.log(`${m.padEnd(10)}  ${p(avg[m].efficacy)}    ${p(avg[m].generality)}     ${p(avg[m].specificity)}`);
+      if (avg)
+        for (const m of ['baseline', 'edited', 'oracle'] as const)
+          console.log(`${m.padEnd(10)}  ${p(avg[m].efficacy)}    ${p(avg[m].generality)}     ${p(avg[m].specificity)}`);
       for (const r of results) if (r.error) console.log(`entry ${r.entry.index} failed: ${r.error}`);
       console.error(`wrote ${join(outDir, 'report.html')}, results.csv, summary.json and images/`);
     }
@@ -176,10 +266,12 @@ function readEarlierRun(logPath: string, settings: Partial<TimedRunSettings>, qu
     read = readRunLog(logPath);
   } catch (err) {
     if (err instanceof RunLogError && err.kind === 'foreign') throw restate(err, `${err.message}; pick another --out`);
-    if (err instanceof RunLogError) throw restate(err, `${err.message}. Fix or remove the file, pick another --out, or pass --restart to discard the earlier results`);
+    if (err instanceof RunLogError)
+      throw restate(err, `${err.message}. Fix or remove the file, pick another --out, or pass --restart to discard the earlier results`);
     throw err;
   }
-  if (read.tornLine !== undefined && !quiet) console.error(`time-edit: ${logPath} line ${read.tornLine} was cut short (an interrupted run): ignored; its entry is computed again`);
+  if (read.tornLine !== undefined && !quiet)
+    console.error(`time-edit: ${logPath} line ${read.tornLine} was cut short (an interrupted run): ignored; its entry is computed again`);
   if (read.log !== undefined) refuseDifferences(logPath, read.log.settings, settings);
   return read.log;
 }
@@ -187,12 +279,15 @@ function readEarlierRun(logPath: string, settings: Partial<TimedRunSettings>, qu
 function refuseDifferences(logPath: string, recorded: Record<string, unknown>, current: Partial<TimedRunSettings>): void {
   const diffs = settingsDifferences(recorded, current);
   if (diffs.length > 0)
-    throw new UsageError(`${logPath} holds results made with other settings: ${diffs.join('; ')}. Pick another --out, or pass --restart to discard those results and start over`);
+    throw new UsageError(
+      `${logPath} holds results made with other settings: ${diffs.join('; ')}. Pick another --out, or pass --restart to discard those results and start over`,
+    );
 }
 
 /** --restart: removes what an earlier run wrote to this --out (and only that). */
 async function discardEarlierRun(outDir: string): Promise<void> {
-  for (const name of [RUN_LOG_NAME, 'results.csv', 'summary.json', 'report.html', 'images']) await rm(join(outDir, name), { recursive: true, force: true });
+  for (const name of [RUN_LOG_NAME, 'results.csv', 'summary.json', 'report.html', 'images'])
+    await rm(join(outDir, name), { recursive: true, force: true });
 }
 
 /** Tells which entries of this run's range are skipped (done earlier), redone (failed earlier) or computed. */
@@ -202,8 +297,11 @@ function reportResume(logPath: string, entries: TimedEntry[], recorded: Map<numb
   const done = entries.filter((e) => recorded.get(e.index)?.scores !== undefined).map((e) => e.index);
   const failed = todo.filter((e) => recorded.has(e.index));
   const outside = [...recorded.keys()].filter((i) => !inRange.has(i));
-  const parts = [`resuming from ${logPath}: ${done.length > 0 ? `${entriesLabel(done)} already done (skipped)` : 'no entry of this range done yet'}`];
-  if (failed.length > 0) parts.push(`${entriesLabel(failed.map((e) => e.index))} failed before and ${failed.length === 1 ? 'is' : 'are'} computed again`);
+  const parts = [
+    `resuming from ${logPath}: ${done.length > 0 ? `${entriesLabel(done)} already done (skipped)` : 'no entry of this range done yet'}`,
+  ];
+  if (failed.length > 0)
+    parts.push(`${entriesLabel(failed.map((e) => e.index))} failed before and ${failed.length === 1 ? 'is' : 'are'} computed again`);
   parts.push(todo.length > 0 ? `computing ${indexRanges(todo.map((e) => e.index))}` : 'nothing left to compute');
   if (outside.length > 0) parts.push(`the tables also include ${entriesLabel(outside)} recorded earlier`);
   console.error(`time-edit: ${parts.join('; ')}`);

@@ -51,11 +51,23 @@ export async function run(args: string[]): Promise<void> {
       args,
       allowPositionals: true,
       options: {
-        model: { type: 'string' }, seeds: { type: 'string' }, seed: { type: 'string' }, steps: { type: 'string' },
-        guidance: { type: 'string' }, 'negative-prompt': { type: 'string' }, scheduler: { type: 'string' },
-        height: { type: 'string' }, width: { type: 'string' }, batch: { type: 'string' }, out: { type: 'string' },
-        grid: { type: 'boolean' }, json: { type: 'boolean' }, device: { type: 'string' }, threads: { type: 'string' },
-        edit: { type: 'string' }, 'edit-mode': { type: 'string' },
+        model: { type: 'string' },
+        seeds: { type: 'string' },
+        seed: { type: 'string' },
+        steps: { type: 'string' },
+        guidance: { type: 'string' },
+        'negative-prompt': { type: 'string' },
+        scheduler: { type: 'string' },
+        height: { type: 'string' },
+        width: { type: 'string' },
+        batch: { type: 'string' },
+        out: { type: 'string' },
+        grid: { type: 'boolean' },
+        json: { type: 'boolean' },
+        device: { type: 'string' },
+        threads: { type: 'string' },
+        edit: { type: 'string' },
+        'edit-mode': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     },
@@ -79,7 +91,8 @@ export async function run(args: string[]): Promise<void> {
   const heightFlag = v.height === undefined ? undefined : parsePositiveInt(v.height, '--height', 1);
   const widthFlag = v.width === undefined ? undefined : parsePositiveInt(v.width, '--width', 1);
   const editMode = v['edit-mode'] ?? 'embedding';
-  if (editMode !== 'embedding' && editMode !== 'weights') throw new UsageError(`--edit-mode must be embedding or weights, got '${editMode}'`);
+  if (editMode !== 'embedding' && editMode !== 'weights')
+    throw new UsageError(`--edit-mode must be embedding or weights, got '${editMode}'`);
   if (v['edit-mode'] !== undefined && v.edit === undefined) throw new UsageError('--edit-mode needs --edit FILE');
   const outDir = resolve(v.out ?? 'out');
   try {
@@ -90,30 +103,53 @@ export async function run(args: string[]): Promise<void> {
 
   const pipeline = await loadPipeline(v.model, { device, threads });
   // Hook for TIME edits (lib/edit/context.ts): an edited pipeline and options carrying the edit.
-  const edited = v.edit === undefined ? undefined : await import('../../edit/context.js').then((m) => m.prepareEditFile(pipeline, resolve(v.edit!), editMode)).catch(async (err: unknown) => {
-    await pipeline.close();
-    throw err;
-  });
+  const edited =
+    v.edit === undefined
+      ? undefined
+      : await import('../../edit/context.js')
+          .then((m) => m.prepareEditFile(pipeline, resolve(v.edit!), editMode))
+          .catch(async (err: unknown) => {
+            await pipeline.close();
+            throw err;
+          });
   try {
     const height = heightFlag ?? pipeline.defaultSize;
     const width = widthFlag ?? pipeline.defaultSize;
     prompts.forEach((p, i) => {
-      if (pipeline.tokenizer.encode(p).truncated) console.error(`time-edit: warning: prompt ${i + 1} has more than ${pipeline.tokenizer.maxLength - 2} tokens and was truncated (as SD does)`);
+      if (pipeline.tokenizer.encode(p).truncated)
+        console.error(
+          `time-edit: warning: prompt ${i + 1} has more than ${pipeline.tokenizer.maxLength - 2} tokens and was truncated (as SD does)`,
+        );
     });
     const negative = v['negative-prompt'];
-    if (negative !== undefined && pipeline.tokenizer.encode(negative).truncated) console.error(`time-edit: warning: the negative prompt has more than ${pipeline.tokenizer.maxLength - 2} tokens and was truncated (as SD does)`);
+    if (negative !== undefined && pipeline.tokenizer.encode(negative).truncated)
+      console.error(
+        `time-edit: warning: the negative prompt has more than ${pipeline.tokenizer.maxLength - 2} tokens and was truncated (as SD does)`,
+      );
     const tty = process.stderr.isTTY === true;
     const t0 = performance.now();
     const genOptions: GenerateOptions = {
-      prompts, seeds, steps, guidance, height, width, scheduler, batchSize,
+      prompts,
+      seeds,
+      steps,
+      guidance,
+      height,
+      width,
+      scheduler,
+      batchSize,
       ...(v['negative-prompt'] !== undefined ? { negativePrompt: v['negative-prompt'] } : {}),
       onProgress: progressBar('UNet calls', { rate: true }),
     };
-    const images = edited === undefined ? await generate(pipeline, genOptions) : await generate(edited.pipeline, await edited.options(genOptions));
+    const images =
+      edited === undefined ? await generate(pipeline, genOptions) : await generate(edited.pipeline, await edited.options(genOptions));
     const seconds = (performance.now() - t0) / 1000;
     const meta: Record<string, string> = {
-      Software: 'time-edit generate', model: pipeline.dir, steps: String(steps), guidance: String(guidance),
-      scheduler: scheduler ?? String(pipeline.schedulerConfig._class_name ?? 'PNDMScheduler'), size: `${width}x${height}`,
+      Software: 'time-edit generate',
+      model: pipeline.dir,
+      steps: String(steps),
+      guidance: String(guidance),
+      scheduler: scheduler ?? String(pipeline.schedulerConfig._class_name ?? 'PNDMScheduler'),
+      size: `${width}x${height}`,
       ...(v['negative-prompt'] !== undefined ? { negative_prompt: v['negative-prompt'] } : {}),
       ...(v.edit !== undefined ? { edit: resolve(v.edit), edit_mode: editMode } : {}),
     };
@@ -123,21 +159,31 @@ export async function run(args: string[]): Promise<void> {
     if (v.grid === true) {
       grid = join(outDir, 'grid.png');
       await writePng(grid, makeGrid(images, seeds.length), {
-        ...meta, order: 'rows: prompts in the order given; columns: seeds in the order given',
-        prompts: JSON.stringify(prompts), seeds: JSON.stringify(seeds),
+        ...meta,
+        order: 'rows: prompts in the order given; columns: seeds in the order given',
+        prompts: JSON.stringify(prompts),
+        seeds: JSON.stringify(seeds),
       });
     } else {
       // All or nothing (as the usage says): every PNG is staged under a temporary name and only then are all
       // renamed into place; a failure (a full disk) removes the staged ones and any already renamed.
       const files = images.map((img) => ({ img, path: join(outDir, imageFileName(img)) }));
-      await writeFilesAtomic(files.map(({ img, path }) => ({ path, data: encodePng(img, { ...meta, prompt: img.prompt, seed: String(img.seed) }) })));
+      await writeFilesAtomic(
+        files.map(({ img, path }) => ({ path, data: encodePng(img, { ...meta, prompt: img.prompt, seed: String(img.seed) }) })),
+      );
       for (const { img, path } of files) written.push({ path, prompt: img.prompt, seed: img.seed });
     }
     if (v.json === true) {
       const order = grid !== null ? { rows: 'prompts in the order given', columns: 'seeds in the order given', prompts, seeds } : undefined;
-      console.log(JSON.stringify({ model: pipeline.dir, images: written, grid, gridOrder: order, width, height, steps, guidance, seconds }, null, 2));
+      console.log(
+        JSON.stringify({ model: pipeline.dir, images: written, grid, gridOrder: order, width, height, steps, guidance, seconds }, null, 2),
+      );
     } else if (tty || grid !== null) {
-      console.error(grid !== null ? `wrote ${grid} (${prompts.length} rows × ${seeds.length} columns: prompt × seed)` : `wrote ${written.length} images to ${outDir}`);
+      console.error(
+        grid !== null
+          ? `wrote ${grid} (${prompts.length} rows × ${seeds.length} columns: prompt × seed)`
+          : `wrote ${written.length} images to ${outDir}`,
+      );
     }
   } finally {
     await edited?.close();

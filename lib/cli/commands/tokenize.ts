@@ -1,4 +1,3 @@
-
 import { join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import { parseCommandLine } from '../flags.js';
@@ -28,7 +27,12 @@ export async function run(args: string[]): Promise<void> {
     {
       args,
       allowPositionals: true,
-      options: { model: { type: 'string' }, tokenizer: { type: 'string' }, tokens: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        model: { type: 'string' },
+        tokenizer: { type: 'string' },
+        tokens: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
     },
     usage,
   );
@@ -38,7 +42,10 @@ export async function run(args: string[]): Promise<void> {
     return;
   }
   if (values.model !== undefined && values.tokenizer !== undefined) throw new UsageError('give --model or --tokenizer, not both');
-  const dir = values.tokenizer !== undefined ? resolve(values.tokenizer) : join(values.model !== undefined ? resolve(values.model) : defaultModelDir, 'tokenizer');
+  const dir =
+    values.tokenizer !== undefined
+      ? resolve(values.tokenizer)
+      : join(values.model !== undefined ? resolve(values.model) : defaultModelDir, 'tokenizer');
   let prompts = positionals;
   if (prompts.length === 0) {
     if (process.stdin.isTTY) throw new UsageError(`no prompts given\n${usage}`);
@@ -49,9 +56,14 @@ export async function run(args: string[]): Promise<void> {
   const lines: string[] = [];
   prompts.forEach((p, i) => {
     const e = tok.encode(p);
-    if (e.truncated) console.error(`time-edit: warning: prompt ${i + 1} has more than ${tok.maxLength - 2} tokens and was truncated (as SD does)`);
+    if (e.truncated)
+      console.error(`time-edit: warning: prompt ${i + 1} has more than ${tok.maxLength - 2} tokens and was truncated (as SD does)`);
     const ids = Array.from(e.ids);
-    lines.push(values.tokens === true ? JSON.stringify({ ids, tokens: ids.map((id) => tok.tokenString(id)), truncated: e.truncated }) : JSON.stringify(ids));
+    lines.push(
+      values.tokens === true
+        ? JSON.stringify({ ids, tokens: ids.map((id) => tok.tokenString(id)), truncated: e.truncated })
+        : JSON.stringify(ids),
+    );
   });
   process.stdout.write(`${lines.join('\n')}\n`);
 }

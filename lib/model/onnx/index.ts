@@ -135,7 +135,8 @@ export function readFileSlice(path: string, offset: number, length: number | und
   try {
     const size = fstatSync(fd).size;
     const n = length ?? size - offset;
-    if (offset + n > size) throw new OnnxError(`external data file ${path} is ${size} bytes, a tensor needs bytes ${offset}..${offset + n}`);
+    if (offset + n > size)
+      throw new OnnxError(`external data file ${path} is ${size} bytes, a tensor needs bytes ${offset}..${offset + n}`);
     const out = new Uint8Array(n);
     let got = 0;
     while (got < n) {

@@ -30,7 +30,11 @@ function int64FromParts(lo: number, hi: number, signed: boolean): Int64 {
 
 export class Reader {
   pos: number;
-  constructor(readonly buf: Uint8Array, start = 0, readonly end = buf.length) {
+  constructor(
+    readonly buf: Uint8Array,
+    start = 0,
+    readonly end = buf.length,
+  ) {
     this.pos = start;
   }
 

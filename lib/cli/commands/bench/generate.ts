@@ -21,9 +21,18 @@ export async function run(args: string[]): Promise<void> {
     {
       args,
       options: {
-        model: { type: 'string' }, batch: { type: 'string' }, steps: { type: 'string' }, guidance: { type: 'string' },
-        size: { type: 'string' }, scheduler: { type: 'string' }, threads: { type: 'string' }, runs: { type: 'string' },
-        device: { type: 'string' }, json: { type: 'boolean' }, spinning: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        model: { type: 'string' },
+        batch: { type: 'string' },
+        steps: { type: 'string' },
+        guidance: { type: 'string' },
+        size: { type: 'string' },
+        scheduler: { type: 'string' },
+        threads: { type: 'string' },
+        runs: { type: 'string' },
+        device: { type: 'string' },
+        json: { type: 'boolean' },
+        spinning: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
       },
     },
     usage,
@@ -61,8 +70,16 @@ export async function run(args: string[]): Promise<void> {
       const workerMs = after.workerMs - before.workerMs;
       const hopMs = after.roundTripMs - before.roundTripMs - ortMs - workerMs;
       results.push({
-        images: batch, unetCalls: calls, unetRows: guidance > 1 ? 2 * batch : batch, totalMs, imagesPerSecond: batch / (totalMs / 1000),
-        ortMs, workerConversionMs: workerMs, threadHopMs: hopMs, outsideOrtMs: totalMs - ortMs, outsideOrtShare: (totalMs - ortMs) / totalMs,
+        images: batch,
+        unetCalls: calls,
+        unetRows: guidance > 1 ? 2 * batch : batch,
+        totalMs,
+        imagesPerSecond: batch / (totalMs / 1000),
+        ortMs,
+        workerConversionMs: workerMs,
+        threadHopMs: hopMs,
+        outsideOrtMs: totalMs - ortMs,
+        outsideOrtShare: (totalMs - ortMs) / totalMs,
       });
     }
     const best = results.reduce((a, b) => (b.totalMs < a.totalMs ? b : a));
@@ -71,7 +88,9 @@ export async function run(args: string[]): Promise<void> {
       console.log(JSON.stringify(report, null, 2));
       return;
     }
-    console.log(`model ${pipeline.dir} (${device}, ${threads} threads${spinning ? ', spinning' : ''}), ${size}×${size}, ${steps} ${scheduler} steps, guidance ${guidance}, batch ${batch}`);
+    console.log(
+      `model ${pipeline.dir} (${device}, ${threads} threads${spinning ? ', spinning' : ''}), ${size}×${size}, ${steps} ${scheduler} steps, guidance ${guidance}, batch ${batch}`,
+    );
     console.log(`load ${loadMs.toFixed(0)} ms`);
     for (const r of results) {
       console.log(

@@ -10,7 +10,14 @@ import { parseArgs } from 'node:util';
 import { UsageError } from '../../errors.js';
 import { FLAG_LIMITS } from '../../sampling-flags.js';
 import { writeFileAtomicSync } from '../../../fs/durable-file.js';
-import { backendFor, setSolverThreads, solverBackend, solverThreads, type BackendChoice, type BackendKind } from '../../../solver/backend.js';
+import {
+  backendFor,
+  setSolverThreads,
+  solverBackend,
+  solverThreads,
+  type BackendChoice,
+  type BackendKind,
+} from '../../../solver/backend.js';
 import { benchNative } from '../../../solver/bench.js';
 import { patchWeights, solveEdits, type EditInput } from '../../../solver/native.js';
 import { referenceG, referenceM, referenceRows, relativeError } from '../../../solver/reference.js';
@@ -133,7 +140,8 @@ export async function run(args: string[]): Promise<void> {
   const seed = positiveInt(v.seed, '--seed', 1);
   let backend: BackendChoice;
   if (v.backend !== undefined) {
-    if (!['cpu', 'cpu-portable', 'cuda'].includes(v.backend)) throw new UsageError(`--backend must be cpu, cpu-portable or cuda, got '${v.backend}'`);
+    if (!['cpu', 'cpu-portable', 'cuda'].includes(v.backend))
+      throw new UsageError(`--backend must be cpu, cpu-portable or cuda, got '${v.backend}'`);
     // A backend that is not available here is not a usage error: the work cannot be done (exit 1).
     backend = backendFor(v.backend, '--backend');
   } else {
@@ -150,7 +158,7 @@ export async function run(args: string[]): Promise<void> {
   const d = 768;
   const n = 77 * 4;
   const lambda = 0.1;
-  const layerRows = SD1_WIDTHS.flatMap((w) => [w, w]);  // K and V of each layer
+  const layerRows = SD1_WIDTHS.flatMap((w) => [w, w]); // K and V of each layer
   const R = layerRows.reduce((a, b) => a + b, 0);
   const rnd = normals(seed);
   // CLIP-like scale: entries ~ N(0, 1), i.e. row norms ≈ √768 ≈ 28; destinations move every row a little.
@@ -158,12 +166,14 @@ export async function run(args: string[]): Promise<void> {
   const Cs = rnd(new Float32Array(n * d), 0.3).map((x, i) => x + C[i]!);
   const edit: Required<Pick<EditInput, 'source' | 'destination' | 'lambda'>> = { source: C, destination: Cs, lambda };
 
-  console.log(`time-edit bench solve: backend ${backend.name}, BLAS threads ${solverThreads(cpuKind)}, ${cpus().length} CPUs ` +
-    `(load average ${loadavg()[0]!.toFixed(2)}; other processes share them: compare ratios from this run)`);
+  console.log(
+    `time-edit bench solve: backend ${backend.name}, BLAS threads ${solverThreads(cpuKind)}, ${cpus().length} CPUs ` +
+      `(load average ${loadavg()[0]!.toFixed(2)}; other processes share them: compare ratios from this run)`,
+  );
   if (solverThreads(cpuKind) > 1 && loadavg()[0]! >= 1) {
     console.log(`note: other processes keep the CPUs busy; multi-threaded BLAS can then be slower than --threads 1`);
   }
-  console.log(`shapes: d=${d}, n=${n}, λ=${lambda}, weights ${R} x ${d} (${(R * d * 4 / 1e6).toFixed(1)} MB, 32 matrices), seed ${seed}`);
+  console.log(`shapes: d=${d}, n=${n}, λ=${lambda}, weights ${R} x ${d} (${((R * d * 4) / 1e6).toFixed(1)} MB, 32 matrices), seed ${seed}`);
 
   // Peak memory of the patched solve, measured first so earlier work does not hide its high-water mark.
   const rssBefore = process.memoryUsage().rss;
@@ -194,13 +204,14 @@ export async function run(args: string[]): Promise<void> {
   const [denseEdit] = await solveEdits(d, [edit], { lowRank: false, dense: true, backend: kind });
   const M = denseEdit!.dense!;
   const floorOut = new Float32Array(R * d);
-  const floorFn = kind === 'cuda'
-    ? () => patchWeights(weights, { d, dense: M }, { out: floorOut, backend: 'cuda' })
-    : () => benchNative.sgemm(cpuKind, R, d, d, W, M, floorOut);
-  const [patchedT, floor] = await timeInterleaved(repeats, [
+  const floorFn =
+    kind === 'cuda'
+      ? () => patchWeights(weights, { d, dense: M }, { out: floorOut, backend: 'cuda' })
+      : () => benchNative.sgemm(cpuKind, R, d, d, W, M, floorOut);
+  const [patchedT, floor] = (await timeInterleaved(repeats, [
     () => solveEdits(d, [edit], { lowRank: false, weights, out: [{ patched }], backend: kind }),
     floorFn,
-  ]) as [Timing, Timing];
+  ])) as [Timing, Timing];
   console.log(row('(c) patched weights, all 32 matrices', patchedT));
   const batchEdits: EditInput[] = [{ ...edit }];
   for (let b = 1; b < batchSize; b++) {
@@ -217,10 +228,10 @@ export async function run(args: string[]): Promise<void> {
   console.log(row('(e) one SGEMM W·M (floor)', floor));
   const baselineOut = new Float32Array(R * d);
   // (f) interleaved with more runs of (c), so that the speed-up ratio compares runs under the same load.
-  const [baseline, patchedAlongside] = await timeInterleaved(baselineRepeats, [
+  const [baseline, patchedAlongside] = (await timeInterleaved(baselineRepeats, [
     () => benchNative.baseline(cpuKind, d, edit, W, layerRows, baselineOut),
     () => solveEdits(d, [edit], { lowRank: false, weights, out: [{ patched }], backend: kind }),
-  ]) as [Timing, Timing];
+  ])) as [Timing, Timing];
   console.log(row('(f) paper port: per-layer Gram + fp32 inverse x32', baseline));
 
   // Errors against the float64 reference (G and M in full; W' on rows sampled across all 32 matrices).
@@ -240,17 +251,19 @@ export async function run(args: string[]): Promise<void> {
 
   const patchedOverFloor = patchedT.medianMs / floor.medianMs;
   const baselineOverPatched = baseline.medianMs / patchedAlongside.medianMs;
-  console.log(`
+  console.log(
+    `
 ratios (medians, same run):
   (c) patched / (e) SGEMM floor           ${patchedOverFloor.toFixed(3)}x   (target ≤ 1.2x)
   (f) baseline / (c) patched              ${baselineOverPatched.toFixed(1)}x speed-up of the one-GEMM solve (interleaved runs)
   (a) low-rank edit                       ${fmt(lowRank.medianMs)} ms   (target ≤ 5 ms)
 relative Frobenius error vs float64 (target ≤ 1e-6 for W'):
   (a) G ${errors.lowRank.toExponential(2)}   (b) M ${errors.dense.toExponential(2)}   (c) W' ${errors.patched.toExponential(2)}   ` +
-    `(d) batch G ${errors.batch.toExponential(2)}
+      `(d) batch G ${errors.batch.toExponential(2)}
   (e) floor W·M(fp32) ${errors.floor.toExponential(2)}   (f) baseline W' ${errors.baseline.toExponential(2)} (float32 inverse)
 peak memory of the patched solve: ${(peakBytes / 1e6).toFixed(0)} MB RSS growth = ${peakMemoryRatio.toFixed(2)}x the weights ` +
-    `(${(weightBytes / 1e6).toFixed(1)} MB; includes W itself, W' and BLAS buffers; target ≤ 3x)`);
+      `(${(weightBytes / 1e6).toFixed(1)} MB; includes W itself, W' and BLAS buffers; target ≤ 3x)`,
+  );
 
   if (jsonPath !== undefined) {
     const report = {
