@@ -3,6 +3,7 @@
 // hang), so the missing folders are found first and created one by one, and any failure names the folder.
 import { mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { errorCode, FileError } from './file-error.js';
 
 function code(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
@@ -34,6 +35,9 @@ export function makeDirectory(path: string): void {
       }
     }
   } catch (err) {
-    throw new Error(`cannot create the folder ${target}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new FileError(`cannot create the folder ${target}: ${err instanceof Error ? err.message : String(err)}`, target, {
+      code: errorCode(err),
+      cause: err,
+    });
   }
 }

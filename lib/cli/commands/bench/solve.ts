@@ -10,14 +10,7 @@ import { parseArgs } from 'node:util';
 import { UsageError } from '../../errors.js';
 import { FLAG_LIMITS } from '../../sampling-flags.js';
 import { writeFileAtomicSync } from '../../../fs/durable-file.js';
-import {
-  backendFor,
-  setSolverThreads,
-  solverBackend,
-  solverThreads,
-  type BackendChoice,
-  type BackendKind,
-} from '../../../solver/backend.js';
+import { backendFor, setSolverThreads, solverBackend, solverThreads, type BackendChoice } from '../../../solver/backend.js';
 import { benchNative } from '../../../solver/bench.js';
 import { patchWeights, solveEdits, type EditInput } from '../../../solver/native.js';
 import { referenceG, referenceM, referenceRows, relativeError } from '../../../solver/reference.js';
@@ -108,7 +101,18 @@ const fmt = (ms: number): string => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.t
 const row = (label: string, t: Timing, extra = ''): string =>
   `  ${label.padEnd(44)} ${fmt(t.medianMs).padStart(8)} ${fmt(t.minMs).padStart(8)} ${fmt(t.maxMs).padStart(8)}   ${extra}`;
 
-export async function run(args: string[]): Promise<void> {
+interface BenchSettings {
+  repeats: number;
+  baselineRepeats: number;
+  batchSize: number;
+  seed: number;
+  backend: BackendChoice;
+  cpuKind: 'cpu' | 'cpu-portable';
+  jsonPath: string | undefined;
+}
+
+/** The flags, checked; undefined for --help. Sets the BLAS threads when --threads is given. */
+function parseFlags(args: string[]): BenchSettings | undefined {
   let parsed;
   try {
     parsed = parseArgs({
@@ -132,7 +136,7 @@ export async function run(args: string[]): Promise<void> {
   const v = parsed.values;
   if (v.help) {
     console.log(HELP);
-    return;
+    return undefined;
   }
   const repeats = positiveInt(v.repeats, '--repeats', 7);
   const baselineRepeats = positiveInt(v['baseline-repeats'], '--baseline-repeats', 3);
@@ -147,14 +151,27 @@ export async function run(args: string[]): Promise<void> {
   } else {
     backend = solverBackend();
   }
-  const kind: BackendKind = backend.kind;
-  const cpuKind = kind === 'cpu-portable' ? 'cpu-portable' : 'cpu';
+  const cpuKind = backend.kind === 'cpu-portable' ? 'cpu-portable' : 'cpu';
   if (v.threads !== undefined) setSolverThreads(positiveInt(v.threads, '--threads', 1), cpuKind);
   const jsonPath = v.json !== undefined ? resolve(v.json) : undefined;
   if (jsonPath !== undefined && !(existsSync(dirname(jsonPath)) && statSync(dirname(jsonPath)).isDirectory())) {
     throw new UsageError(`--json: folder ${dirname(jsonPath)} does not exist`);
   }
+  return { repeats, baselineRepeats, batchSize, seed, backend, cpuKind, jsonPath };
+}
 
+/** SD 1.x shapes and seeded data: one edit (C, C*) and the 32 stacked K/V weights. */
+interface Problem {
+  d: number;
+  n: number;
+  lambda: number;
+  layerRows: number[];
+  R: number;
+  rnd: (out: Float32Array, scale: number) => Float32Array;
+  edit: Required<Pick<EditInput, 'source' | 'destination' | 'lambda'>>;
+}
+
+function makeProblem(seed: number): Problem {
   const d = 768;
   const n = 77 * 4;
   const lambda = 0.1;
@@ -164,35 +181,43 @@ export async function run(args: string[]): Promise<void> {
   // CLIP-like scale: entries ~ N(0, 1), i.e. row norms ≈ √768 ≈ 28; destinations move every row a little.
   const C = rnd(new Float32Array(n * d), 1);
   const Cs = rnd(new Float32Array(n * d), 0.3).map((x, i) => x + C[i]!);
-  const edit: Required<Pick<EditInput, 'source' | 'destination' | 'lambda'>> = { source: C, destination: Cs, lambda };
+  return { d, n, lambda, layerRows, R, rnd, edit: { source: C, destination: Cs, lambda } };
+}
 
+function printHeader(s: BenchSettings, p: Problem): void {
   console.log(
-    `time-edit bench solve: backend ${backend.name}, BLAS threads ${solverThreads(cpuKind)}, ${cpus().length} CPUs ` +
+    `time-edit bench solve: backend ${s.backend.name}, BLAS threads ${solverThreads(s.cpuKind)}, ${cpus().length} CPUs ` +
       `(load average ${loadavg()[0]!.toFixed(2)}; other processes share them: compare ratios from this run)`,
   );
-  if (solverThreads(cpuKind) > 1 && loadavg()[0]! >= 1) {
+  if (solverThreads(s.cpuKind) > 1 && loadavg()[0]! >= 1) {
     console.log(`note: other processes keep the CPUs busy; multi-threaded BLAS can then be slower than --threads 1`);
   }
-  console.log(`shapes: d=${d}, n=${n}, λ=${lambda}, weights ${R} x ${d} (${((R * d * 4) / 1e6).toFixed(1)} MB, 32 matrices), seed ${seed}`);
+  console.log(
+    `shapes: d=${p.d}, n=${p.n}, λ=${p.lambda}, weights ${p.R} x ${p.d} (${((p.R * p.d * 4) / 1e6).toFixed(1)} MB, 32 matrices), seed ${s.seed}`,
+  );
+}
 
-  // Peak memory of the patched solve, measured first so earlier work does not hide its high-water mark.
+/** Peak memory of the patched solve, measured first so earlier work does not hide its high-water mark. */
+async function measurePatchedPeakMemory(p: Problem) {
   const rssBefore = process.memoryUsage().rss;
-  const W = rnd(new Float32Array(R * d), 0.03);
-  const weights = { data: W, rows: R };
-  const [first] = await solveEdits(d, [edit], { lowRank: false, weights });
+  const W = p.rnd(new Float32Array(p.R * p.d), 0.03);
+  const weights = { data: W, rows: p.R };
+  const [first] = await solveEdits(p.d, [p.edit], { lowRank: false, weights });
   const peakBytes = process.resourceUsage().maxRSS * 1024 - rssBefore;
-  const weightBytes = W.byteLength;
-  const peakMemoryRatio = peakBytes / weightBytes;
-  const patched = first!.patched!;
+  return { W, weights, patched: first!.patched!, peakBytes, weightBytes: W.byteLength, peakMemoryRatio: peakBytes / W.byteLength };
+}
 
-  console.log(`\n  ${'(median / min / max, ms)'.padEnd(44)} ${'median'.padStart(8)} ${'min'.padStart(8)} ${'max'.padStart(8)}`);
+/** (a) one edit in low-rank form, with reused and with fresh output arrays; (b) one edit as a dense M. */
+async function measureSingleEdit(s: BenchSettings, p: Problem) {
+  const { d, n, edit } = p;
+  const kind = s.backend.kind;
   // (a) and (b) write into reused output buffers (opts.out); (a) is also timed with fresh arrays, whose first
   // touch (page faults) is part of what a caller that does not reuse buffers pays. The two are timed one after
   // the other, not interleaved: the fresh arrays' allocations and page faults would otherwise evict the reused
   // buffers from the caches and bill (a) for the other variant's costs.
   const lowRankOut = { D: new Float32Array(n * d), G: new Float32Array(n * d) };
   // Millisecond calls get more samples: their medians over 7-21 calls were 5-15% above those over 60+ here.
-  const fastRepeats = Math.max(repeats, 60);
+  const fastRepeats = Math.max(s.repeats, 60);
   const lowRank = await timeIt(fastRepeats, () => solveEdits(d, [edit], { lowRank: true, backend: kind, out: [lowRankOut] }));
   const lowRankFresh = await timeIt(fastRepeats, () => solveEdits(d, [edit], { lowRank: true, backend: kind }));
   console.log(row('(a) one edit, low-rank form (D, G)', lowRank));
@@ -200,54 +225,89 @@ export async function run(args: string[]): Promise<void> {
   const denseOut = { dense: new Float32Array(d * d) };
   const dense = await timeIt(fastRepeats, () => solveEdits(d, [edit], { lowRank: false, dense: true, backend: kind, out: [denseOut] }));
   console.log(row('(b) one edit, dense M (768 x 768)', dense));
-  // (c) and (e) are timed interleaved (same background load); M for the floor comes from the solver itself.
+  return { lowRank, lowRankFresh, dense, lowRankOut };
+}
+
+/** (c) patched weights and (e) the SGEMM floor, interleaved (same background load); M comes from the solver. */
+async function measurePatchedAndFloor(s: BenchSettings, p: Problem, mem: Awaited<ReturnType<typeof measurePatchedPeakMemory>>) {
+  const { d, edit, R } = p;
+  const kind = s.backend.kind;
   const [denseEdit] = await solveEdits(d, [edit], { lowRank: false, dense: true, backend: kind });
   const M = denseEdit!.dense!;
   const floorOut = new Float32Array(R * d);
   const floorFn =
     kind === 'cuda'
-      ? () => patchWeights(weights, { d, dense: M }, { out: floorOut, backend: 'cuda' })
-      : () => benchNative.sgemm(cpuKind, R, d, d, W, M, floorOut);
-  const [patchedT, floor] = (await timeInterleaved(repeats, [
-    () => solveEdits(d, [edit], { lowRank: false, weights, out: [{ patched }], backend: kind }),
+      ? () => patchWeights(mem.weights, { d, dense: M }, { out: floorOut, backend: 'cuda' })
+      : () => benchNative.sgemm(s.cpuKind, R, d, d, mem.W, M, floorOut);
+  const [patchedT, floor] = (await timeInterleaved(s.repeats, [
+    () => solveEdits(d, [edit], { lowRank: false, weights: mem.weights, out: [{ patched: mem.patched }], backend: kind }),
     floorFn,
   ])) as [Timing, Timing];
   console.log(row('(c) patched weights, all 32 matrices', patchedT));
+  return { M, floorOut, patchedT, floor };
+}
+
+/** (d) a batch of edits in low-rank form (edits/s). */
+async function measureBatch(s: BenchSettings, p: Problem) {
+  const { d, n, edit, lambda, rnd } = p;
   const batchEdits: EditInput[] = [{ ...edit }];
-  for (let b = 1; b < batchSize; b++) {
+  for (let b = 1; b < s.batchSize; b++) {
     const src = rnd(new Float32Array(n * d), 1);
     batchEdits.push({ source: src, destination: rnd(new Float32Array(n * d), 0.3).map((x, i) => x + src[i]!), lambda });
   }
   let batchResult: Awaited<ReturnType<typeof solveEdits>> = [];
   const batchOut = batchEdits.map(() => ({ D: new Float32Array(n * d), G: new Float32Array(n * d) }));
-  const batch = await timeIt(repeats, async () => {
-    batchResult = await solveEdits(d, batchEdits, { lowRank: true, backend: kind, out: batchOut });
+  const batch = await timeIt(s.repeats, async () => {
+    batchResult = await solveEdits(d, batchEdits, { lowRank: true, backend: s.backend.kind, out: batchOut });
   });
-  const batchEditsPerSec = batchSize / (batch.medianMs / 1000);
-  console.log(row(`(d) batch of ${batchSize} edits, low-rank form`, batch, `${batchEditsPerSec.toFixed(0)} edits/s`));
-  console.log(row('(e) one SGEMM W·M (floor)', floor));
-  const baselineOut = new Float32Array(R * d);
-  // (f) interleaved with more runs of (c), so that the speed-up ratio compares runs under the same load.
-  const [baseline, patchedAlongside] = (await timeInterleaved(baselineRepeats, [
-    () => benchNative.baseline(cpuKind, d, edit, W, layerRows, baselineOut),
-    () => solveEdits(d, [edit], { lowRank: false, weights, out: [{ patched }], backend: kind }),
+  const batchEditsPerSec = s.batchSize / (batch.medianMs / 1000);
+  console.log(row(`(d) batch of ${s.batchSize} edits, low-rank form`, batch, `${batchEditsPerSec.toFixed(0)} edits/s`));
+  return { batch, batchEditsPerSec, firstG: batchResult[0]!.lowRank!.G };
+}
+
+/** (f) the paper's per-layer algorithm, interleaved with more runs of (c) so the speed-up compares runs under the same load. */
+async function measureBaseline(s: BenchSettings, p: Problem, mem: Awaited<ReturnType<typeof measurePatchedPeakMemory>>) {
+  const baselineOut = new Float32Array(p.R * p.d);
+  const [baseline, patchedAlongside] = (await timeInterleaved(s.baselineRepeats, [
+    () => benchNative.baseline(s.cpuKind, p.d, p.edit, mem.W, p.layerRows, baselineOut),
+    () => solveEdits(p.d, [p.edit], { lowRank: false, weights: mem.weights, out: [{ patched: mem.patched }], backend: s.backend.kind }),
   ])) as [Timing, Timing];
   console.log(row('(f) paper port: per-layer Gram + fp32 inverse x32', baseline));
+  return { baseline, patchedAlongside, baselineOut };
+}
+
+export async function run(args: string[]): Promise<void> {
+  const s = parseFlags(args);
+  if (s === undefined) return;
+  const p = makeProblem(s.seed);
+  const { d, n, lambda, R, layerRows } = p;
+  const C = p.edit.source;
+  const Cs = p.edit.destination;
+  printHeader(s, p);
+
+  const mem = await measurePatchedPeakMemory(p);
+  console.log(`\n  ${'(median / min / max, ms)'.padEnd(44)} ${'median'.padStart(8)} ${'min'.padStart(8)} ${'max'.padStart(8)}`);
+  const { lowRank, lowRankFresh, dense, lowRankOut } = await measureSingleEdit(s, p);
+  const { M, floorOut, patchedT, floor } = await measurePatchedAndFloor(s, p, mem);
+  const { batch, batchEditsPerSec, firstG } = await measureBatch(s, p);
+  console.log(row('(e) one SGEMM W·M (floor)', floor));
+  const { baseline, patchedAlongside, baselineOut } = await measureBaseline(s, p, mem);
 
   // Errors against the float64 reference (G and M in full; W' on rows sampled across all 32 matrices).
   const G64 = referenceG(C, n, d, lambda);
   const M64 = referenceM(C, Cs, G64, n, d);
   const sample = Array.from({ length: 128 }, (_, k) => Math.floor((k * R) / 128 + 37) % R);
-  const W64 = referenceRows(W, M64, d, sample);
+  const W64 = referenceRows(mem.W, M64, d, sample);
   const errors = {
     lowRank: relativeError(lowRankOut.G, G64),
     dense: relativeError(M, M64),
-    patched: relativeError(patched, W64, d, sample),
-    batch: relativeError(batchResult[0]!.lowRank!.G, G64),
+    patched: relativeError(mem.patched, W64, d, sample),
+    batch: relativeError(firstG, G64),
     floor: relativeError(floorOut, W64, d, sample),
     baseline: relativeError(baselineOut, W64, d, sample),
   };
   const maxRelErrorVsFloat64 = Math.max(errors.lowRank, errors.dense, errors.patched, errors.batch);
+  const { peakBytes, weightBytes, peakMemoryRatio } = mem;
 
   const patchedOverFloor = patchedT.medianMs / floor.medianMs;
   const baselineOverPatched = baseline.medianMs / patchedAlongside.medianMs;
@@ -265,9 +325,10 @@ peak memory of the patched solve: ${(peakBytes / 1e6).toFixed(0)} MB RSS growth 
       `(${(weightBytes / 1e6).toFixed(1)} MB; includes W itself, W' and BLAS buffers; target ≤ 3x)`,
   );
 
+  const jsonPath = s.jsonPath;
   if (jsonPath !== undefined) {
     const report = {
-      backend: backend.name,
+      backend: s.backend.name,
       lowRankMedianMs: lowRank.medianMs,
       lowRankFreshOutputsMedianMs: lowRankFresh.medianMs,
       denseMedianMs: dense.medianMs,
@@ -282,11 +343,11 @@ peak memory of the patched solve: ${(peakBytes / 1e6).toFixed(0)} MB RSS growth 
       peakMemoryRatio,
       peakMemoryBytes: peakBytes,
       weightBytes,
-      shapes: { d, n, lambda, rows: R, matrices: layerRows.length, batch: batchSize },
-      threads: solverThreads(cpuKind),
-      repeats,
-      baselineRepeats,
-      seed,
+      shapes: { d, n, lambda, rows: R, matrices: layerRows.length, batch: s.batchSize },
+      threads: solverThreads(s.cpuKind),
+      repeats: s.repeats,
+      baselineRepeats: s.baselineRepeats,
+      seed: s.seed,
       host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', loadAverage1m: loadavg()[0] },
       date: new Date().toISOString(),
     };
