@@ -43,7 +43,7 @@ export type {
   SolveOutputs,
   OutputOptions,
 } from './solver/native.js';
-export { availableBackends, solverBackend } from './solver/backend.js';
+export { availableBackends, solverBackend, solverThreads, setSolverThreads } from './solver/backend.js';
 export type { BackendKind, BackendChoice } from './solver/backend.js';
 
 // The errors the library throws on purpose.
@@ -54,3 +54,4 @@ export { AlignmentError } from './edit/align.js';
 export { SafetensorsError } from './edit/safetensors.js';
 export { CrossAttentionError } from './model/cross-attention.js';
 export { OnnxError, ProtobufError } from './model/onnx/index.js';
+export { FileError } from './fs/file-error.js';
