@@ -10,3 +10,13 @@ export function parseCommandLine<const T extends ParseArgsConfig>(config: T, usa
     throw new UsageError(`${(err as Error).message}\n${usage}`);
   }
 }
+
+/**
+ * True, after printing the usage text, when the command line asked for it (`--help`/`-h`): the command then
+ * returns without doing anything. Example: `if (helpRequested(parsed.values, usage)) return;`.
+ */
+export function helpRequested(values: { help?: boolean | undefined }, usage: string): boolean {
+  if (values.help !== true) return false;
+  console.log(usage);
+  return true;
+}

@@ -3,7 +3,7 @@
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
-import { parseCommandLine } from '../flags.js';
+import { helpRequested, parseCommandLine } from '../flags.js';
 import { makeGrid, scaleToAtLeast } from '../../image/grid.js';
 import { writePng } from '../../image/png.js';
 import { loadPipeline } from '../../model/pipeline.js';
@@ -119,10 +119,7 @@ export async function run(args: string[]): Promise<void> {
     usage,
   );
   const v = parsed.values;
-  if (v.help === true) {
-    console.log(usage);
-    return;
-  }
+  if (helpRequested(v, usage)) return;
   if (v['no-augment'] === true && v.augmentations !== undefined)
     throw new UsageError('--no-augment and --augmentations contradict each other: give one of them');
   const lambda = parseNumber(v.lambda, '--lambda', 0.1);

@@ -2,7 +2,7 @@
 import { rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { restate, UsageError } from '../errors.js';
-import { parseCommandLine } from '../flags.js';
+import { helpRequested, parseCommandLine } from '../flags.js';
 import { loadPipeline, defaultModelDir } from '../../model/pipeline.js';
 import { parseDevice, parseNumber, parsePositiveInt, parseSeeds, SAMPLING_OPTION_FLAGS } from '../sampling-flags.js';
 import { DEFAULT_AUGMENTATIONS } from '../../edit/augment.js';
@@ -107,10 +107,7 @@ export async function run(args: string[]): Promise<void> {
     usage,
   );
   const v = parsed.values;
-  if (v.help === true) {
-    console.log(usage);
-    return;
-  }
+  if (helpRequested(v, usage)) return;
   const restart = v.restart === true;
   const modelDir = resolve(v.model ?? defaultModelDir);
   const dataset = resolve(v.dataset ?? join(modelDir, 'toy_timed.csv'));

@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
-import { parseCommandLine } from '../flags.js';
+import { helpRequested, parseCommandLine } from '../flags.js';
 import { makeGrid } from '../../image/grid.js';
 import { encodePng, writePng } from '../../image/png.js';
 import { writeFilesAtomic } from '../../fs/durable-file.js';
@@ -74,10 +74,7 @@ export async function run(args: string[]): Promise<void> {
     usage,
   );
   const { values: v, positionals: prompts } = parsed;
-  if (v.help === true) {
-    console.log(usage);
-    return;
-  }
+  if (helpRequested(v, usage)) return;
   // Every flag is checked before the model loads, so bad input costs nothing and writes nothing.
   if (prompts.length === 0) throw new UsageError(`no prompts given\n${usage}`);
   if (v.seeds !== undefined && v.seed !== undefined) throw new UsageError('give --seeds or --seed, not both');

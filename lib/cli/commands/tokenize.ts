@@ -1,6 +1,6 @@
 import { join, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
-import { parseCommandLine } from '../flags.js';
+import { helpRequested, parseCommandLine } from '../flags.js';
 import { defaultModelDir } from '../../model/paths.js';
 import { ClipTokenizer } from '../../model/tokenizer.js';
 import { MAX_STDIN_BYTES, readStreamBounded } from '../../fs/bounded-read.js';
@@ -37,10 +37,7 @@ export async function run(args: string[]): Promise<void> {
     usage,
   );
   const { values, positionals } = parsed;
-  if (values.help === true) {
-    console.log(usage);
-    return;
-  }
+  if (helpRequested(values, usage)) return;
   if (values.model !== undefined && values.tokenizer !== undefined) throw new UsageError('give --model or --tokenizer, not both');
   const dir =
     values.tokenizer !== undefined

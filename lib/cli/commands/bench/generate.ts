@@ -1,6 +1,6 @@
 // `time-edit bench generate`: images/s of the sampling loop (the measured setting: embedded model, 64×64, 50 PNDM steps,
 // guidance 7.5, batch 8, cond+uncond in one UNet call) and the share of time spent outside onnxruntime.
-import { parseCommandLine } from '../../flags.js';
+import { helpRequested, parseCommandLine } from '../../flags.js';
 import { loadPipeline } from '../../../model/pipeline.js';
 import { generate } from '../../../sample/generate.js';
 import { parseDevice, parseNumber, parsePositiveInt, parseScheduler, SAMPLING_OPTION_FLAGS } from '../../sampling-flags.js';
@@ -38,10 +38,7 @@ export async function run(args: string[]): Promise<void> {
     usage,
   );
   const v = parsed.values;
-  if (v.help === true) {
-    console.log(usage);
-    return;
-  }
+  if (helpRequested(v, usage)) return;
   const batch = parsePositiveInt(v.batch, '--batch', 8);
   const steps = parsePositiveInt(v.steps, '--steps', 50);
   const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
