@@ -4,7 +4,7 @@
 
 // Loading a pipeline folder, and its tokenizer.
 export { loadPipeline, Pipeline, defaultModelDir } from './model/pipeline.js';
-export type { PipelineOptions, ModelSource, TimestepInput, Device, HostStats, ValueInfo } from './model/pipeline.js';
+export type { PipelineOptions, ModelSource, TimestepInput, Device, HostStats, ValueInfo, FolderModel } from './model/pipeline.js';
 export { ClipTokenizer } from './model/tokenizer.js';
 export type { Encoded } from './model/tokenizer.js';
 

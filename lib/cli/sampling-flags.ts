@@ -14,11 +14,13 @@ export const MAX_SEEDS = 100_000;
 /**
  * The largest value each numeric flag accepts (a flag not listed has no bound of its own beyond its parser's).
  * --steps: far above SD's 1000 training timesteps, which the schedulers enforce per model; --height/--width/--size:
- * image sides in pixels; --threads: the library's MAX_THREADS; --seeds (a count): MAX_SEEDS.
+ * image sides in pixels; --batch (generate) and --images-per-call (edit's name for it, whose --batch is a file of
+ * edits): images per UNet call; --threads: the library's MAX_THREADS; --seeds (a count): MAX_SEEDS.
  */
 export const FLAG_LIMITS: Readonly<Record<string, number>> = {
   '--steps': 10_000,
   '--batch': 1024,
+  '--images-per-call': 1024,
   '--threads': MAX_THREADS,
   '--height': 16_384,
   '--width': 16_384,

@@ -16,10 +16,11 @@ import {
   validateSchedulerConfig,
   type SchedulerConfig,
 } from './configs.js';
+import { graphInterface } from './graph-interface.js';
 import { defaultModelDir } from './paths.js';
 import { SessionHost, type HostStats } from './session-host.js';
 import { ClipTokenizer } from './tokenizer.js';
-import type { Device, Feed, ModelSource, SessionInfo, ValueInfo } from './worker-protocol.js';
+import type { Device, Feed, ModelSource, SessionConfig, SessionInfo, ValueInfo } from './worker-protocol.js';
 
 export type { Device, Feed, ModelSource, ValueInfo } from './worker-protocol.js';
 export type { HostStats } from './session-host.js';
@@ -48,9 +49,25 @@ export interface TimestepInput {
   form: 'scalar' | 'one' | 'batch';
 }
 
+/** The folder's three models, in the order their sessions were created before they were created on first use. */
+export type FolderModel = 'text_encoder' | 'unet' | 'vae_decoder';
+
+/**
+ * One of the folder's sessions. It is created the first time it is run, unless its graph could not tell its
+ * inputs and outputs (lib/model/graph-interface.ts), in which case it was created at load to ask onnxruntime.
+ */
+interface FolderSession {
+  model: FolderModel;
+  key: string;
+  path: string;
+  ready: Promise<void> | null;
+}
+
 interface UnetInfo {
   path: string;
   key: string;
+  /** the folder's own UNet, created on first use; undefined for a withUnet() copy (created by withUnet) */
+  session?: FolderSession;
   outputName: string;
   timestep: TimestepInput;
   /** inputs beyond sample/timestep/encoder_hidden_states (e.g. an edit's separate V conditioning) */
@@ -63,11 +80,14 @@ interface Shared {
   device: Device;
   threads: number | undefined;
   spinning: boolean;
+  sessionConfig: SessionConfig;
+  /** the folder models whose session exists, in creation order */
+  created: FolderModel[];
   tokenizer: ClipTokenizer;
-  textKey: string;
+  text: FolderSession;
   textInfo: SessionInfo;
   textOutput: string;
-  vaeKey: string;
+  vae: FolderSession;
   vaeOutput: string;
   vaeBatch: number | null;
   textWidth: number;
@@ -160,6 +180,11 @@ function fmtInputs(info: SessionInfo): string {
 function lastDim(v: ValueInfo | undefined): number | null {
   const d = v?.shape[v.shape.length - 1];
   return typeof d === 'number' && d > 0 ? d : null;
+}
+
+/** The text encoder's hidden-state output: last_hidden_state, else its first output. */
+function textOutputOf(info: SessionInfo): ValueInfo | undefined {
+  return info.outputs.find((o) => o.name === 'last_hidden_state') ?? info.outputs[0];
 }
 
 function checkUnet(info: SessionInfo, label: string, allowExtra: boolean): Omit<UnetInfo, 'path' | 'key'> {
@@ -269,6 +294,16 @@ export class Pipeline {
   get stats(): HostStats {
     return { ...this.shared.host.stats };
   }
+  /**
+   * The folder models (text_encoder, unet, vae_decoder) whose onnxruntime session has been created so far, in
+   * creation order. Sessions are created on first use, so `edit --batch` (text encoder only) never pays for the
+   * UNet's or the VAE's; a withUnet() copy's own UNet session is not listed. Read-only: a copy of the list.
+   * Example: `const p = await loadPipeline(); await p.encodePrompts(['a']); p.sessionsCreated()` →
+   * `['text_encoder']` (the UNet and the VAE have none until generate runs them).
+   */
+  sessionsCreated(): FolderModel[] {
+    return [...this.shared.created];
+  }
   /** the worker that runs this pipeline's sessions (shared by withUnet() copies) */
   get host(): SessionHost {
     return this.shared.host;
@@ -336,13 +371,26 @@ export class Pipeline {
 
     const host = new SessionHost();
     try {
-      const config = { device, threads: opts.threads, spinning: opts.spinning === true };
-      const textKey = host.newKey('text_encoder');
-      const unetKey = host.newKey('unet');
-      const vaeKey = host.newKey('vae_decoder');
-      const textInfo = await host.load(textKey, { path: join(root, 'text_encoder', 'model.onnx') }, config, 'text_encoder/model.onnx');
-      const unetInfo = await host.load(unetKey, { path: unetPath }, config, 'unet/model.onnx');
-      const vaeInfo = await host.load(vaeKey, { path: join(root, 'vae_decoder', 'model.onnx') }, config, 'vae_decoder/model.onnx');
+      const config: SessionConfig = { device, threads: opts.threads, spinning: opts.spinning === true };
+      const created: FolderModel[] = [];
+      // The graphs' inputs and outputs are checked now, so that a bad folder fails before any work; the sessions
+      // themselves wait for their first run (ensureSession). A graph that cannot tell gets its session now.
+      const describeModel = async (model: FolderModel): Promise<{ info: SessionInfo; session: FolderSession }> => {
+        const path = join(root, model, 'model.onnx');
+        const session: FolderSession = { model, key: host.newKey(model), path, ready: null };
+        const fromGraph = await graphInterface(path);
+        // The text encoder's output width is checked against the UNet's: a width the graph only names is one
+        // that onnxruntime's shape inference may know, so that session is asked now.
+        const widthUnknown = model === 'text_encoder' && fromGraph !== null && lastDim(textOutputOf(fromGraph)) === null;
+        if (fromGraph !== null && !widthUnknown) return { info: fromGraph, session };
+        const info = await host.load(session.key, { path }, config, `${model}/model.onnx`);
+        created.push(model);
+        session.ready = Promise.resolve();
+        return { info, session };
+      };
+      const { info: textInfo, session: text } = await describeModel('text_encoder');
+      const { info: unetInfo, session: unetSession } = await describeModel('unet');
+      const { info: vaeInfo, session: vae } = await describeModel('vae_decoder');
 
       const ids = textInfo.inputs.find((i) => i.name === 'input_ids');
       if (ids === undefined || textInfo.inputs.length !== 1)
@@ -352,7 +400,7 @@ export class Pipeline {
         );
       if (ids.type !== 'int32' && ids.type !== 'int64')
         throw new ModelError('text_encoder/model.onnx', `text_encoder/model.onnx: input_ids has type ${ids.type}, expected int32 or int64`);
-      const textOut = textInfo.outputs.find((o) => o.name === 'last_hidden_state') ?? textInfo.outputs[0];
+      const textOut = textOutputOf(textInfo);
       if (textOut === undefined) throw new ModelError('text_encoder/model.onnx', 'text_encoder/model.onnx has no outputs');
       const unet = checkUnet(unetInfo, 'unet/model.onnx', false);
       const latent = vaeInfo.inputs.find((i) => i.name === 'latent_sample');
@@ -398,13 +446,15 @@ export class Pipeline {
         device,
         threads: opts.threads,
         spinning: opts.spinning === true,
+        sessionConfig: config,
+        created,
         tokenizer,
-        textKey,
+        text,
         textInfo,
         textOutput: textOut.name,
         // fp16 VAE decoders are run one latent at a time, as diffusers' ONNX pipeline does ("strange result for
         // half-precision vae decoder if batchsize>1").
-        vaeKey,
+        vae,
         vaeOutput: vaeOut.name,
         vaeBatch: typeof vb === 'number' && vb > 0 ? vb : latent.type === 'float16' ? 1 : null,
         textWidth: textW ?? unetW ?? 0,
@@ -415,7 +465,7 @@ export class Pipeline {
         sizeMultiple,
         defaultSize,
       };
-      const pipeline = new Pipeline(shared, { ...unet, path: unetPath, key: unetKey }, true);
+      const pipeline = new Pipeline(shared, { ...unet, path: unetPath, key: unetSession.key, session: unetSession }, true);
       if (shared.textWidth === 0) {
         // Neither graph declares d: one encode tells it.
         const e = await pipeline.encodePrompts(['']);
@@ -443,7 +493,8 @@ export class Pipeline {
         if (typeof p !== 'string') throw new InputError('prompts', `prompt ${i + k} is not a string`, { received: p });
         ids.set(this.tokenizer.encode(p).ids, k * L);
       });
-      const r = await this.shared.host.run(this.shared.textKey, { input_ids: { dims: [chunk, L], data: ids } }, [ids.buffer]);
+      await ensureSession(this.shared, this.shared.text);
+      const r = await this.shared.host.run(this.shared.text.key, { input_ids: { dims: [chunk, L], data: ids } }, [ids.buffer]);
       const out = r.outputs[this.shared.textOutput]!;
       if (out.dims.length !== 3 || out.dims[0] !== chunk || out.dims[1] !== L)
         throw new Error(`text encoder returned shape [${out.dims.join(',')}], expected [${chunk},${L},d]`);
@@ -486,6 +537,7 @@ export class Pipeline {
       f.transferSample === true && f.sample.byteOffset === 0 && f.sample.byteLength === f.sample.buffer.byteLength
         ? [f.sample.buffer as ArrayBuffer]
         : [];
+    if (this.unet.session !== undefined) await ensureSession(this.shared, this.unet.session);
     try {
       const r = await this.shared.host.run(this.unet.key, feeds, transfer);
       return r.outputs[this.unet.outputName]!.data;
@@ -511,7 +563,8 @@ export class Pipeline {
       const k = Math.min(chunk, n - i);
       const data = new Float32Array(chunk * per);
       data.set(latents.subarray(i * per, (i + k) * per));
-      const r = await this.shared.host.run(this.shared.vaeKey, { latent_sample: { dims: [chunk, c, h, w], data } }, [data.buffer]);
+      await ensureSession(this.shared, this.shared.vae);
+      const r = await this.shared.host.run(this.shared.vae.key, { latent_sample: { dims: [chunk, c, h, w], data } }, [data.buffer]);
       const o = r.outputs[this.shared.vaeOutput]!;
       outDims = o.dims;
       const imgPer = o.data.length / chunk;
@@ -568,6 +621,14 @@ export class Pipeline {
     if (this.ownsHost) await this.shared.host.close();
     else await this.shared.host.release(this.unet.key).catch(() => undefined);
   }
+}
+
+/** Creates a folder session the first time it is needed; concurrent first uses share one creation. */
+function ensureSession(shared: Shared, s: FolderSession): Promise<void> {
+  s.ready ??= shared.host.load(s.key, { path: s.path }, shared.sessionConfig, `${s.model}/model.onnx`).then(() => {
+    shared.created.push(s.model);
+  });
+  return s.ready;
 }
 
 /**

@@ -8,7 +8,8 @@ import { makeGrid, scaleToAtLeast } from '../../image/grid.js';
 import { writePng } from '../../image/png.js';
 import { loadPipeline } from '../../model/pipeline.js';
 import { generate } from '../../sample/generate.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseSeeds, SAMPLING_OPTION_FLAGS } from '../sampling-flags.js';
+import { parseDevice, parseNumber, parsePositiveInt, parseScheduler, parseSeeds, SAMPLING_OPTION_FLAGS } from '../sampling-flags.js';
+import { schedulerNames } from '../../sample/schedulers.js';
 import { DEFAULT_AUGMENTATIONS } from '../../edit/augment.js';
 import { chainEdits, type Edit } from '../../edit/edit.js';
 import { saveEdit } from '../../edit/edit-file.js';
@@ -20,7 +21,7 @@ import { makeDirectory } from '../../fs/make-directory.js';
 import { progressBar } from '../progress.js';
 
 /** This command's flags for the library options it sets, so that the library's messages name the flag. */
-export const optionFlags = SAMPLING_OPTION_FLAGS;
+export const optionFlags = { ...SAMPLING_OPTION_FLAGS, height: '--height', width: '--width', batchSize: '--images-per-call' };
 
 export const summary = 'TIME edit: --source "a circle" --dest "a purple circle" → edit file + before/after grid';
 
@@ -48,6 +49,10 @@ const usage = `usage: time-edit edit --source TEXT --dest TEXT [options]
   --out DIR               output folder (default out): edit.safetensors, before-after.png
   --model PATH            SD 1.x ONNX pipeline folder (default: the embedded toy-shapes model)
   --steps N --guidance G  sampling for the grid (default 50, 7.5)
+  --scheduler NAME        ${schedulerNames.join(' | ')} (default: the model's scheduler_config.json)
+  --height H --width W    grid image size in pixels, multiples of the VAE factor (default: the model's native size)
+  --images-per-call N     images per UNet call for the grid (default 8; generate calls this --batch, which here
+                          is the JSONL batch of edits)
   --device cpu|cuda --threads N
   --json                  print a JSON summary on stdout
 
@@ -55,7 +60,8 @@ Grid layout: for each prompt, one row before and one row after the edit; one col
 With --batch, each line gives its own source and destination; --lambda, --only-v, --no-augment, --augmentations
 and --preserve are defaults for the lines that do not set that field ("lambda", "onlyV", "augmentations",
 "preserve"); --model, --device, --threads, --out, --json apply to the run; --no-grid is accepted (a batch draws
-no grid); --pair, --on, --prompt, --seeds, --grid-scale, --mode, --steps, --guidance, --export and --force are refused.
+no grid); --pair, --on, --prompt, --seeds, --grid-scale, --mode, --steps, --guidance, --scheduler, --height, --width,
+--images-per-call, --export and --force are refused.
 example: time-edit edit --source "a circle" --dest "a purple circle" --seeds 0-7 --out out/`;
 
 /** The smallest side, in pixels, an image of the before/after grid is enlarged to unless --grid-scale says otherwise. */
@@ -72,6 +78,10 @@ const NOT_WITH_BATCH: Record<string, string> = {
   'grid-scale': 'a batch draws no before/after grid',
   mode: 'a batch draws no before/after grid',
   steps: 'a batch draws no before/after grid',
+  scheduler: 'a batch draws no before/after grid',
+  height: 'a batch draws no before/after grid',
+  width: 'a batch draws no before/after grid',
+  'images-per-call': 'a batch draws no before/after grid',
   guidance: 'a batch draws no before/after grid',
   export: 'a batch exports no edited pipeline',
   force: 'a batch exports no edited pipeline',
@@ -109,6 +119,10 @@ export async function run(args: string[]): Promise<void> {
         model: { type: 'string' },
         steps: { type: 'string' },
         guidance: { type: 'string' },
+        scheduler: { type: 'string' },
+        height: { type: 'string' },
+        width: { type: 'string' },
+        'images-per-call': { type: 'string' },
         device: { type: 'string' },
         threads: { type: 'string' },
         json: { type: 'boolean' },
@@ -174,6 +188,12 @@ export async function run(args: string[]): Promise<void> {
   const seeds = parseSeeds(v.seeds ?? '0-7');
   const steps = parsePositiveInt(v.steps, '--steps', 50);
   const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
+  // Parsed and bounded as generate parses its --scheduler, --height, --width and --batch (FLAG_LIMITS); unset
+  // flags are not passed on, so the grid is sampled exactly as before they existed.
+  const scheduler = parseScheduler(v.scheduler);
+  const batchSize = v['images-per-call'] === undefined ? undefined : parsePositiveInt(v['images-per-call'], '--images-per-call', 8);
+  const heightFlag = v.height === undefined ? undefined : parsePositiveInt(v.height, '--height', 1);
+  const widthFlag = v.width === undefined ? undefined : parsePositiveInt(v.width, '--width', 1);
   const gridScale = v['grid-scale'] === undefined ? undefined : parsePositiveInt(v['grid-scale'], '--grid-scale', 1);
   const mode = (v.mode ?? 'embedding') as ApplyMode;
   if (mode !== 'embedding' && mode !== 'weights') throw new UsageError(`--mode must be embedding or weights, got '${v.mode}'`);
@@ -216,9 +236,19 @@ export async function run(args: string[]): Promise<void> {
     let gridPath: string | null = null;
     const prompts = v.prompt ?? [v.source];
     if (v['no-grid'] !== true) {
-      const size = pipeline.defaultSize;
+      const height = heightFlag ?? pipeline.defaultSize;
+      const width = widthFlag ?? pipeline.defaultSize;
       const bar = (label: string) => (v.json === true ? undefined : progressBar('UNet calls', { label }));
-      const base = { prompts, seeds, steps, guidance, height: size, width: size };
+      const base = {
+        prompts,
+        seeds,
+        steps,
+        guidance,
+        height,
+        width,
+        ...(scheduler !== undefined ? { scheduler } : {}),
+        ...(batchSize !== undefined ? { batchSize } : {}),
+      };
       const before = await generate(pipeline, { ...base, onProgress: bar('before') });
       const edited = await prepareEditedGeneration(ctx, edit, mode);
       let after;
@@ -234,7 +264,7 @@ export async function run(args: string[]): Promise<void> {
       gridPath = join(outDir, 'before-after.png');
       // Small models' images (32×32 for the embedded one) are enlarged so the picture can be seen; whole factors
       // and nearest neighbour keep every pixel's colour exact.
-      await writePng(gridPath, makeGrid(rows, seeds.length, { scale: gridScale ?? scaleToAtLeast(size, MIN_GRID_CELL) }));
+      await writePng(gridPath, makeGrid(rows, seeds.length, { scale: gridScale ?? scaleToAtLeast(width, MIN_GRID_CELL) }));
       if (v.json !== true) console.error(`wrote ${gridPath} (${prompts.length} prompt(s) × [before, after] rows × ${seeds.length} seeds)`);
     }
     if (exportDir !== undefined) {
