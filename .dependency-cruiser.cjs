@@ -1,14 +1,16 @@
 // The layer rule of docs/architecture.md, checked by dependency-cruiser in `npm test` (scripts/lint.js):
-// cli → eval → edit → sample, solver → model, image → fs → errors.ts. A module may import its own layer and the ones
+// cli → queue → eval → edit → sample, solver, checkpoint → model, image → fs → errors.ts. A module may import its own layer and the ones
 // below it; nothing points up, and there are no cycles. See https://github.com/sverweij/dependency-cruiser.
 /** Each layer with the folders it must never import (everything above it). */
 const layers = [
-  { name: 'eval', path: '^lib/eval/', above: ['cli'] },
-  { name: 'edit', path: '^lib/edit/', above: ['cli', 'eval'] },
-  { name: 'sample', path: '^lib/sample/', above: ['cli', 'eval', 'edit', 'solver'] },
-  { name: 'solver', path: '^lib/solver/', above: ['cli', 'eval', 'edit', 'sample'] },
-  { name: 'model', path: '^lib/model/', above: ['cli', 'eval', 'edit', 'sample', 'solver'] },
-  { name: 'image', path: '^lib/image/', above: ['cli', 'eval', 'edit', 'sample', 'solver', 'model'] },
+  { name: 'queue', path: '^lib/queue/', above: ['cli'] },
+  { name: 'eval', path: '^lib/eval/', above: ['cli', 'queue'] },
+  { name: 'edit', path: '^lib/edit/', above: ['cli', 'queue', 'eval'] },
+  { name: 'sample', path: '^lib/sample/', above: ['cli', 'queue', 'eval', 'edit', 'solver', 'checkpoint'] },
+  { name: 'solver', path: '^lib/solver/', above: ['cli', 'queue', 'eval', 'edit', 'sample', 'checkpoint'] },
+  { name: 'checkpoint', path: '^lib/checkpoint/', above: ['cli', 'queue', 'eval', 'edit', 'sample', 'solver'] },
+  { name: 'model', path: '^lib/model/', above: ['cli', 'queue', 'eval', 'edit', 'sample', 'solver', 'checkpoint'] },
+  { name: 'image', path: '^lib/image/', above: ['cli', 'queue', 'eval', 'edit', 'sample', 'solver', 'checkpoint', 'model'] },
 ];
 const folder = (names) => `^lib/(${names.join('|')})/`;
 
