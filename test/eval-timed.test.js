@@ -132,5 +132,8 @@ test('the real TIMED files (../shared): the three edit sets parse fully, the gen
       assert.equal(e.negatives.length, 5);
     }
   }
-  await assert.rejects(readTimedDataset(join(dir, 'TIMED_gender_test_set.csv')), /is the TIMED gender set .*not implemented/);
+  await assert.rejects(
+    readTimedDataset(join(dir, 'TIMED_gender_test_set.csv')),
+    /is the TIMED gender set .*the gender-ratio protocol is `time-edit eval debias FILE`/,
+  );
 });

@@ -55,7 +55,11 @@ test('exit 2: the command line is wrong', () => {
   try {
     const out = join(dir, 'out');
     // Unknown command; unknown flag (the command's usage text follows the line).
-    assertFailure(run(['frobnicate']), 2, /^time-edit: unknown command 'frobnicate'; commands: generate, tokenize, edit, eval, bench$/);
+    assertFailure(
+      run(['frobnicate']),
+      2,
+      /^time-edit: unknown command 'frobnicate'; commands: generate, tokenize, edit, eval, bench, worker, queue$/,
+    );
     assertFailure(run(['generate', 'a circle', '--bogus', '--out', out]), 2, /Unknown option '--bogus'/, { more: true });
     // A malformed flag value, checked by the CLI.
     assertFailure(

@@ -17,6 +17,8 @@ const commands: Record<string, () => Promise<CommandModule>> = {
   edit: () => import('./commands/edit.js'),
   eval: () => import('./commands/eval.js'),
   bench: () => import('./commands/bench/index.js'),
+  worker: () => import('./commands/worker.js'),
+  queue: () => import('./commands/queue.js'),
 };
 
 async function printHelp(): Promise<void> {

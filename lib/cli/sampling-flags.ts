@@ -5,6 +5,7 @@
 // above any useful value; the model and the machine may refuse smaller ones (steps above the scheduler's
 // num_train_timesteps, an image whose memory estimate exceeds the machine's, see lib/sample/generate.ts).
 import { UsageError, type OptionFlags } from './errors.js';
+import { MemoryBudgetError } from '../sample/generate.js';
 import { MAX_THREADS } from '../model/pipeline.js';
 import { parseSchedulerName, type SchedulerName } from '../sample/schedulers.js';
 
@@ -33,6 +34,8 @@ export const FLAG_LIMITS: Readonly<Record<string, number>> = {
   '--end': 1_000_000_000,
   '--guidance': 1000,
   '--lambda': 1_000_000,
+  '--max-memory': 1_000_000,
+  '--attention-slices': 64,
 };
 
 /** GenerateOptions / PipelineOptions names → the flags that set them in every command that has those flags. */
@@ -110,4 +113,25 @@ export function parseDevice(text: string | undefined): 'cpu' | 'cuda' {
 
 export function parseScheduler(text: string | undefined): SchedulerName | undefined {
   return text === undefined ? undefined : parseSchedulerName(text);
+}
+
+/**
+ * --max-memory GB (decimal gigabytes, > 0) as bytes for GenerateOptions.maxMemoryBytes; undefined when not given
+ * (the library's default budget, lib/sample/memory-plan.ts defaultMemoryBudget).
+ * Example: `parseMaxMemory('2.5')` → 2500000000; `parseMaxMemory('0')` throws "--max-memory must be > 0 …".
+ */
+export function parseMaxMemory(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const gb = parseNumber(text, '--max-memory', 0, 0);
+  if (!(gb > 0)) throw new UsageError(`--max-memory must be > 0 (gigabytes), got '${text}'`);
+  return Math.round(gb * 1e9);
+}
+
+/**
+ * A run refused by its memory plan, restated with the flag that sets the budget (the library names its option
+ * maxMemoryBytes); anything else as it is. Example: `catch (err) { throw inTermsOfMemoryFlag(err) }`.
+ */
+export function inTermsOfMemoryFlag(err: unknown): unknown {
+  if (!(err instanceof MemoryBudgetError)) return err;
+  return new UsageError(err.message.replaceAll('maxMemoryBytes', '--max-memory'));
 }

@@ -1,7 +1,9 @@
 // Applying an Edit to a UNet, three ways that give the same outputs:
 //  - embedding mode: the UNet is untouched; every conditioning it receives (the unconditional one included) is
 //    replaced by E·Mᵀ. When some step edits V only, the graph is rewritten once so the V projections read a
-//    second input `encoder_hidden_states_v` (E·M_vᵀ) while K keeps reading `encoder_hidden_states` (E·M_kᵀ);
+//    second input `encoder_hidden_states_v` (E·M_vᵀ) while K keeps reading `encoder_hidden_states` (E·M_kᵀ)
+//    (a K-only step the same way round). When some step edits only some layers, each group of projections edited
+//    by the same steps reads its own input instead (routeConditioningUnet), and unedited ones read E itself;
 //  - weights mode: the K/V initializers are replaced by W·M (a patched copy of the graph, run from memory);
 //  - export: the patched UNet written to a new pipeline folder, everything else linked or copied.
 import {
@@ -31,7 +33,15 @@ import {
   type ModelProto,
   type TensorProto,
 } from '../model/onnx/index.js';
-import { type Edit, EditError, needsSplitConditioning, stepEdits, transformRows, transformWeightRows } from './edit.js';
+import {
+  type Edit,
+  EditError,
+  needsSplitConditioning,
+  stepEdits,
+  transformRows,
+  transformRowsBySteps,
+  transformWeightRows,
+} from './edit.js';
 import { makeDirectory } from '../fs/make-directory.js';
 import { addonAvailable, backendFor, trySolverBackend, type BackendKind } from '../solver/backend.js';
 import { patchWeights } from '../solver/native.js';
@@ -100,11 +110,11 @@ function patchPerProjection(unet: LoadedModel, map: CrossAttentionMap, edit: Edi
   const inits = initializerMap(model);
   for (const layer of map.layers)
     for (const p of [layer.k, layer.v]) {
-      if (!edit.steps.some((s) => stepEdits(s, p.kind))) continue;
+      if (!edit.steps.some((s) => stepEdits(s, p.kind, layer.index))) continue;
       const t = inits.get(p.initializer);
       if (t === undefined) throw new EditError(`initializer ${p.initializer} vanished from the UNet`);
       const w = transpose(tensorToFloat32(t, unet.dir), p.inputWidth, p.width); // → [out, d]
-      setTensorFloat32(t, transpose(transformWeightRows(edit, w, p.kind), p.width, p.inputWidth));
+      setTensorFloat32(t, transpose(transformWeightRows(edit, w, p.kind, layer.index), p.width, p.inputWidth));
     }
   return model;
 }
@@ -126,11 +136,19 @@ async function patchStacked(unet: LoadedModel, map: CrossAttentionMap, edit: Edi
       at += p.width * p.inputWidth;
     }
     for (const st of steps) {
-      stacked = await patchWeights(
-        { data: stacked, rows: rowsPerPath },
-        { d: edit.d, lowRank: { D: st.D, G: st.G, rows: st.rows } },
-        { backend },
-      );
+      const lowRank = { d: edit.d, lowRank: { D: st.D, G: st.G, rows: st.rows } };
+      if (st.layers === undefined) {
+        stacked = await patchWeights({ data: stacked, rows: rowsPerPath }, lowRank, { backend });
+        continue;
+      }
+      // A step that edits a layer subset: only those layers' rows are patched, the others keep their bits.
+      let off = 0;
+      for (const [i, p] of projections.entries()) {
+        const size = p.width * p.inputWidth;
+        if (st.layers.includes(map.layers[i]!.index))
+          stacked.set(await patchWeights({ data: stacked.slice(off, off + size), rows: p.width }, lowRank, { backend }), off);
+        off += size;
+      }
     }
     at = 0;
     for (const p of projections) {
@@ -143,25 +161,96 @@ async function patchStacked(unet: LoadedModel, map: CrossAttentionMap, edit: Edi
 
 /** A copy of the UNet whose V projections read a separate input `encoder_hidden_states_v` (same type). */
 export function splitConditioningUnet(unet: LoadedModel, map: CrossAttentionMap): ModelProto {
+  return rewireConditioning(
+    unet,
+    map,
+    map.layers.map((l) => ({ node: l.v.nodeIndex, input: V_INPUT })),
+    () => '__v',
+  );
+}
+
+/**
+ * One group of K/V projections that reads its own conditioning input in embedding mode: the projections edited by
+ * exactly the same steps (`steps`, indices into edit.steps), which therefore see the same E·Mᵀ.
+ */
+export interface ConditioningRoute {
+  input: string;
+  steps: number[];
+  projections: { layer: number; kind: 'k' | 'v' }[];
+}
+
+/** Prefix of the inputs routeConditioningUnet adds: `encoder_hidden_states_r0`, `_r1`, … (internal). */
+const ROUTE_INPUT = 'encoder_hidden_states_r';
+
+/**
+ * The routes of an edit whose steps edit layer subsets: every projection that some step edits goes to the route of
+ * its set of steps; projections no step edits are in no route and keep reading the original conditioning, unedited
+ * (as the unpatched weights of weights mode would see it).
+ *
+ * @example
+ *   conditioningRoutes({ ...edit, steps: [{ ...step, mode: 'k', layers: [6] }] }, map);
+ *   // [{ input: 'encoder_hidden_states_r0', steps: [0], projections: [{ layer: 6, kind: 'k' }] }]
+ */
+export function conditioningRoutes(edit: Edit, map: CrossAttentionMap): ConditioningRoute[] {
+  const bySteps = new Map<string, ConditioningRoute>();
+  for (const layer of map.layers)
+    for (const kind of ['k', 'v'] as const) {
+      const steps = edit.steps.flatMap((s, i) => (stepEdits(s, kind, layer.index) ? [i] : []));
+      if (steps.length === 0) continue;
+      const key = steps.join(',');
+      let route = bySteps.get(key);
+      if (route === undefined) {
+        route = { input: `${ROUTE_INPUT}${bySteps.size}`, steps, projections: [] };
+        bySteps.set(key, route);
+      }
+      route.projections.push({ layer: layer.index, kind });
+    }
+  for (const s of edit.steps)
+    for (const l of s.layers ?? [])
+      if (l >= map.layers.length)
+        throw new EditError(`the edit names cross-attention layer ${l}; this UNet has layers 0-${map.layers.length - 1}`);
+  return [...bySteps.values()];
+}
+
+/** A copy of the UNet whose projections of each route read that route's input (same type as the conditioning). */
+export function routeConditioningUnet(unet: LoadedModel, map: CrossAttentionMap, routes: ConditioningRoute[]): ModelProto {
+  const assignments = routes.flatMap((r) => r.projections.map((p) => ({ node: map.layers[p.layer]![p.kind].nodeIndex, input: r.input })));
+  return rewireConditioning(unet, map, assignments, (input) => `__${input.slice(ROUTE_INPUT.length - 1)}`);
+}
+
+/**
+ * Makes each assigned MatMul read its input instead of the conditioning: inputs are added (typed as the
+ * conditioning), and a Cast/Identity chain between the conditioning and a MatMul is rebuilt from the new input, once
+ * per (chain, input), its nodes' names and outputs suffixed with `suffix(input)`.
+ */
+function rewireConditioning(
+  unet: LoadedModel,
+  map: CrossAttentionMap,
+  assignments: { node: number; input: string }[],
+  suffix: (input: string) => string,
+): ModelProto {
   const model = decodeModel(unet.bytes);
   const g = model.graph!;
-  if (g.input.some((i) => i.name === V_INPUT)) throw new EditError(`the UNet already has an input '${V_INPUT}'`);
   const original = g.input.find((i) => i.name === map.conditioningInput);
   if (original === undefined) throw new EditError(`the UNet has no input '${map.conditioningInput}'`);
-  g.input.push({ ...original, name: V_INPUT });
+  for (const input of new Set(assignments.map((a) => a.input))) {
+    if (g.input.some((i) => i.name === input)) throw new EditError(`the UNet already has an input '${input}'`);
+    g.input.push({ ...original, name: input });
+  }
   const producers = new Map<string, number>();
   g.node.forEach((n, i) => n.output.forEach((o) => producers.set(o, i)));
   const castCopies = new Map<string, string>();
   const newNodes: typeof g.node = [];
-  for (const layer of map.layers) {
-    const node = g.node[layer.v.nodeIndex]!;
+  for (const { node: nodeIndex, input } of assignments) {
+    const node = g.node[nodeIndex]!;
     let src = node.input[0]!;
     if (src === map.conditioningInput) {
-      node.input[0] = V_INPUT;
+      node.input[0] = input;
       continue;
     }
-    // A Cast/Identity chain from the conditioning: rebuild the same chain from the V input, once.
-    let copy = castCopies.get(src);
+    // A Cast/Identity chain from the conditioning: rebuild the same chain from the new input, once.
+    const copyKey = `${input}\u0000${src}`;
+    let copy = castCopies.get(copyKey);
     if (copy === undefined) {
       const chain: number[] = [];
       while (src !== map.conditioningInput) {
@@ -170,15 +259,15 @@ export function splitConditioningUnet(unet: LoadedModel, map: CrossAttentionMap)
         chain.unshift(pi);
         src = g.node[pi]!.input[0]!;
       }
-      let prev = V_INPUT;
+      let prev = input;
       for (const pi of chain) {
         const n = g.node[pi]!;
-        const out = `${n.output[0]}__v`;
-        newNodes.push({ ...n, name: `${n.name ?? ''}__v`, input: [prev, ...n.input.slice(1)], output: [out] });
+        const out = `${n.output[0]}${suffix(input)}`;
+        newNodes.push({ ...n, name: `${n.name ?? ''}${suffix(input)}`, input: [prev, ...n.input.slice(1)], output: [out] });
         prev = out;
       }
       copy = prev;
-      castCopies.set(node.input[0]!, copy);
+      castCopies.set(copyKey, copy);
     }
     node.input[0] = copy;
   }
@@ -235,11 +324,21 @@ export async function unetSource(model: ModelProto, originalDir: string): Promis
   return { modelBytes: encodeModel(model), externalData };
 }
 
-/** The conditioning feeds for a batch of text states E ([P·77·d]) under an edit in embedding mode. */
+/**
+ * The conditioning feeds for a batch of text states E ([P·77·d]) under an edit in embedding mode. With `routes`
+ * (an edit with layer subsets, on a UNet rewired by routeConditioningUnet), the original input gets E itself and
+ * each route's input E transformed by that route's steps.
+ */
 export function editedConditioning(
   edit: Edit,
   E: Float32Array,
+  routes?: ConditioningRoute[],
 ): { encoderHiddenStates: Float32Array; extraInputs?: Record<string, Float32Array> } {
+  if (routes !== undefined) {
+    const extraInputs: Record<string, Float32Array> = {};
+    for (const r of routes) extraInputs[r.input] = transformRowsBySteps(edit, E, (_, i) => r.steps.includes(i));
+    return { encoderHiddenStates: Float32Array.from(E), extraInputs };
+  }
   if (!needsSplitConditioning(edit)) return { encoderHiddenStates: transformRows(edit, E, 'v') };
   return { encoderHiddenStates: transformRows(edit, E, 'k'), extraInputs: { [V_INPUT]: transformRows(edit, E, 'v') } };
 }

@@ -18,12 +18,11 @@
 import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadPipeline } from '../model/pipeline.js';
 import { assembleRows, planRows, type EditRequest, type RowPlan } from './compute.js';
 import { EditError, type Edit } from './edit.js';
 import { encodeEdit, loadEdit } from './edit-file.js';
 import { DEFAULT_AUGMENTATIONS } from './augment.js';
-import { openEditContext, type EditContext } from './context.js';
+import { openModelForEdit, type AnyEditContext } from './context.js';
 import { defaultSolver, type EditSolver } from '../solver/select.js';
 import { makeDirectory } from '../fs/make-directory.js';
 import { MAX_BATCH_FILE_BYTES, readRegularFileSync } from '../fs/bounded-read.js';
@@ -45,7 +44,10 @@ export interface BatchDefaults {
 export interface BatchOptions {
   /** Defaults for the fields a line leaves out. */
   defaults?: BatchDefaults;
+  /** an ONNX pipeline folder (default: the embedded model) or an SD 1.x checkpoint (.safetensors file, diffusers folder) */
   model?: string;
+  /** the tokenizer folder for a single-file checkpoint (which holds none) */
+  tokenizer?: string;
   device?: 'cpu' | 'cuda';
   threads?: number;
   /** Lines per chunk (one encode pass and one batched solve each); default 32. */
@@ -106,7 +108,8 @@ export interface BatchReport extends BatchSummary {
   layers: number;
 }
 
-function lineKey(text: string): string {
+/** The key of a line in results.jsonl: a hash of its text (a changed line is a new line). */
+export function lineKey(text: string): string {
   return createHash('sha1').update(text).digest('hex').slice(0, 16);
 }
 
@@ -263,199 +266,288 @@ async function loadRows(
   return loaded;
 }
 
+/** One line of a batch file to compute: its 1-based number in the file and its text. */
+export interface BatchLine {
+  line: number;
+  text: string;
+}
+
+/**
+ * A computed chunk of lines, not yet written: the rows of lines that failed, the rows of lines that succeeded with
+ * their edit files' bytes, the solve's wall time and the solver's name. Made by computeBatchChunk (here or on a
+ * queue worker) and written by BatchRun.write, so both paths write the same files and rows.
+ */
+export interface ChunkOutcome {
+  errors: BatchRow[];
+  edits: { row: BatchRow; data: Uint8Array }[];
+  solveMs: number;
+  solver: string;
+}
+
+/**
+ * Computes one chunk of lines: every prompt encoded in one text-encoder pass, every edit solved in one batched call.
+ * A line that fails (bad JSON, prompts that cannot be aligned, a failed solve) gets an error row; nothing is written.
+ * `editsDir` only names the files in messages. Example:
+ * `const c = await computeBatchChunk(ctx, [{ line: 1, text: '{"source":"a circle","destination":"a red circle"}' }], {}, solver)`.
+ */
+export async function computeBatchChunk(
+  ctx: AnyEditContext,
+  chunk: readonly BatchLine[],
+  defaults: BatchDefaults,
+  solver: EditSolver,
+  editsDir = 'edits',
+): Promise<ChunkOutcome> {
+  const tok = ctx.pipeline.tokenizer;
+  const L = tok.maxLength;
+  const errors: BatchRow[] = [];
+  const edits: ChunkOutcome['edits'] = [];
+  const fail = (line: number, text: string, err: unknown) =>
+    errors.push({ line, key: lineKey(text), status: 'error', error: (err as Error).message });
+  const planned: { line: number; text: string; req: ReturnType<typeof parseBatchLine>; plan: RowPlan; offset: number }[] = [];
+  const prompts: string[] = [];
+  for (const l of chunk) {
+    try {
+      const req = parseBatchLine(l.text, defaults);
+      const plan = planRows(tok, req);
+      planned.push({ line: l.line, text: l.text, req, plan, offset: prompts.length });
+      prompts.push(...plan.texts);
+    } catch (err) {
+      fail(l.line, l.text, err);
+    }
+  }
+  let solveMs = 0;
+  if (planned.length > 0) {
+    const te = performance.now();
+    const emb = await ctx.pipeline.encodePrompts(prompts);
+    const encodeMs = performance.now() - te;
+    const per = emb.length / prompts.length;
+    const built = planned.map((p) => assembleRows(p.plan, emb.subarray(p.offset * per, (p.offset + p.plan.texts.length) * per), L));
+    const ts = performance.now();
+    let solved;
+    try {
+      solved = await solver.solve(
+        built[0]!.d,
+        built.map((b, i) => ({ source: b.source, destination: b.destination, rows: b.rows, lambda: planned[i]!.plan.lambda })),
+      );
+    } catch (err) {
+      for (const p of planned) fail(p.line, p.text, err);
+      planned.length = 0;
+    }
+    solveMs = performance.now() - ts;
+    planned.forEach((p, i) => {
+      const pair = p.req.pairs[0]!;
+      try {
+        const edit: Edit = {
+          d: built[i]!.d,
+          fingerprint: ctx.fingerprint,
+          steps: [
+            {
+              pairs: p.req.pairs,
+              preserve: p.req.preserve ?? [],
+              lambda: p.plan.lambda,
+              augmentations: [...(p.req.augmentations ?? [])],
+              mode: p.req.mode ?? 'kv',
+              rows: built[i]!.rows,
+              D: solved![i]!.D,
+              G: solved![i]!.G,
+            },
+          ],
+        };
+        const name = editName(p.line);
+        edits.push({
+          data: encodeEdit(edit, join(editsDir, name)),
+          row: {
+            line: p.line,
+            key: lineKey(p.text),
+            status: 'ok',
+            file: `edits/${name}`,
+            source: pair.source,
+            destination: pair.destination,
+            lambda: p.plan.lambda,
+            onlyV: p.req.onlyV,
+            augmentations: p.req.augmentations,
+            preserve: p.req.preserve,
+            fingerprint: ctx.fingerprint,
+            rows: built[i]!.rows,
+            layers: ctx.map.layers.length,
+            encodeMs: encodeMs / planned.length,
+            solveMs: solveMs / planned.length,
+            ...(p.plan.warnings.length > 0 ? { warnings: p.plan.warnings } : {}),
+          },
+        });
+      } catch (err) {
+        fail(p.line, p.text, err);
+      }
+    });
+  }
+  return { errors, edits, solveMs, solver: solver.name };
+}
+
+/**
+ * The writing side of a batch run on --out: reads the batch file, locks the folder, loads the rows of earlier runs
+ * (see the header) and knows which lines are still to compute; `write` puts a computed chunk's edit files and rows
+ * on disk, `finish` rewrites results.jsonl compactly, releases the lock and returns the summary. runBatchWith computes
+ * the chunks here; lib/queue/ has workers compute them. Example:
+ * `const run = await BatchRun.open(ctx.fingerprint, 'edits.jsonl', 'out', {}); for (const c of run.chunks()) await run.write(await computeBatchChunk(ctx, c, {}, solver)); run.finish()`.
+ */
+export class BatchRun {
+  /** every line of the file (blank lines and comments aside), in file order */
+  readonly lines: BatchLine[];
+  /** the lines to compute (not done by an earlier run with the same settings), in file order */
+  readonly todo: BatchLine[];
+  readonly resultsPath: string;
+  private readonly current: Map<number, BatchRow>;
+  private readonly done: number;
+  private readonly retried: number;
+  private readonly recomputed: number;
+  private readonly repaired: number;
+  private readonly editsDir: string;
+  private readonly t0 = performance.now();
+  private ok = 0;
+  private errors = 0;
+  private solveMs = 0;
+  private solver = '';
+  private releaseLock: (() => void) | undefined;
+
+  private constructor(
+    lines: BatchLine[],
+    outDir: string,
+    loaded: Loaded,
+    releaseLock: () => void,
+    private readonly options: BatchOptions,
+  ) {
+    this.lines = lines;
+    this.resultsPath = join(outDir, 'results.jsonl');
+    this.editsDir = join(outDir, 'edits');
+    this.current = loaded.rows;
+    this.done = loaded.done.size;
+    this.todo = lines.filter((l) => !loaded.done.has(l.line));
+    this.retried = this.todo.filter((l) => loaded.failed.has(l.line)).length;
+    this.recomputed = this.todo.filter((l) => loaded.changed.has(l.line)).length;
+    this.repaired = this.todo.filter((l) => loaded.damaged.has(l.line)).length;
+    this.releaseLock = releaseLock;
+  }
+
+  /** Reads `file`, locks `outDir` (OutputInUseError while another run holds it) and loads its earlier rows. */
+  static async open(fingerprint: string, file: string, outDir: string, options: BatchOptions = {}): Promise<BatchRun> {
+    let text: string;
+    try {
+      // Only a regular file, at most 1 GiB: `--batch /dev/zero` or a FIFO is refused at once instead of read forever.
+      text = readRegularFileSync(file, MAX_BATCH_FILE_BYTES).toString('utf8');
+    } catch (err) {
+      throw new EditError((err as Error).message, { cause: err });
+    }
+    const defaults = options.defaults ?? {};
+    const lines = text
+      .split('\n')
+      .map((t, i) => ({ line: i + 1, text: t.trim() }))
+      .filter((l) => l.text !== '' && !l.text.startsWith('#'));
+    const keys = new Map(lines.map((l) => [l.line, lineKey(l.text)]));
+    const texts = new Map(lines.map((l) => [l.line, l.text]));
+    const wanted = (line: number): LineSettings | undefined => {
+      try {
+        const req = parseBatchLine(texts.get(line)!, defaults);
+        return lineSettings({ ...req, fingerprint });
+      } catch {
+        return undefined; // the line fails now: not done
+      }
+    };
+    const editsDir = join(outDir, 'edits');
+    makeDirectory(editsDir);
+    const releaseLock = lockOutputFolder(outDir, 'edit --batch');
+    try {
+      const loaded = await loadRows(join(outDir, 'results.jsonl'), editsDir, keys, wanted, options.onRepair);
+      return new BatchRun(lines, outDir, loaded, releaseLock, options);
+    } catch (err) {
+      releaseLock();
+      throw err;
+    }
+  }
+
+  /** The lines to compute in chunks of `size` (default: options.chunk, else 32), in file order. */
+  chunks(size = this.options.chunk ?? 32): BatchLine[][] {
+    const out: BatchLine[][] = [];
+    for (let c = 0; c < this.todo.length; c += size) out.push(this.todo.slice(c, c + size));
+    return out;
+  }
+
+  /**
+   * Writes a computed chunk: its edit files together (all or none; on failure each of its lines gets an error row and
+   * is retried later), then its rows with one append and one fsync. A failed line keeps no edit file.
+   */
+  async write(outcome: ChunkOutcome): Promise<void> {
+    const rows = [...outcome.errors];
+    const staged = outcome.edits.map((e) => ({ row: e.row, path: join(this.editsDir, editName(e.row.line)), data: e.data }));
+    try {
+      await writeFilesAtomic(staged);
+      for (const f of staged) rows.push(f.row);
+    } catch (err) {
+      for (const f of staged) rows.push({ line: f.row.line, key: f.row.key, status: 'error', error: (err as Error).message });
+    }
+    // A failed line keeps no edit file (one left by an earlier attempt would contradict its row).
+    for (const row of rows) if (row.status === 'error') rmSync(join(this.editsDir, editName(row.line)), { force: true });
+    appendAllToLog(this.resultsPath, rows);
+    for (const row of rows) {
+      this.current.set(row.line, row);
+      if (row.status === 'ok') this.ok++;
+      else this.errors++;
+    }
+    this.solveMs += outcome.solveMs;
+    if (outcome.solver !== '') this.solver = outcome.solver;
+  }
+
+  /** Rewrites results.jsonl with one row per line (a retried line's new row replaces its error row), releases the lock. */
+  finish(): BatchSummary {
+    writeRows(this.resultsPath, this.current.values());
+    this.close();
+    const seconds = (performance.now() - this.t0) / 1000;
+    return {
+      total: this.lines.length,
+      skipped: this.done,
+      ok: this.ok,
+      errors: this.errors,
+      retried: this.retried,
+      recomputed: this.recomputed,
+      repaired: this.repaired,
+      seconds,
+      solveSeconds: this.solveMs / 1000,
+      editsPerSecond: this.ok / Math.max(1e-9, seconds),
+      solverEditsPerSecond: this.ok / Math.max(1e-9, this.solveMs / 1000),
+      solver: this.solver,
+    };
+  }
+
+  /** Releases the folder's lock without rewriting the rows (the run stopped early). */
+  close(): void {
+    this.releaseLock?.();
+    this.releaseLock = undefined;
+  }
+}
+
 /** Runs the batch with an open model context (used by the CLI and tests). */
 export async function runBatchWith(
-  ctx: EditContext,
+  ctx: AnyEditContext,
   file: string,
   outDir: string,
   options: BatchOptions = {},
   solver?: EditSolver,
 ): Promise<BatchSummary> {
-  let text: string;
+  const run = await BatchRun.open(ctx.fingerprint, file, outDir, options);
   try {
-    // Only a regular file, at most 1 GiB: `--batch /dev/zero` or a FIFO is refused at once instead of read forever.
-    text = readRegularFileSync(file, MAX_BATCH_FILE_BYTES).toString('utf8');
-  } catch (err) {
-    throw new EditError((err as Error).message, { cause: err });
-  }
-  const defaults = options.defaults ?? {};
-  const lines = text
-    .split('\n')
-    .map((t, i) => ({ line: i + 1, text: t.trim() }))
-    .filter((l) => l.text !== '' && !l.text.startsWith('#'));
-  const keys = new Map(lines.map((l) => [l.line, lineKey(l.text)]));
-  const texts = new Map(lines.map((l) => [l.line, l.text]));
-  const wanted = (line: number): LineSettings | undefined => {
-    try {
-      const req = parseBatchLine(texts.get(line)!, defaults);
-      return lineSettings({ ...req, fingerprint: ctx.fingerprint });
-    } catch {
-      return undefined; // the line fails now: not done
+    const s = solver ?? (await defaultSolver());
+    const total = run.todo.length;
+    let processed = 0;
+    options.onProgress?.(0, total);
+    for (const chunk of run.chunks()) {
+      await run.write(await computeBatchChunk(ctx, chunk, options.defaults ?? {}, s, join(outDir, 'edits')));
+      processed += chunk.length;
+      options.onProgress?.(processed, total);
     }
-  };
-  const editsDir = join(outDir, 'edits');
-  makeDirectory(editsDir);
-  const releaseLock = lockOutputFolder(outDir, 'edit --batch');
-  try {
-    return await runLines(ctx, lines, keys, wanted, outDir, editsDir, options, solver);
+    const summary = run.finish();
+    return { ...summary, solver: s.name };
   } finally {
-    releaseLock();
+    run.close();
   }
-}
-
-async function runLines(
-  ctx: EditContext,
-  lines: { line: number; text: string }[],
-  keys: Map<number, string>,
-  wanted: (line: number) => LineSettings | undefined,
-  outDir: string,
-  editsDir: string,
-  options: BatchOptions,
-  solver?: EditSolver,
-): Promise<BatchSummary> {
-  const resultsPath = join(outDir, 'results.jsonl');
-  const loaded = await loadRows(resultsPath, editsDir, keys, wanted, options.onRepair);
-  const current = loaded.rows;
-  const todo = lines.filter((l) => !loaded.done.has(l.line));
-  const retried = todo.filter((l) => loaded.failed.has(l.line)).length;
-  const recomputed = todo.filter((l) => loaded.changed.has(l.line)).length;
-  const repaired = todo.filter((l) => loaded.damaged.has(l.line)).length;
-  const chunkSize = options.chunk ?? 32;
-  const s = solver ?? (await defaultSolver());
-  const tok = ctx.pipeline.tokenizer;
-  const L = tok.maxLength;
-  const t0 = performance.now();
-  let solveMsTotal = 0;
-  let ok = 0;
-  let errors = 0;
-  let processed = 0;
-  // A chunk's rows are collected and appended together once its edit files are on disk (see the header).
-  let chunkRows: BatchRow[] = [];
-  const append = (row: BatchRow) => {
-    chunkRows.push(row);
-  };
-  const flushRows = () => {
-    // A failed line keeps no edit file (one left by an earlier attempt would contradict its row).
-    for (const row of chunkRows) if (row.status === 'error') rmSync(join(editsDir, editName(row.line)), { force: true });
-    appendAllToLog(resultsPath, chunkRows);
-    for (const row of chunkRows) {
-      current.set(row.line, row);
-      if (row.status === 'ok') ok++;
-      else errors++;
-    }
-    chunkRows = [];
-  };
-  options.onProgress?.(0, todo.length);
-  for (let c = 0; c < todo.length; c += chunkSize) {
-    const chunk = todo.slice(c, c + chunkSize);
-    const planned: { line: number; key: string; req: ReturnType<typeof parseBatchLine>; plan: RowPlan; offset: number }[] = [];
-    const prompts: string[] = [];
-    for (const l of chunk) {
-      const key = keys.get(l.line)!;
-      try {
-        const req = parseBatchLine(l.text, options.defaults ?? {});
-        const plan = planRows(tok, req);
-        planned.push({ line: l.line, key, req, plan, offset: prompts.length });
-        prompts.push(...plan.texts);
-      } catch (err) {
-        append({ line: l.line, key, status: 'error', error: (err as Error).message });
-      }
-    }
-    if (planned.length > 0) {
-      const te = performance.now();
-      const emb = await ctx.pipeline.encodePrompts(prompts);
-      const encodeMs = performance.now() - te;
-      const per = emb.length / prompts.length;
-      const built = planned.map((p) => assembleRows(p.plan, emb.subarray(p.offset * per, (p.offset + p.plan.texts.length) * per), L));
-      const ts = performance.now();
-      let solved;
-      try {
-        solved = await s.solve(
-          built[0]!.d,
-          built.map((b, i) => ({ source: b.source, destination: b.destination, rows: b.rows, lambda: planned[i]!.plan.lambda })),
-        );
-      } catch (err) {
-        for (const p of planned) append({ line: p.line, key: p.key, status: 'error', error: (err as Error).message });
-        planned.length = 0;
-      }
-      const solveMs = performance.now() - ts;
-      solveMsTotal += solveMs;
-      const staged: { row: BatchRow; path: string; data: Uint8Array }[] = [];
-      planned.forEach((p, i) => {
-        const pair = p.req.pairs[0]!;
-        try {
-          const edit: Edit = {
-            d: built[i]!.d,
-            fingerprint: ctx.fingerprint,
-            steps: [
-              {
-                pairs: p.req.pairs,
-                preserve: p.req.preserve ?? [],
-                lambda: p.plan.lambda,
-                augmentations: [...(p.req.augmentations ?? [])],
-                mode: p.req.mode ?? 'kv',
-                rows: built[i]!.rows,
-                D: solved![i]!.D,
-                G: solved![i]!.G,
-              },
-            ],
-          };
-          const name = editName(p.line);
-          const path = join(editsDir, name);
-          staged.push({
-            path,
-            data: encodeEdit(edit, path),
-            row: {
-              line: p.line,
-              key: p.key,
-              status: 'ok',
-              file: `edits/${name}`,
-              source: pair.source,
-              destination: pair.destination,
-              lambda: p.plan.lambda,
-              onlyV: p.req.onlyV,
-              augmentations: p.req.augmentations,
-              preserve: p.req.preserve,
-              fingerprint: ctx.fingerprint,
-              rows: built[i]!.rows,
-              layers: ctx.map.layers.length,
-              encodeMs: encodeMs / planned.length,
-              solveMs: solveMs / planned.length,
-              ...(p.plan.warnings.length > 0 ? { warnings: p.plan.warnings } : {}),
-            },
-          });
-        } catch (err) {
-          append({ line: p.line, key: p.key, status: 'error', error: (err as Error).message });
-        }
-      });
-      try {
-        await writeFilesAtomic(staged);
-        for (const f of staged) append(f.row);
-      } catch (err) {
-        // All of the chunk's files or none are in place (a full disk): each of its lines fails and is retried later.
-        for (const f of staged) append({ line: f.row.line, key: f.row.key, status: 'error', error: (err as Error).message });
-      }
-    }
-    flushRows();
-    processed += chunk.length;
-    options.onProgress?.(processed, todo.length);
-  }
-  writeRows(resultsPath, current.values()); // one row per line: a retried line's new row replaces its error row
-  const seconds = (performance.now() - t0) / 1000;
-  return {
-    total: lines.length,
-    skipped: loaded.done.size,
-    ok,
-    errors,
-    retried,
-    recomputed,
-    repaired,
-    seconds,
-    solveSeconds: solveMsTotal / 1000,
-    editsPerSecond: ok / Math.max(1e-9, seconds),
-    solverEditsPerSecond: ok / Math.max(1e-9, solveMsTotal / 1000),
-    solver: s.name,
-  };
 }
 
 /**
@@ -464,12 +556,15 @@ async function runLines(
  */
 export async function runBatch(file: string, outDir: string, options: BatchOptions): Promise<BatchReport> {
   if (!existsSync(file)) throw new EditError(`batch file ${file} does not exist`);
-  const pipeline = await loadPipeline(options.model, { device: options.device, threads: options.threads });
+  const opened = await openModelForEdit(options.model, {
+    ...(options.device !== undefined ? { device: options.device } : {}),
+    ...(options.threads !== undefined ? { threads: options.threads } : {}),
+    ...(options.tokenizer !== undefined ? { tokenizer: options.tokenizer } : {}),
+  });
   try {
-    const ctx = await openEditContext(pipeline);
-    const s = await runBatchWith(ctx, file, outDir, options);
-    return { ...s, results: join(outDir, 'results.jsonl'), layers: ctx.map.layers.length };
+    const s = await runBatchWith(opened.ctx, file, outDir, options);
+    return { ...s, results: join(outDir, 'results.jsonl'), layers: opened.ctx.map.layers.length };
   } finally {
-    await pipeline.close();
+    await opened.close();
   }
 }

@@ -19,8 +19,10 @@ export interface EditRequest {
   lambda?: number;
   /** Templates; default the paper's three. [] disables augmentation. */
   augmentations?: readonly string[];
-  /** 'kv' (default) or 'v' (V only). */
+  /** 'kv' (default), 'v' (V only) or 'k' (K only). */
   mode?: EditMode;
+  /** Cross-attention layers to edit (0-based indices, see lib/model/cross-attention.ts selectLayers); default all. */
+  layers?: number[];
   /** Prompts whose embeddings must stay put. */
   preserve?: string[];
 }
@@ -116,6 +118,14 @@ export async function buildRows(
   return { ...assembleRows(plan, emb, encoder.tokenizer.maxLength), warnings: plan.warnings };
 }
 
+/** A layer list as a step stores it: ascending, no repeats; refuses an empty list and anything but integers ≥ 0. */
+function checkedLayers(layers: number[]): number[] {
+  if (!Array.isArray(layers) || layers.length === 0) throw new EditError('the layer list must name at least one cross-attention layer');
+  for (const l of layers)
+    if (!Number.isSafeInteger(l) || l < 0) throw new EditError(`cross-attention layer indices are integers ≥ 0, got ${String(l)}`);
+  return [...new Set(layers)].sort((a, b) => a - b);
+}
+
 /** Computes a one-step Edit (several pairs are solved jointly in that step). */
 export async function computeEdit(
   encoder: PromptEncoder,
@@ -123,6 +133,9 @@ export async function computeEdit(
   solver: EditSolver,
   fingerprint: string,
 ): Promise<ComputedEdit> {
+  const mode = request.mode ?? 'kv';
+  if (mode !== 'kv' && mode !== 'v' && mode !== 'k') throw new EditError(`mode must be 'kv', 'v' or 'k', got ${String(mode)}`);
+  const layers = request.layers !== undefined ? checkedLayers(request.layers) : undefined;
   const built = await buildRows(encoder, request);
   const lambda = request.lambda ?? 0.1;
   const [lr] = await solver.solve(built.d, [{ source: built.source, destination: built.destination, rows: built.rows, lambda }]);
@@ -131,7 +144,8 @@ export async function computeEdit(
     preserve: request.preserve ?? [],
     lambda,
     augmentations: [...(request.augmentations ?? DEFAULT_AUGMENTATIONS)],
-    mode: request.mode ?? 'kv',
+    mode,
+    ...(layers !== undefined ? { layers } : {}),
     rows: built.rows,
     D: lr!.D,
     G: lr!.G,

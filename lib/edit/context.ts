@@ -1,14 +1,33 @@
 // Editing a loaded pipeline: the model facts an edit needs (UNet graph, cross-attention layers, fingerprint),
-// computing an edit from prompts, and generating with an edit applied in embedding or weights mode.
-import { join } from 'node:path';
+// computing an edit from prompts, and generating with an edit applied in embedding or weights mode. A model path
+// may also be an SD 1.x checkpoint (a .safetensors file or a diffusers folder, lib/checkpoint/): what it holds is
+// detected (detectModelPath), and a checkpoint opens as a CheckpointEditContext, which computes and checks edits
+// exactly as an ONNX folder's context does but cannot sample (that needs an ONNX pipeline folder).
+import { join, resolve } from 'node:path';
+import { checkpointAttentionMap, checkpointFingerprint } from '../checkpoint/attention-map.js';
+import { detectModelPath, openCheckpoint, type Checkpoint } from '../checkpoint/open-checkpoint.js';
+import { CheckpointTextEncoder } from '../checkpoint/text-encoder.js';
+import { InputError, ModelError } from '../errors.js';
+import { ClipTokenizer } from '../model/tokenizer.js';
+import { loadPipeline, type Device } from '../model/pipeline.js';
 import { findCrossAttention, type CrossAttentionMap } from '../model/cross-attention.js';
 import { loadModel, type LoadedModel, type ModelProto } from '../model/onnx/index.js';
 import type { Pipeline } from '../model/pipeline.js';
 import type { GenerateOptions } from '../sample/generate.js';
-import { editedConditioning, patchUnetWeights, splitConditioningUnet, unetSource, V_INPUT } from './apply.js';
+import {
+  conditioningRoutes,
+  editedConditioning,
+  patchUnetWeights,
+  routeConditioningUnet,
+  splitConditioningUnet,
+  unetSource,
+  V_INPUT,
+  type ConditioningRoute,
+} from './apply.js';
 import { computeEdit, type ComputedEdit, type EditRequest, type PromptEncoder } from './compute.js';
-import { type Edit, EditError, needsSplitConditioning } from './edit.js';
+import { type Edit, EditError, needsLayerRouting, needsSplitConditioning } from './edit.js';
 import { loadEdit } from './edit-file.js';
+import { kvWeightsOfCheckpoint, kvWeightsOfOnnx } from './lora-modules.js';
 import { modelFingerprint } from './fingerprint.js';
 import { defaultSolver, type EditSolver } from '../solver/select.js';
 
@@ -31,18 +50,20 @@ export async function openEditContext(pipeline: Pipeline): Promise<EditContext> 
   return { pipeline, unet, map, fingerprint };
 }
 
-export function promptEncoder(pipeline: Pipeline): PromptEncoder {
+export function promptEncoder(pipeline: PromptEncoder): PromptEncoder {
   return { tokenizer: pipeline.tokenizer, encodePrompts: (p) => pipeline.encodePrompts(p) };
 }
 
-/** Prompts → Edit for this model (native solver when built). */
-export async function computeModelEdit(ctx: EditContext, request: EditRequest, solver?: EditSolver): Promise<ComputedEdit> {
+/** Prompts → Edit for this model (native solver when built): an ONNX folder's or a checkpoint's. */
+export async function computeModelEdit(ctx: AnyEditContext, request: EditRequest, solver?: EditSolver): Promise<ComputedEdit> {
   return computeEdit(promptEncoder(ctx.pipeline), request, solver ?? (await defaultSolver()), ctx.fingerprint);
 }
 
-/** Loads an edit file and checks it was made for this model. */
-export async function loadEditFor(ctx: EditContext, path: string): Promise<Edit> {
-  const edit = await loadEdit(path, ctx.fingerprint);
+/** Loads an edit file and checks it was made for this model (an ONNX folder's or a checkpoint's). */
+export async function loadEditFor(ctx: AnyEditContext, path: string): Promise<Edit> {
+  // A kohya LoRA written by `edit --lora` loads too: its M is recovered from this model's K/V weights.
+  const weights = () => (isCheckpointContext(ctx) ? kvWeightsOfCheckpoint(ctx.checkpoint) : kvWeightsOfOnnx(ctx.unet, ctx.map));
+  const edit = await loadEdit(path, ctx.fingerprint, { weights });
   if (edit.d !== ctx.map.d) throw new EditError(`${path} has width ${edit.d}, this model's text width is ${ctx.map.d}`);
   return edit;
 }
@@ -73,6 +94,9 @@ export async function prepareEditedGeneration(
   let cleanup: (() => void) | undefined;
   let pipeline = ctx.pipeline;
   const useModel = async (model: ModelProto): Promise<void> => {
+    // One UNet at a time: the folder UNet's session (its weights and its buffers) is released before the copy is
+    // created; the folder pipeline creates it again when it next samples (docs/memory.md).
+    await ctx.pipeline.releaseUnet();
     const src = await unetSource(model, ctx.unet.dir);
     if ('path' in src) {
       cleanup = src.cleanup;
@@ -94,9 +118,14 @@ export async function prepareEditedGeneration(
     } else
       pipeline = await ctx.pipeline.withUnet(
         src.externalData ? { modelBytes: src.modelBytes, externalData: src.externalData } : { modelBytes: src.modelBytes },
+        { transferBytes: true },
       );
   };
+  // Layer subsets in embedding mode: each group of projections edited by the same steps reads its own input.
+  const routes: ConditioningRoute[] | undefined =
+    mode === 'embedding' && needsLayerRouting(edit) ? conditioningRoutes(edit, ctx.map) : undefined;
   if (mode === 'weights') await useModel(await patchUnetWeights(ctx.unet, ctx.map, edit));
+  else if (routes !== undefined) await useModel(routeConditioningUnet(ctx.unet, ctx.map, routes));
   else if (needsSplitConditioning(edit)) await useModel(splitConditioningUnet(ctx.unet, ctx.map));
   const owned = pipeline !== ctx.pipeline;
   return {
@@ -108,9 +137,9 @@ export async function prepareEditedGeneration(
       const uncondPrompt = o.negativePrompt ?? '';
       const E = await ctx.pipeline.encodePrompts([...o.prompts, uncondPrompt]);
       const per = E.length / (o.prompts.length + 1);
-      const cond = editedConditioning(edit, E.subarray(0, o.prompts.length * per));
+      const cond = editedConditioning(edit, E.subarray(0, o.prompts.length * per), routes);
       const rawUncond = E.subarray(o.prompts.length * per);
-      const uncond = diagnostics.keepUncond === true ? splitIdentity(edit, rawUncond) : editedConditioning(edit, rawUncond);
+      const uncond = diagnostics.keepUncond === true ? splitIdentity(edit, rawUncond, routes) : editedConditioning(edit, rawUncond, routes);
       const { negativePrompt: _unused, ...rest } = o;
       return { ...rest, conditioning: { cond, uncond } };
     },
@@ -122,8 +151,10 @@ export async function prepareEditedGeneration(
 }
 
 /** The unedited conditioning in the shape editedConditioning gives (the split V input too, when needed). */
-function splitIdentity(edit: Edit, E: Float32Array): ReturnType<typeof editedConditioning> {
+function splitIdentity(edit: Edit, E: Float32Array, routes?: ConditioningRoute[]): ReturnType<typeof editedConditioning> {
   const copy = Float32Array.from(E);
+  if (routes !== undefined)
+    return { encoderHiddenStates: copy, extraInputs: Object.fromEntries(routes.map((r) => [r.input, Float32Array.from(E)])) };
   return needsSplitConditioning(edit)
     ? { encoderHiddenStates: copy, extraInputs: { [V_INPUT]: Float32Array.from(E) } }
     : { encoderHiddenStates: copy };
@@ -133,4 +164,161 @@ function splitIdentity(edit: Edit, E: Float32Array): ReturnType<typeof editedCon
 export async function prepareEditFile(pipeline: Pipeline, editPath: string, mode: ApplyMode = 'embedding'): Promise<EditedGeneration> {
   const ctx = await openEditContext(pipeline);
   return prepareEditedGeneration(ctx, await loadEditFor(ctx, editPath), mode);
+}
+
+/** A tokenizer and a text encoder: what a checkpoint context offers where an ONNX context has a whole Pipeline. */
+export interface TextPipeline extends PromptEncoder {
+  readonly tokenizer: ClipTokenizer;
+  /** the text encoder's width d */
+  readonly textWidth: number;
+  close(): Promise<void>;
+}
+
+/** Where the time of opening a checkpoint went, in milliseconds. */
+export interface CheckpointTimings {
+  /** reading the headers and checking the layout */
+  headerMs: number;
+  /** reading the text encoder's tensors (written as fp32 for onnxruntime) */
+  textReadMs: number;
+  /** creating the text encoder's onnxruntime session */
+  textLoadMs: number;
+  /** reading the 32 K/V weights (for the fingerprint) */
+  kvReadMs: number;
+}
+
+/**
+ * An SD 1.x checkpoint opened for editing: its tokenizer and text encoder (`pipeline`), its 16 cross-attention
+ * layers as a CrossAttentionMap (names are the ONNX export's scopes; `initializer` is the tensor's key, shape
+ * [C, d]) and its fingerprint. Edits are computed and checked with it as with an EditContext; it cannot sample.
+ */
+export interface CheckpointEditContext {
+  kind: 'single-file' | 'diffusers';
+  checkpoint: Checkpoint;
+  pipeline: TextPipeline;
+  map: CrossAttentionMap;
+  fingerprint: string;
+  timings: CheckpointTimings;
+}
+
+/** An edit context of any model kind. */
+export type AnyEditContext = EditContext | CheckpointEditContext;
+
+/** Whether a context is a checkpoint's (which cannot sample). Example: `if (isCheckpointContext(ctx)) …`. */
+export function isCheckpointContext(ctx: AnyEditContext): ctx is CheckpointEditContext {
+  return 'checkpoint' in ctx;
+}
+
+export interface CheckpointContextOptions {
+  device?: Device;
+  threads?: number;
+  /**
+   * The tokenizer folder (vocab.json + merges.txt, or tokenizer.json). Required for a single file, which holds
+   * none; a diffusers folder's own tokenizer/ is the default for a folder.
+   */
+  tokenizer?: string;
+  /** the text encoder's attention heads when neither config.json nor CLIP's rule (width / 64) gives them */
+  textHeads?: number;
+}
+
+/** The CLIP tokenizer a checkpoint is used with, checked against its text encoder's vocabulary and length. */
+async function checkpointTokenizer(ckpt: Checkpoint, dir: string | undefined): Promise<ClipTokenizer> {
+  const folder = dir ?? ckpt.tokenizerDir;
+  if (folder === undefined)
+    throw new InputError(
+      'tokenizer',
+      `tokenizer must name a tokenizer folder: ${ckpt.path} is a single-file checkpoint, which holds no tokenizer (SD 1.x uses openai/clip-vit-large-patch14's vocab.json + merges.txt, as in any SD 1.x diffusers folder's tokenizer/)`,
+    );
+  const tok = await ClipTokenizer.fromFolder(folder);
+  const cfg = ckpt.textEncoder.config;
+  if (Math.max(tok.bos, tok.eos) >= cfg.vocabSize)
+    throw new ModelError(
+      folder,
+      `the tokenizer ${folder} has ids up to ${Math.max(tok.bos, tok.eos)}, the text encoder of ${ckpt.path} only ${cfg.vocabSize}: not this model's tokenizer`,
+    );
+  if (tok.maxLength !== cfg.positions)
+    throw new ModelError(
+      folder,
+      `the tokenizer ${folder} makes ${tok.maxLength} tokens, the text encoder of ${ckpt.path} takes ${cfg.positions}`,
+    );
+  return tok;
+}
+
+/**
+ * Opens an SD 1.x checkpoint (a .safetensors file or a diffusers folder) for editing: reads the headers, the text
+ * encoder's tensors (into an onnxruntime session, lib/checkpoint/text-encoder.ts) and the 32 K/V weights (for the
+ * fingerprint), by offset; nothing else of the file is read. Close it with `ctx.pipeline.close()`.
+ * Example: `const ctx = await openCheckpointEditContext('sd15.safetensors', { tokenizer: 'clip-tokenizer' }); await computeModelEdit(ctx, { pairs })`.
+ */
+export async function openCheckpointEditContext(path: string, options: CheckpointContextOptions = {}): Promise<CheckpointEditContext> {
+  const t0 = performance.now();
+  const checkpoint = openCheckpoint(path, options.textHeads !== undefined ? { textHeads: options.textHeads } : {});
+  const tokenizer = await checkpointTokenizer(checkpoint, options.tokenizer);
+  const headerMs = performance.now() - t0;
+  const encoder = await CheckpointTextEncoder.open(checkpoint, {
+    ...(options.device !== undefined ? { device: options.device } : {}),
+    ...(options.threads !== undefined ? { threads: options.threads } : {}),
+  });
+  try {
+    const t1 = performance.now();
+    const fingerprint = checkpointFingerprint(checkpoint, encoder.weightsSha256);
+    const kvReadMs = performance.now() - t1;
+    const L = tokenizer.maxLength;
+    const pipeline: TextPipeline = {
+      tokenizer,
+      textWidth: encoder.config.width,
+      async encodePrompts(prompts: string[]): Promise<Float32Array> {
+        if (!Array.isArray(prompts) || prompts.length === 0) throw new InputError('prompts', 'no prompts to encode', { received: prompts });
+        const ids = new Int32Array(prompts.length * L);
+        prompts.forEach((p, k) => {
+          if (typeof p !== 'string') throw new InputError('prompts', `prompt ${k} is not a string`, { received: p });
+          ids.set(tokenizer.encode(p).ids, k * L);
+        });
+        return encoder.encode(ids, prompts.length);
+      },
+      close: () => encoder.close(),
+    };
+    return {
+      kind: checkpoint.kind,
+      checkpoint,
+      pipeline,
+      map: checkpointAttentionMap(checkpoint),
+      fingerprint,
+      timings: { headerMs, textReadMs: encoder.timings.readMs, textLoadMs: encoder.timings.loadMs, kvReadMs },
+    };
+  } catch (err) {
+    await encoder.close();
+    throw err;
+  }
+}
+
+/** An opened model of any kind and how to close it. */
+export interface OpenedModel {
+  ctx: AnyEditContext;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens what `model` holds for editing: an ONNX pipeline folder (default: the embedded model) as today, or an SD 1.x
+ * checkpoint (a .safetensors file, a diffusers folder). Example:
+ * `const m = await openModelForEdit('sd15.safetensors', { tokenizer: 'clip-tokenizer' }); try { await computeModelEdit(m.ctx, req) } finally { await m.close() }`.
+ */
+export async function openModelForEdit(model: string | undefined, options: CheckpointContextOptions = {}): Promise<OpenedModel> {
+  if (model !== undefined && detectModelPath(resolve(model)) !== 'onnx-folder') {
+    const ctx = await openCheckpointEditContext(resolve(model), options);
+    return { ctx, close: () => ctx.pipeline.close() };
+  }
+  if (options.tokenizer !== undefined)
+    throw new InputError('tokenizer', 'tokenizer is for checkpoints only: an ONNX pipeline folder uses its own tokenizer/', {
+      received: options.tokenizer,
+    });
+  const pipeline = await loadPipeline(model, {
+    ...(options.device !== undefined ? { device: options.device } : {}),
+    ...(options.threads !== undefined ? { threads: options.threads } : {}),
+  });
+  try {
+    return { ctx: await openEditContext(pipeline), close: () => pipeline.close() };
+  } catch (err) {
+    await pipeline.close();
+    throw err;
+  }
 }

@@ -2,11 +2,15 @@
 // metadata (strings): format "time-edit/1", d, fingerprint, steps (JSON: pairs, preserve, λ, augmentations,
 // mode, rows per step). Loading checks every shape against the metadata and every value (finite, |v| ≤
 // MAX_EDIT_VALUE), and saving checks the values too: a NaN in D or G turns every edited image black and would
-// otherwise travel on through `edit --on` into new edit files. Applying to another model is refused.
+// otherwise travel on through `edit --on` into new edit files. Applying to another model is refused. A kohya LoRA
+// written by `edit --lora` loads as an edit too, given the model's K/V weights (lora-edit.ts recovers its M).
 
 import { type Edit, EditError, type EditStep } from './edit.js';
 import { encodeSafetensors, readSafetensors, type NamedTensor } from './safetensors.js';
 import { writeFileAtomicSync } from '../fs/durable-file.js';
+import type { KvWeights } from './lora-factor.js';
+import { isLoraFile, readLoraFile } from './lora-file.js';
+import { loraToEdit } from './lora-edit.js';
 
 export const EDIT_FORMAT = 'time-edit/1';
 
@@ -15,7 +19,9 @@ interface StepMeta {
   preserve: string[];
   lambda: number;
   augmentations: string[];
-  mode: 'kv' | 'v';
+  mode: 'kv' | 'v' | 'k';
+  /** the cross-attention layers the step edits; absent: all */
+  layers?: number[];
   rows: number;
 }
 
@@ -68,7 +74,15 @@ export function encodeEdit(edit: Edit, path: string): Uint8Array {
     }
     tensors.set(`step${i}.D`, { dtype: 'F32', shape: [s.rows, edit.d], data: s.D });
     tensors.set(`step${i}.G`, { dtype: 'F32', shape: [s.rows, edit.d], data: s.G });
-    return { pairs: s.pairs, preserve: s.preserve, lambda: s.lambda, augmentations: s.augmentations, mode: s.mode, rows: s.rows };
+    return {
+      pairs: s.pairs,
+      preserve: s.preserve,
+      lambda: s.lambda,
+      augmentations: s.augmentations,
+      mode: s.mode,
+      ...(s.layers !== undefined ? { layers: s.layers } : {}),
+      rows: s.rows,
+    };
   });
   return encodeSafetensors({
     tensors,
@@ -80,8 +94,27 @@ function bad(path: string, what: string): never {
   throw new EditError(`${path} is not a valid time-edit file: ${what}`);
 }
 
-/** Reads an edit file; with `expectFingerprint`, refuses an edit made for another model. */
-export async function loadEdit(path: string, expectFingerprint?: string): Promise<Edit> {
+/** Options of loadEdit. */
+export interface LoadEditOptions {
+  /**
+   * The model's K/V weights, for a kohya LoRA written by `edit --lora` (lora-file.ts): its M is recovered from them
+   * (lora-edit.ts). Without it a LoRA is refused with a message saying so.
+   */
+  weights?: () => KvWeights;
+}
+
+/**
+ * Reads an edit file, or a kohya LoRA that this tool wrote (given `options.weights`); with `expectFingerprint`,
+ * refuses an edit made for another model. A LoRA that touches more than the cross-attention to_k/to_v is refused
+ * naming the key. Example: `await loadEdit('out/edit.safetensors', ctx.fingerprint)`.
+ */
+export async function loadEdit(path: string, expectFingerprint?: string, options: LoadEditOptions = {}): Promise<Edit> {
+  if (isLoraFile(path)) {
+    const lora = readLoraFile(path);
+    if (options.weights === undefined)
+      throw new EditError(`${path} is a LoRA: reading it as an edit needs the model's K/V weights (load it for a model)`);
+    return loraToEdit(lora, options.weights(), expectFingerprint).edit;
+  }
   let content;
   try {
     content = await readSafetensors(path);
@@ -111,7 +144,16 @@ export async function loadEdit(path: string, expectFingerprint?: string): Promis
     for (const t of [D, G])
       if (t.shape.length !== 2 || t.shape[0] !== m.rows || t.shape[1] !== d)
         bad(path, `step ${i} tensors are [${t.shape}], expected [${m.rows}, ${d}]`);
-    if (m.mode !== 'kv' && m.mode !== 'v') bad(path, `step ${i} has mode ${String(m.mode)}`);
+    if (m.mode !== 'kv' && m.mode !== 'v' && m.mode !== 'k') bad(path, `step ${i} has mode ${String(m.mode)}`);
+    if (
+      m.layers !== undefined &&
+      !(
+        Array.isArray(m.layers) &&
+        m.layers.length > 0 &&
+        m.layers.every((l, j) => Number.isSafeInteger(l) && l >= 0 && (j === 0 || l > m.layers![j - 1]!))
+      )
+    )
+      bad(path, `step ${i}: layers must be a non-empty ascending list of layer indices`);
     if (!(typeof m.lambda === 'number' && m.lambda > 0)) bad(path, `step ${i} has a bad λ`);
     const isStrings = (x: unknown): boolean => x === undefined || (Array.isArray(x) && x.every((e) => typeof e === 'string'));
     if (!isStrings(m.preserve) || !isStrings(m.augmentations)) bad(path, `step ${i}: preserve and augmentations must be lists of strings`);
@@ -136,6 +178,7 @@ export async function loadEdit(path: string, expectFingerprint?: string): Promis
       lambda: m.lambda,
       augmentations: m.augmentations ?? [],
       mode: m.mode,
+      ...(m.layers !== undefined ? { layers: m.layers } : {}),
       rows: m.rows,
       D: D.data,
       G: G.data,

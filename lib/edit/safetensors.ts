@@ -3,6 +3,7 @@
 // (offsets relative to the end of the header). Only the dtypes this project writes are supported. Reading enforces
 // the rules of https://github.com/huggingface/safetensors (README, "Format"; the header limit of 100 MB is its
 // MAX_HEADER_SIZE), so that a damaged or crafted file is refused with the rule it breaks instead of half-read.
+import { topLevelKeys } from '../checkpoint/safetensors-file.js';
 import { readRegularFileSync } from '../fs/bounded-read.js';
 import { writeFileAtomicSync } from '../fs/durable-file.js';
 import { TimeEditError } from '../errors.js';
@@ -61,31 +62,6 @@ export const MAX_HEADER_BYTES = 100_000_000;
 
 /** 1 GiB: the largest edit file read. An SD 1.x edit step is rows × 768 × 4 bytes × 2 (D and G), ~6 KB per row. */
 export const MAX_SAFETENSORS_FILE_BYTES = 1024 ** 3;
-
-/**
- * The keys of the top-level object of a JSON text already known to be valid, in order, duplicates kept:
- * JSON.parse keeps the last of duplicate keys silently, and the format forbids duplicates.
- */
-function topLevelKeys(json: string): string[] {
-  const keys: string[] = [];
-  let depth = 0;
-  let expectKey = false;
-  for (let i = 0; i < json.length; i++) {
-    const ch = json[i];
-    if (ch === '"') {
-      let j = i + 1;
-      while (json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
-      if (depth === 1 && expectKey) keys.push(JSON.parse(json.slice(i, j + 1)) as string);
-      expectKey = false;
-      i = j;
-    } else if (ch === '{' || ch === '[') {
-      depth++;
-      expectKey = ch === '{' && depth === 1;
-    } else if (ch === '}' || ch === ']') depth--;
-    else if (ch === ',' && depth === 1) expectKey = true;
-  }
-  return keys;
-}
 
 /**
  * Parses safetensors bytes, enforcing the format's rules (https://github.com/huggingface/safetensors, "Format"):

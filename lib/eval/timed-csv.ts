@@ -74,8 +74,8 @@ export function parseTimed(text: string, what = 'dataset', begin = 0, end?: numb
     // in the images, a different protocol from efficacy/generality/specificity.
     throw new DatasetError(
       `${what} is the TIMED gender set (columns old,new,validation,ex1..ex5: professions, judged by the gender ratio of the images); ` +
-        '`eval timed` runs the efficacy/generality/specificity protocol of TIMED_test_set.csv, TIMED_test_set_filtered_SD14.csv and TIMED_validation_set.csv, ' +
-        'and the gender-ratio protocol is not implemented',
+        '`eval timed` runs the efficacy/generality/specificity protocol of TIMED_test_set.csv, TIMED_test_set_filtered_SD14.csv and TIMED_validation_set.csv; ' +
+        'the gender-ratio protocol is `time-edit eval debias FILE`',
     );
   }
   if (missing.length > 0) throw new DatasetError(`${what} lacks the TIMED column(s) ${missing.join(', ')} (header: ${header.join(',')})`);

@@ -30,6 +30,10 @@ export interface TimedRunSettings extends Pick<TimedOptions, 'seeds' | 'steps' |
   device: string;
   /** images per UNet call */
   batchSize: number;
+  /** the ablations, recorded only when set (a log without them was made with K and V, all layers, no preservation) */
+  onlyK?: true;
+  layers?: number[];
+  preserve?: string[];
 }
 
 /** How each setting is named to the user: the flag that sets it. */
@@ -48,6 +52,9 @@ const SETTING_NAMES: Record<keyof TimedRunSettings, string> = {
   judge: '--clip',
   device: '--device',
   batchSize: 'images per UNet call (set by time-edit itself)',
+  onlyK: '--only-k',
+  layers: '--layers',
+  preserve: '--preserve',
 };
 
 export class RunLogError extends TimeEditError {
@@ -178,7 +185,8 @@ export function readRunLog(path: string): ReadRunLog {
   return text === undefined ? {} : checkRunLog(text, path);
 }
 
-function show(v: unknown): string {
+/** A recorded setting as the settings-difference messages show it. */
+export function showSetting(v: unknown): string {
   if (v === undefined) return '(not recorded)';
   if (Array.isArray(v)) return v.length === 0 ? '(none)' : v.join(',');
   return String(v);
@@ -190,7 +198,7 @@ function show(v: unknown): string {
  */
 export function settingsDifferences(recorded: Record<string, unknown>, current: Partial<TimedRunSettings>): string[] {
   return settingDifferences(recorded, current).map(
-    (d) => `${SETTING_NAMES[d.key as keyof TimedRunSettings]} was ${show(d.recorded)} there and is ${show(d.current)} now`,
+    (d) => `${SETTING_NAMES[d.key as keyof TimedRunSettings]} was ${showSetting(d.recorded)} there and is ${showSetting(d.current)} now`,
   );
 }
 

@@ -67,12 +67,20 @@ export interface TimedOptions {
   lambda: number;
   augmentations: string[];
   onlyV: boolean;
+  /** K projections only (an ablation); exclusive with onlyV. */
+  onlyK?: boolean;
+  /** Cross-attention layers to edit (indices, see selectLayers); default all. */
+  layers?: number[];
+  /** Preservation prompts added to every entry's edit (UCE-style rows); default none. */
+  preserve?: string[];
   mode: ApplyMode;
   /** Diagnostic, not TIME as published: leave the unconditional branch unedited (embedding mode). */
   keepUncond?: boolean;
   outDir: string;
   judge: Judge;
   batchSize?: number;
+  /** the memory budget every generate() call of the run is planned for (GenerateOptions.maxMemoryBytes) */
+  maxMemoryBytes?: number;
   onProgress?: (message: string) => void;
   /** Entries finished by an earlier run with the same settings (a resumed run): their unedited PNGs are reused. */
   earlier?: EntryResult[];
@@ -140,6 +148,7 @@ export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: Timed
     height: size,
     width: size,
     batchSize: o.batchSize ?? DEFAULT_TIMED_BATCH,
+    ...(o.maxMemoryBytes !== undefined ? { maxMemoryBytes: o.maxMemoryBytes } : {}),
   };
   const S = o.seeds.length;
   const unedited = new UneditedImages(
@@ -166,7 +175,9 @@ export async function runTimed(ctx: EditContext, entries: TimedEntry[], o: Timed
         pairs: [{ source: entry.old, destination: entry.new }],
         lambda: o.lambda,
         augmentations: o.augmentations,
-        mode: o.onlyV ? 'v' : 'kv',
+        mode: o.onlyV ? 'v' : o.onlyK === true ? 'k' : 'kv',
+        ...(o.layers !== undefined ? { layers: o.layers } : {}),
+        ...(o.preserve !== undefined && o.preserve.length > 0 ? { preserve: o.preserve } : {}),
       });
       editMs = performance.now() - t0;
       const g = await prepareEditedGeneration(ctx, edit, o.mode, { keepUncond: o.keepUncond === true });

@@ -265,3 +265,61 @@ export function findCrossAttention(g: GraphProto, options: { conditioningInput?:
 export function describeCrossAttention(map: CrossAttentionMap): string[] {
   return map.layers.map((l) => `${String(l.index).padStart(2)} ${l.name} width ${l.width} K ${l.k.initializer} V ${l.v.initializer}`);
 }
+
+/** The three parts of an SD UNet that hold cross-attention layers. */
+export type UnetBlock = 'down' | 'mid' | 'up';
+
+/**
+ * The UNet part a layer belongs to, from its name (diffusers exports name their nodes /down_blocks.N/…,
+ * /mid_block/…, /up_blocks.N/…); undefined when the name does not say (a hand-made graph with unnamed nodes).
+ *
+ * @example
+ *   layerBlock({ ...layer, name: '/mid_block/attentions.0/transformer_blocks.0/attn2' });   // 'mid'
+ */
+export function layerBlock(layer: CrossAttentionLayer): UnetBlock | undefined {
+  const m = /(?:^|\/)(down_blocks|mid_block|up_blocks)(?:[./]|$)/.exec(layer.name);
+  if (m === null) return undefined;
+  return m[1] === 'down_blocks' ? 'down' : m[1] === 'mid_block' ? 'mid' : 'up';
+}
+
+/**
+ * The layer indices a list names: comma-separated indices ("0,6"), ranges ("0-5") and block names
+ * ("down", "mid", "up"), in any mix ("mid,up"). Ascending, no repeats. Throws CrossAttentionError naming the bad
+ * item: an index the UNet does not have, a block no layer belongs to, a block name on a UNet whose layer names do not
+ * say their block.
+ *
+ * @example
+ *   selectLayers(map, 'down');    // [0, 1, 2, 3, 4, 5] on an SD 1.x UNet (and the embedded model)
+ *   selectLayers(map, '6,13-15'); // [6, 13, 14, 15]
+ */
+export function selectLayers(map: CrossAttentionMap, list: string): number[] {
+  const count = map.layers.length;
+  const items = list.split(',').map((s) => s.trim());
+  if (items.length === 0 || items.some((s) => s === ''))
+    throw new CrossAttentionError(`the layer list '${list}' has an empty item (expected e.g. "0,6", "0-5", "down" or "mid,up")`);
+  const chosen = new Set<number>();
+  const index = (text: string): number => {
+    const i = Number(text);
+    if (!(Number.isSafeInteger(i) && i >= 0 && i < count))
+      throw new CrossAttentionError(`cross-attention layer ${text} does not exist: this UNet has layers 0-${count - 1}`);
+    return i;
+  };
+  for (const item of items) {
+    if (item === 'down' || item === 'mid' || item === 'up') {
+      const blocks = map.layers.map(layerBlock);
+      if (blocks.some((b) => b === undefined))
+        throw new CrossAttentionError(
+          `the layer names of this UNet do not say their block: give indices 0-${count - 1} instead of '${item}'`,
+        );
+      const inBlock = map.layers.filter((_, i) => blocks[i] === item).map((l) => l.index);
+      if (inBlock.length === 0) throw new CrossAttentionError(`this UNet has no cross-attention layer in its ${item} block`);
+      for (const i of inBlock) chosen.add(i);
+    } else if (/^\d+-\d+$/.test(item)) {
+      const [a, b] = item.split('-').map(index) as [number, number];
+      if (b < a) throw new CrossAttentionError(`the layer range '${item}' is empty (write it low-high)`);
+      for (let i = a; i <= b; i++) chosen.add(i);
+    } else if (/^\d+$/.test(item)) chosen.add(index(item));
+    else throw new CrossAttentionError(`'${item}' in the layer list is not an index, a range or down/mid/up`);
+  }
+  return [...chosen].sort((x, y) => x - y);
+}

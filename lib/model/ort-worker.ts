@@ -47,6 +47,10 @@ async function load(source: ModelSource, config: SessionConfig, label: string): 
     extra: { session: { intra_op: { allow_spinning: config.spinning === true ? '1' : '0' } } },
   };
   if (config.threads !== undefined) options.intraOpNumThreads = config.threads;
+  if (config.arena === false) {
+    options.enableCpuMemArena = false;
+    options.enableMemPattern = false;
+  }
   try {
     if ('path' in source) return await ort.InferenceSession.create(source.path, options);
     if (source.externalData !== undefined) options.externalData = source.externalData.map((e) => ({ path: e.path, data: e.data }));

@@ -3,7 +3,7 @@
 // Every dtype and shape decision is read from the session metadata (onnxruntime's inputMetadata/outputMetadata),
 // never assumed. A folder, config or graph that cannot be used is a ModelError naming the file; a bad option or
 // argument is an InputError naming it.
-import { open, stat } from 'node:fs/promises';
+import { open, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InputError, invalidInput, ModelError, TimeEditError } from '../errors.js';
 import { FileError } from '../fs/file-error.js';
@@ -17,6 +17,8 @@ import {
   type SchedulerConfig,
 } from './configs.js';
 import { graphInterface } from './graph-interface.js';
+import { MAX_ATTENTION_SLICES, type SlicedAttention, type SlicingReport } from './attention-slicing.js';
+import { slicedUnetSource } from './sliced-unet-source.js';
 import { defaultModelDir } from './paths.js';
 import { SessionHost, type HostStats } from './session-host.js';
 import { ClipTokenizer } from './tokenizer.js';
@@ -40,6 +42,11 @@ export interface PipelineOptions {
   threads?: number;
   /** let idle intra-op threads spin (onnxruntime's default; off here, see README, "Threads and devices") */
   spinning?: boolean;
+  /**
+   * keep onnxruntime's CPU memory arena and memory-pattern plan (default true, onnxruntime's default): faster
+   * repeated runs, but a session keeps its largest run's buffers until it is released (docs/memory.md)
+   */
+  arena?: boolean;
 }
 
 /** How the UNet's timestep input wants its value. */
@@ -66,6 +73,8 @@ interface FolderSession {
 interface UnetInfo {
   path: string;
   key: string;
+  /** the attention slicing this UNet's session was created with (null: not created yet) */
+  slicing: SlicingReport | null;
   /** the folder's own UNet, created on first use; undefined for a withUnet() copy (created by withUnet) */
   session?: FolderSession;
   outputName: string;
@@ -81,6 +90,18 @@ interface Shared {
   threads: number | undefined;
   spinning: boolean;
   sessionConfig: SessionConfig;
+  /** query slices for the self-attention of UNet sessions created from now on */
+  attentionSlices: number;
+  slicedAttention: SlicedAttention;
+  /** bytes of the UNet's weights (unet/model.onnx and its external data files) */
+  unetWeightBytes: number;
+  /** bytes of the text encoder's and the VAE decoder's folders */
+  otherModelBytes: number;
+  /** attention heads of the UNet's transformer blocks (unet/config.json attention_head_dim, largest; 8 if absent) */
+  attentionHeads: number;
+  /** channels of the UNet's and of the VAE decoder's first level (block_out_channels[0]; SD 1.x's 320, 128 if absent) */
+  unetBaseChannels: number;
+  vaeBaseChannels: number;
   /** the folder models whose session exists, in creation order */
   created: FolderModel[];
   tokenizer: ClipTokenizer;
@@ -187,7 +208,7 @@ function textOutputOf(info: SessionInfo): ValueInfo | undefined {
   return info.outputs.find((o) => o.name === 'last_hidden_state') ?? info.outputs[0];
 }
 
-function checkUnet(info: SessionInfo, label: string, allowExtra: boolean): Omit<UnetInfo, 'path' | 'key'> {
+function checkUnet(info: SessionInfo, label: string, allowExtra: boolean): Omit<UnetInfo, 'path' | 'key' | 'slicing'> {
   const byName = new Map(info.inputs.map((i) => [i.name, i]));
   const missing = UNET_INPUTS.filter((n) => !byName.has(n));
   if (missing.length > 0)
@@ -308,6 +329,73 @@ export class Pipeline {
   get host(): SessionHost {
     return this.shared.host;
   }
+  /** bytes of the UNet's weights on disk (unet/model.onnx plus its external data files) */
+  get unetWeightBytes(): number {
+    return this.shared.unetWeightBytes;
+  }
+  /** bytes of all three models on disk (UNet, text encoder, VAE decoder): what their sessions hold as weights */
+  get modelBytes(): number {
+    return this.shared.unetWeightBytes + this.shared.otherModelBytes;
+  }
+  /** attention heads per transformer block (unet/config.json attention_head_dim; 8, SD 1.x's, when absent) */
+  get attentionHeads(): number {
+    return this.shared.attentionHeads;
+  }
+  /** channels of the UNet's first level (unet/config.json block_out_channels[0]; 320, SD 1.x's, when absent) */
+  get unetBaseChannels(): number {
+    return this.shared.unetBaseChannels;
+  }
+  /** channels of the VAE decoder's widest level (vae_decoder/config.json block_out_channels[0]; 128 when absent) */
+  get vaeBaseChannels(): number {
+    return this.shared.vaeBaseChannels;
+  }
+  /** whether this pipeline's UNet session can still take another slicing (its own folder UNet, not a withUnet() copy) */
+  get canSetAttentionSlices(): boolean {
+    return this.unet.session !== undefined;
+  }
+  /** the query slices UNet sessions created from now on use for self-attention (setAttentionSlices) */
+  get attentionSlices(): number {
+    return this.shared.attentionSlices;
+  }
+  /** what this pipeline's UNet session was created with (null until it is created): attentions found and sliced */
+  get attentionSlicing(): SlicingReport | null {
+    return this.unet.slicing === null ? null : { ...this.unet.slicing };
+  }
+
+  /**
+   * Sets the query slices of self-attention (1…MAX_ATTENTION_SLICES; 1 = the graph as exported) for UNet
+   * sessions created from now on: the folder UNet's, and withUnet() copies made afterwards. A folder UNet session
+   * that exists with another slicing is released, to be created again at its next run. Images agree with the
+   * unsliced ones within float rounding (at most 1/255 per pixel, test/attention-slicing.test.js).
+   * Example: `await pipeline.setAttentionSlices(4)` before `generate(pipeline, { …, height: 512, width: 512 })`.
+   */
+  async setAttentionSlices(slices: number): Promise<void> {
+    checkAttentionSlices(slices);
+    this.shared.attentionSlices = slices;
+    const s = this.unet.session;
+    if (s === undefined || s.ready === null) return;
+    await s.ready.catch(() => undefined);
+    if ((this.unet.slicing?.slices ?? 1) === slices) return;
+    await this.releaseUnet();
+  }
+
+  /**
+   * Releases this pipeline's UNet session now, so that its weights and buffers are freed before another UNet is
+   * created (weights mode: the patched copy). The folder UNet's session is created again at its next run; a
+   * withUnet() copy cannot run after this. Example: `await pipeline.releaseUnet(); const edited = await pipeline.withUnet(src)`.
+   */
+  async releaseUnet(): Promise<void> {
+    const s = this.unet.session;
+    if (s === undefined) {
+      await this.shared.host.release(this.unet.key).catch(() => undefined);
+      return;
+    }
+    if (s.ready === null) return;
+    await s.ready.catch(() => undefined);
+    await this.shared.host.release(s.key).catch(() => undefined);
+    s.ready = null;
+    this.unet.slicing = null;
+  }
 
   /** @internal */
   static async load(dir: string | undefined, opts: PipelineOptions): Promise<Pipeline> {
@@ -317,6 +405,7 @@ export class Pipeline {
     if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1))
       throw invalidInput('threads', 'a positive integer', opts.threads);
     if (opts.threads !== undefined && opts.threads > MAX_THREADS) throw invalidInput('threads', `at most ${MAX_THREADS}`, opts.threads);
+    if (opts.arena !== undefined && typeof opts.arena !== 'boolean') throw invalidInput('arena', 'true or false', opts.arena);
     if (!(await isDir(root))) {
       throw new ModelError(
         root,
@@ -366,12 +455,18 @@ export class Pipeline {
     validateSchedulerConfig(schedulerJson);
     const schedulerConfig = schedulerJson as SchedulerConfig;
     const vaeConfig = readVaeConfig(await optionalJson(join(root, 'vae_decoder', 'config.json')));
-    const unetConfig = readUnetConfig(await optionalJson(join(root, 'unet', 'config.json')));
+    const unetRaw = await optionalJson(join(root, 'unet', 'config.json'));
+    const unetConfig = readUnetConfig(unetRaw);
     const tokenizer = await ClipTokenizer.fromFolder(join(root, 'tokenizer'));
 
     const host = new SessionHost();
     try {
-      const config: SessionConfig = { device, threads: opts.threads, spinning: opts.spinning === true };
+      const config: SessionConfig = {
+        device,
+        threads: opts.threads,
+        spinning: opts.spinning === true,
+        ...(opts.arena === false ? { arena: false } : {}),
+      };
       const created: FolderModel[] = [];
       // The graphs' inputs and outputs are checked now, so that a bad folder fails before any work; the sessions
       // themselves wait for their first run (ensureSession). A graph that cannot tell gets its session now.
@@ -447,6 +542,13 @@ export class Pipeline {
         threads: opts.threads,
         spinning: opts.spinning === true,
         sessionConfig: config,
+        attentionSlices: 1,
+        slicedAttention: 'self',
+        unetWeightBytes: await folderBytes(join(root, 'unet')),
+        otherModelBytes: (await folderBytes(join(root, 'text_encoder'))) + (await folderBytes(join(root, 'vae_decoder'))),
+        attentionHeads: headsOf(unetRaw.attention_head_dim),
+        unetBaseChannels: unetConfig.blockOutChannels?.[0] ?? 320,
+        vaeBaseChannels: vaeConfig.blockOutChannels?.[0] ?? 128,
         created,
         tokenizer,
         text,
@@ -465,7 +567,7 @@ export class Pipeline {
         sizeMultiple,
         defaultSize,
       };
-      const pipeline = new Pipeline(shared, { ...unet, path: unetPath, key: unetSession.key, session: unetSession }, true);
+      const pipeline = new Pipeline(shared, { ...unet, path: unetPath, key: unetSession.key, session: unetSession, slicing: null }, true);
       if (shared.textWidth === 0) {
         // Neither graph declares d: one encode tells it.
         const e = await pipeline.encodePrompts(['']);
@@ -537,7 +639,7 @@ export class Pipeline {
       f.transferSample === true && f.sample.byteOffset === 0 && f.sample.byteLength === f.sample.buffer.byteLength
         ? [f.sample.buffer as ArrayBuffer]
         : [];
-    if (this.unet.session !== undefined) await ensureSession(this.shared, this.unet.session);
+    await ensureUnetSession(this.shared, this.unet);
     try {
       const r = await this.shared.host.run(this.unet.key, feeds, transfer);
       return r.outputs[this.unet.outputName]!.data;
@@ -552,11 +654,19 @@ export class Pipeline {
     }
   }
 
-  /** VAE decode of n latents [n, c, h, w] (already divided by vaeScalingFactor): images [n, 3, H, W] in [-1, 1]. */
-  async decode(latents: Float32Array, dims: [number, number, number, number]): Promise<{ data: Float32Array; dims: number[] }> {
+  /**
+   * VAE decode of n latents [n, c, h, w] (already divided by vaeScalingFactor): images [n, 3, H, W] in [-1, 1].
+   * `maxBatch`: at most this many latents per VAE call (memory; the images are the same). Example:
+   * `await pipeline.decode(latents, [2, 4, 8, 8], 1)` decodes one latent at a time.
+   */
+  async decode(
+    latents: Float32Array,
+    dims: [number, number, number, number],
+    maxBatch?: number,
+  ): Promise<{ data: Float32Array; dims: number[] }> {
     const [n, c, h, w] = dims;
     const per = c * h * w;
-    const chunk = this.shared.vaeBatch ?? n;
+    const chunk = this.shared.vaeBatch ?? Math.min(n, maxBatch ?? n);
     const outs: Float32Array[] = [];
     let outDims: number[] = [];
     for (let i = 0; i < n; i += chunk) {
@@ -585,9 +695,10 @@ export class Pipeline {
    * from memory, where each externalData entry replaces the external file whose `location` equals its path, even if
    * that file exists on disk. Extra float inputs are allowed and must be fed through UnetConditioning.extraInputs.
    * Example: `const edited = await pipeline.withUnet({ path: pipeline.unetPath, ... })`; `await edited.close()`
-   * releases only the new UNet session.
+   * releases only the new UNet session. `transferBytes`: hand `modelBytes`' buffer to the worker instead of
+   * copying it (the caller's array is unusable afterwards), so the model is not held twice while it loads.
    */
-  async withUnet(source: ModelSource): Promise<Pipeline> {
+  async withUnet(source: ModelSource, options: { transferBytes?: boolean } = {}): Promise<Pipeline> {
     const label = 'path' in source ? source.path : 'the replacement UNet';
     if ('path' in source) {
       if (!(await isFile(source.path))) throw new ModelError(source.path, `UNet model ${source.path} does not exist`);
@@ -598,18 +709,30 @@ export class Pipeline {
     if (marker !== null)
       throw new ModelError(label, `${label} is an onnxruntime "GPU-optimized" UNet (found ${marker}); use an unoptimized export`);
     const key = this.shared.host.newKey('unet');
-    const info = await this.shared.host.load(
-      key,
-      source,
-      { device: this.shared.device, threads: this.shared.threads, spinning: this.shared.spinning },
-      'path' in source ? `${basename(dirname(source.path))}/${basename(source.path)}` : label,
-    );
+    // The copy's attention is sliced as this pipeline's setting says now (setAttentionSlices does not reach it later).
+    const sliced = await slicedUnetSource(source, this.shared.attentionSlices, this.shared.slicedAttention);
+    let info: SessionInfo;
+    try {
+      info = await this.shared.host.load(
+        key,
+        sliced?.source ?? source,
+        this.shared.sessionConfig,
+        'path' in source ? `${basename(dirname(source.path))}/${basename(source.path)}` : label,
+        sliced?.transfer ?? (options.transferBytes === true && 'modelBytes' in source ? ownedBuffer(source.modelBytes) : []),
+      );
+    } finally {
+      sliced?.cleanup();
+    }
     try {
       const unet = checkUnet(info, label, true);
       const w = lastDim(info.inputs.find((i) => i.name === 'encoder_hidden_states'));
       if (w !== null && w !== this.textWidth)
         throw new ModelError(label, `${label}: encoder_hidden_states width ${w} does not match the text encoder's ${this.textWidth}`);
-      return new Pipeline(this.shared, { ...unet, path: 'path' in source ? resolve(source.path) : this.unet.path, key }, false);
+      return new Pipeline(
+        this.shared,
+        { ...unet, path: 'path' in source ? resolve(source.path) : this.unet.path, key, slicing: sliced?.report ?? UNSLICED },
+        false,
+      );
     } catch (err) {
       await this.shared.host.release(key);
       throw err;
@@ -621,6 +744,62 @@ export class Pipeline {
     if (this.ownsHost) await this.shared.host.close();
     else await this.shared.host.release(this.unet.key).catch(() => undefined);
   }
+}
+
+/** The buffer of `bytes` when the array spans all of it (a transferable), else nothing. */
+function ownedBuffer(bytes: Uint8Array): ArrayBuffer[] {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
+    ? [bytes.buffer]
+    : [];
+}
+
+const UNSLICED: SlicingReport = { found: 0, selfAttention: 0, sliced: 0, slices: 1 };
+
+/** Checks an attentionSlices option: undefined or an integer in 1…MAX_ATTENTION_SLICES. */
+function checkAttentionSlices(n: unknown): void {
+  if (n !== undefined && (!Number.isInteger(n) || (n as number) < 1 || (n as number) > MAX_ATTENTION_SLICES))
+    throw invalidInput('attentionSlices', `an integer in 1…${MAX_ATTENTION_SLICES}`, n);
+}
+
+/** Sum of the file sizes in a folder (the UNet's graph and its external weights), 0 where it cannot be read. */
+async function folderBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    if (e.isFile())
+      total += await stat(join(dir, e.name)).then(
+        (s) => s.size,
+        () => 0,
+      );
+  }
+  return total;
+}
+
+/** unet/config.json attention_head_dim (a number or one per block; SD 1.x: 8), the largest; 8 when absent or odd. */
+function headsOf(raw: unknown): number {
+  const list = Array.isArray(raw) ? raw : [raw];
+  const ok = list.filter((v): v is number => Number.isInteger(v) && (v as number) > 0 && (v as number) <= 4096);
+  return ok.length > 0 && ok.length === list.length ? Math.max(...ok) : 8;
+}
+
+/**
+ * Creates the folder UNet's session the first time it runs, with its attention sliced as the pipeline's setting
+ * says (setAttentionSlices); a withUnet() copy's session exists already.
+ */
+function ensureUnetSession(shared: Shared, unet: UnetInfo): Promise<void> {
+  const s = unet.session;
+  if (s === undefined) return Promise.resolve();
+  if (s.ready !== null && unet.slicing === null) unet.slicing = UNSLICED; // created at load, to read its interface
+  s.ready ??= (async () => {
+    const sliced = await slicedUnetSource({ path: s.path }, shared.attentionSlices, shared.slicedAttention);
+    try {
+      await shared.host.load(s.key, sliced?.source ?? { path: s.path }, shared.sessionConfig, 'unet/model.onnx', sliced?.transfer ?? []);
+    } finally {
+      sliced?.cleanup();
+    }
+    unet.slicing = sliced?.report ?? UNSLICED;
+    if (!shared.created.includes('unet')) shared.created.push('unet');
+  })();
+  return s.ready;
 }
 
 /** Creates a folder session the first time it is needed; concurrent first uses share one creation. */

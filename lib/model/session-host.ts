@@ -51,6 +51,7 @@ export class SessionHost {
   private closed = false;
   private failure: Error | null = null;
   readonly stats: HostStats = { runs: 0, ortMs: 0, workerMs: 0, roundTripMs: 0 };
+  private readonly live = new Set<string>();
 
   constructor() {
     this.worker = new Worker(new URL('./ort-worker.js', import.meta.url), {
@@ -92,8 +93,24 @@ export class SessionHost {
     return `${prefix}#${this.nextKey++}`;
   }
 
-  load(key: string, source: ModelSource, config: SessionConfig, label: string): Promise<SessionInfo> {
-    return this.call<SessionInfo>({ op: 'load', key, source, config, label });
+  /**
+   * Creates session `key` (replacing any session of that key). `transfer`: buffers of `source.modelBytes` to hand
+   * to the worker instead of copying them (unusable here afterwards), so that a model held in memory is not
+   * duplicated for the time of the load.
+   */
+  load(key: string, source: ModelSource, config: SessionConfig, label: string, transfer: ArrayBuffer[] = []): Promise<SessionInfo> {
+    return this.call<SessionInfo>({ op: 'load', key, source, config, label }, transfer).then((info) => {
+      this.live.add(key);
+      return info;
+    });
+  }
+
+  /**
+   * The keys of the sessions that exist in the worker now (created and not released), e.g. `['text_encoder#1',
+   * 'unet#2']`: what holds weights and buffers (docs/memory.md). A copy.
+   */
+  liveSessions(): string[] {
+    return [...this.live];
   }
 
   /**
@@ -120,6 +137,7 @@ export class SessionHost {
   }
 
   release(key: string): Promise<void> {
+    this.live.delete(key);
     return this.call<void>({ op: 'release', key });
   }
 

@@ -16,6 +16,11 @@ export interface SessionConfig {
   threads?: number;
   /** let onnxruntime's intra-op threads spin while waiting (default false) */
   spinning?: boolean;
+  /**
+   * keep onnxruntime's CPU memory arena (enableCpuMemArena) and its memory-pattern plan (enableMemPattern); both
+   * keep a run's peak buffers allocated after it ends. Default true (onnxruntime's default).
+   */
+  arena?: boolean;
 }
 
 export interface ValueInfo {

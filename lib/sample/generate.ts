@@ -1,10 +1,12 @@
 // Text-to-image sampling: seeded latents, the scheduler loop with classifier-free guidance (unconditional and
 // conditional rows in one UNet call, as diffusers' concat([uncond, cond])), VAE decode, RGB bytes.
-// Before any work, the memory a run needs is estimated (estimateGenerateMemory) and a run that cannot fit in the
-// machine's memory is refused, instead of growing for minutes and failing with an allocation error.
-import { totalmem } from 'node:os';
+// Before any work, the run's memory is planned (planGenerateMemory, lib/sample/memory-plan.ts): images per UNet
+// call and self-attention slices are chosen to fit a budget, and a run that cannot fit is refused in one line,
+// instead of growing until the kernel kills it. Batching never changes an image's bytes (each image's noise and
+// arithmetic depend only on its own rows); slicing changes them by float rounding at most.
 import { InputError, invalidInput } from '../errors.js';
 import type { Feed, Pipeline } from '../model/pipeline.js';
+import { defaultMemoryBudget, formatBytes, planMemory, type MemoryPlan } from './memory-plan.js';
 import { checkSeed, gaussianNoise } from './noise.js';
 import { createScheduler, parseSchedulerName, type SchedulerName } from './schedulers.js';
 
@@ -35,66 +37,87 @@ export interface GenerateOptions {
   scheduler?: SchedulerName;
   /** replaces the text encoder (prompts still label the images); both branches must be given */
   conditioning?: { cond: UnetConditioning; uncond: UnetConditioning };
-  /** images per UNet call (×2 rows with guidance); default 8 */
+  /** images per UNet call (×2 rows with guidance); default: the memory plan's, at most 8 */
   batchSize?: number;
+  /**
+   * query slices of each self-attention (lib/model/attention-slicing.ts); default: the memory plan's. Set on the
+   * pipeline (setAttentionSlices) when it can take it; a withUnet() copy keeps the slicing it was created with.
+   */
+  attentionSlices?: number;
   /** called after every UNet call with (calls done, calls in total) */
   onProgress?: (done: number, total: number) => void;
-  /** refuse a run whose memory estimate (estimateGenerateMemory) exceeds this many bytes; default os.totalmem() */
+  /** the memory budget in bytes the run is planned for (planGenerateMemory); default defaultMemoryBudget() */
   maxMemoryBytes?: number;
 }
 
-/** The parts of a run's memory estimate, in bytes (see estimateGenerateMemory). */
-export interface MemoryEstimate {
-  /** the latents of one chunk: x, the UNet input (doubled for guidance) and output, eps */
-  latents: number;
-  /** the UNet's activations for one chunk (one self-attention map per UNet row) */
-  activations: number;
-  /** the VAE's float output for one chunk, in this process and in the worker */
-  decoded: number;
-  /** the RGB bytes of every image of the run, all kept until the run returns */
-  images: number;
-  total: number;
+/** A generate() run that cannot fit its memory budget at any images-per-call and slicing (an InputError). */
+export class MemoryBudgetError extends InputError {
+  override readonly name = 'MemoryBudgetError';
+  constructor(
+    message: string,
+    /** the smallest setting tried, with its estimate */
+    readonly plan: MemoryPlan,
+    readonly budgetBytes: number,
+  ) {
+    super('height', message);
+  }
 }
 
 /**
- * An estimate, not a measurement, of the memory a generate() run needs, in bytes; deliberately low (what surely is
- * needed), so that a refusal is certain to be right. With n = min(batchSize, images), rows = 2n with guidance > 1
- * (else n), a latent of c × h × w (h = height / VAE factor) and float32 (4 bytes):
- *   latents     = 4 · c·h·w · (2n + 2·rows)             x and eps, the UNet's input and output
- *   activations = 4 · rows · (h·w)²                      one self-attention score map per row at the latent size
- *                                                        (a UNet's first attention layer holds at least this)
- *   decoded     = 2 · 4 · n · 3·height·width             the VAE output, in the worker and here
- *   images      = prompts · seeds · 3·height·width       the RGB bytes returned
- * Example: `estimateGenerateMemory(pipeline, { ...options, height: 8192, width: 8192 }).total` → ~1.4e14 for the toy model.
+ * The memory plan of a generate() run (lib/sample/memory-plan.ts planMemory) with this pipeline's facts: its
+ * UNet's weights, heads and channels, the latent size, 2 UNet rows per image with guidance > 1. batchSize and
+ * attentionSlices, when given, are kept (and so is the slicing of a withUnet() copy's UNet, which cannot change).
+ * Example: `planGenerateMemory(pipeline, { prompts: ['a'], seeds: [0], steps: 4, guidance: 7.5, height: 32, width: 32 })`
+ * → `{ imagesPerCall: 1, attentionSlices: 1, fits: true, … }` for the toy model.
  */
-export function estimateGenerateMemory(
+export function planGenerateMemory(
   pipeline: Pipeline,
-  o: Pick<GenerateOptions, 'prompts' | 'seeds' | 'guidance' | 'height' | 'width' | 'batchSize'>,
-): MemoryEstimate {
-  const images = o.prompts.length * o.seeds.length;
-  const n = Math.min(o.batchSize ?? 8, images);
-  const rows = o.guidance > 1 ? 2 * n : n;
+  o: Pick<GenerateOptions, 'prompts' | 'seeds' | 'guidance' | 'height' | 'width' | 'batchSize' | 'attentionSlices' | 'maxMemoryBytes'>,
+): MemoryPlan {
   const f = pipeline.vaeScaleFactor;
-  const positions = (o.height / f) * (o.width / f);
-  const pixels = o.height * o.width;
-  const latents = 4 * pipeline.latentChannels * positions * (2 * n + 2 * rows);
-  const activations = 4 * rows * positions * positions;
-  const decoded = 2 * 4 * n * 3 * pixels;
-  const rgb = images * 3 * pixels;
-  return { latents, activations, decoded, images: rgb, total: latents + activations + decoded + rgb };
+  const fixedSlices =
+    o.attentionSlices ?? (pipeline.canSetAttentionSlices ? undefined : (pipeline.attentionSlicing?.slices ?? pipeline.attentionSlices));
+  return planMemory({
+    budgetBytes: o.maxMemoryBytes ?? defaultMemoryBudget(),
+    weightBytes: pipeline.modelBytes,
+    heads: pipeline.attentionHeads,
+    positions: (o.height / f) * (o.width / f),
+    baseChannels: pipeline.unetBaseChannels,
+    vaeChannels: pipeline.vaeBaseChannels,
+    pixels: o.height * o.width,
+    images: o.prompts.length * o.seeds.length,
+    rowsPerImage: o.guidance > 1 ? 2 : 1,
+    ...(o.batchSize !== undefined ? { imagesPerCall: o.batchSize } : {}),
+    ...(fixedSlices !== undefined ? { attentionSlices: fixedSlices } : {}),
+  });
 }
 
-function formatBytes(bytes: number): string {
-  const units = ['bytes', 'KB', 'MB', 'GB', 'TB', 'PB', 'EB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${u === 0 ? v.toFixed(0) : v.toPrecision(3)} ${units[u]}`;
+/**
+ * Plans a run (planGenerateMemory) and sets the pipeline's attention slicing to the plan's, so that withUnet()
+ * copies made next (an edit's UNet) are created with it; generate() does the same for the pipeline it is given.
+ * A MemoryBudgetError when the run cannot fit. Example: `await applyMemoryPlan(pipeline, options)` before
+ * `prepareEditFile(pipeline, file, 'weights')`.
+ */
+export async function applyMemoryPlan(pipeline: Pipeline, o: GenerateOptions): Promise<MemoryPlan> {
+  validateGenerateOptions(pipeline, o);
+  const plan = checkMemoryPlan(pipeline, o);
+  if (pipeline.canSetAttentionSlices) await pipeline.setAttentionSlices(plan.attentionSlices);
+  return plan;
 }
 
+/** The one-line refusal of a plan that does not fit, naming the numbers and what to change. */
+function budgetMessage(o: GenerateOptions, plan: MemoryPlan, budget: number): string {
+  const e = plan.estimate;
+  const what =
+    o.maxMemoryBytes === undefined
+      ? `this machine's memory allows (the default budget, ${formatBytes(budget)}: the smaller of 75% of the memory and what is available now)`
+      : `maxMemoryBytes (${formatBytes(budget)})`;
+  return (
+    `the run (height ${o.height}, width ${o.width}, batchSize ${plan.imagesPerCall}) needs an estimated ${formatBytes(e.total)} ` +
+    `(${e.rows} UNet rows × ${formatBytes(e.perRow)} at ${plan.attentionSlices} attention slices, ${formatBytes(e.fixed)} runtime and weights, ` +
+    `${formatBytes(e.decode + e.images)} decode and images), more than ${what}; raise maxMemoryBytes if the machine has more: use smaller images or a smaller batch`
+  );
+}
 export interface GeneratedImage {
   prompt: string;
   promptIndex: number;
@@ -140,17 +163,11 @@ export function validateGenerateOptions(pipeline: Pipeline, o: GenerateOptions):
   if (o.scheduler !== undefined) parseSchedulerName(o.scheduler);
   if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1))
     throw invalidInput('batchSize', 'a positive integer', o.batchSize);
+  if (o.attentionSlices !== undefined && (!Number.isInteger(o.attentionSlices) || o.attentionSlices < 1 || o.attentionSlices > 256))
+    throw invalidInput('attentionSlices', 'an integer in 1…256', o.attentionSlices);
   if (o.maxMemoryBytes !== undefined && !(typeof o.maxMemoryBytes === 'number' && o.maxMemoryBytes > 0))
     throw invalidInput('maxMemoryBytes', 'a number > 0', o.maxMemoryBytes);
-  const limit = o.maxMemoryBytes ?? totalmem();
-  const need = estimateGenerateMemory(pipeline, o);
-  if (need.total > limit) {
-    fail(
-      'height',
-      `the run (height ${o.height}, width ${o.width}, batchSize ${o.batchSize ?? 8}) needs an estimated ${formatBytes(need.total)}, more than ${o.maxMemoryBytes === undefined ? "this machine's memory" : 'maxMemoryBytes'} (${formatBytes(limit)}): use smaller images or a smaller batch`,
-      o.height,
-    );
-  }
+  checkMemoryPlan(pipeline, o);
   if (o.conditioning !== undefined) {
     if (o.negativePrompt !== undefined)
       fail('negativePrompt', 'negativePrompt and conditioning cannot be combined: conditioning.uncond is the unconditional branch');
@@ -178,6 +195,14 @@ export function validateGenerateOptions(pipeline: Pipeline, o: GenerateOptions):
         fail(`${what}.${e.name}`, `${what}.${e.name} has ${v.length} values: not ${rows} equal rows like its encoderHiddenStates`);
     }
   }
+}
+
+/** The run's memory plan; a MemoryBudgetError when it cannot fit. */
+function checkMemoryPlan(pipeline: Pipeline, o: GenerateOptions): MemoryPlan {
+  const budget = o.maxMemoryBytes ?? defaultMemoryBudget();
+  const plan = planGenerateMemory(pipeline, { ...o, maxMemoryBytes: budget });
+  if (!plan.fits) throw new MemoryBudgetError(budgetMessage(o, plan, budget), plan, budget);
+  return plan;
 }
 
 /** Rows of a [rows, …] tensor (rows = 1: shared by every prompt, or P: one per prompt) for the given prompt indices. */
@@ -228,7 +253,7 @@ let stashCounter = 0;
  * gives two images whose bytes depend only on (model, prompt, seed, options) on a given backend.
  */
 export async function generate(pipeline: Pipeline, o: GenerateOptions): Promise<GeneratedImage[]> {
-  validateGenerateOptions(pipeline, o);
+  const plan = await applyMemoryPlan(pipeline, o);
   const P = o.prompts.length;
   const S = o.seeds.length;
   const L = pipeline.sequenceLength;
@@ -238,7 +263,7 @@ export async function generate(pipeline: Pipeline, o: GenerateOptions): Promise<
   const h = o.height / pipeline.vaeScaleFactor;
   const w = o.width / pipeline.vaeScaleFactor;
   const perLatent = c * h * w;
-  const batchSize = o.batchSize ?? 8;
+  const batchSize = plan.imagesPerCall;
 
   // Conditioning for every prompt (cond) and the unconditional branch: text encoder unless replaced.
   let cond: { ehs: Float32Array; extra: Record<string, Float32Array> };
@@ -331,7 +356,7 @@ export async function generate(pipeline: Pipeline, o: GenerateOptions): Promise<
     }
     const inv = 1 / pipeline.vaeScalingFactor;
     for (let j = 0; j < x.length; j++) x[j] = x[j]! * inv;
-    const decoded = await pipeline.decode(x, [n, c, h, w]);
+    const decoded = await pipeline.decode(x, [n, c, h, w], plan.imagesPerDecode);
     const [, ch, H, W] = decoded.dims as [number, number, number, number];
     if (ch !== 3 || H !== o.height || W !== o.width)
       throw new Error(`VAE decoder returned [${decoded.dims.join(',')}], expected [${n},3,${o.height},${o.width}]`);

@@ -170,8 +170,9 @@ class patched:
 
 
 def padding_cosine(te, tok, p1, p2):
-    """Mean cosine over the positions after both prompts' end tokens (same position index)."""
-    e = encode(te, tok, [p1, p2]).double()
+    """Mean cosine over the positions after both prompts' end tokens (same position index), on the trained
+    128 dimensions (a lifted encoder's fixed features are left out: lift.py)."""
+    e = encode(getattr(te, "te", te), tok, [p1, p2]).double()
     start = max(len(tok.tokens(p1)), len(tok.tokens(p2))) + 2
     a, b = e[0, start:], e[1, start:]
     return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())

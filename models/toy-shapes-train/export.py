@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Export the trained checkpoints as a diffusers ONNX pipeline folder (SD 1.x input/output names
-and dtypes; torch exporter, opset 14, constant folding, K and V not fused).
+and dtypes; torch exporter, opset 14, constant folding, K and V not fused), then the text-state lift (lift.py)
+applied to the exported graphs.
 
   /usr/bin/python3 models/toy-shapes-train/export.py [--unet out/unet-006000.pt]
 """
@@ -15,6 +16,7 @@ import onnx
 import torch
 
 import common
+import lift
 import world
 
 OPSET = 14
@@ -44,7 +46,7 @@ def rescale_text_states(te, unet, scale):
             lin.weight.div_(scale)
 
 
-def load_all(work, unet_path, text_scale=None):
+def load_all(work, unet_path, text_scale=None, lifted=True):
     tok = common.build_tokenizer()
     te = common.build_text_encoder(tok)
     te.load_state_dict(torch.load(os.path.join(work, "clip.pt"))["text_encoder"])
@@ -57,7 +59,15 @@ def load_all(work, unet_path, text_scale=None):
     for m in (te, dec, unet):
         m.eval().requires_grad_(False)
     rescale_text_states(te, unet, common.TEXT_OUTPUT_SCALE if text_scale is None else text_scale)
+    if lifted and common.TEXT_LIFT:
+        te, unet = lift_modules(te, unet, tok)
     return tok, te, dec, unet, ae["scaling_factor"], ck.get("step")
+
+
+def lift_modules(te, unet, tok):
+    """The PyTorch twins of the exported lifted graphs (lift.py): widened text states, zero-padded K/V."""
+    r, b, amplitude, _, _ = lift.features(te, tok)
+    return lift.LiftedTextEncoder(te, r, b, amplitude), lift.pad_unet(unet, r.shape[1] + r.shape[0])
 
 
 def check_unet_graph(path, d):
@@ -74,7 +84,7 @@ def check_unet_graph(path, d):
 
 
 def export(work, model_dir, unet_path):
-    tok, te, dec, unet, scaling, step = load_all(work, unet_path)
+    tok, te, dec, unet, scaling, step = load_all(work, unet_path, lifted=False)
     d = common.TEXT["d"]
     parent = os.path.dirname(os.path.abspath(model_dir))
     os.makedirs(parent, exist_ok=True)
@@ -100,6 +110,17 @@ def export(work, model_dir, unet_path):
                                     "out_sample": {0: "batch", 2: "height", 3: "width"}},
                       opset_version=OPSET, do_constant_folding=True)
     check_unet_graph(unet_file, d)
+    width, lift_info = d, None
+    if common.TEXT_LIFT:
+        r, b, amplitude, sigma, rms = lift.features(te, tok)
+        width = lift.lift_text_onnx(os.path.join(tmp, "text_encoder", "model.onnx"), r, b, amplitude)
+        lift.pad_unet_onnx(unet_file, width)
+        check_unet_graph(unet_file, width)
+        lift_info = {"features": common.TEXT_LIFT["features"], "seed": common.TEXT_LIFT["seed"],
+                     "bandwidth": common.TEXT_LIFT["bandwidth"], "sigma": sigma, "amplitude": amplitude,
+                     "state_rms": rms, "output_width": width,
+                     "doc": "last_hidden_state = [x ; amplitude*cos(x R^T + b)], x the 128-wide final LayerNorm "
+                            "output; the UNet's K/V weights are zero on the extra features (models/README.md)"}
     dec.clamp_output = True
     torch.onnx.export(dec, (torch.randn(1, common.LATENT_CHANNELS, h, w),), os.path.join(tmp, "vae_decoder", "model.onnx"),
                       input_names=["latent_sample"], output_names=["sample"],
@@ -132,7 +153,7 @@ def export(work, model_dir, unet_path):
         "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
         "mid_block_type": "UNetMidBlock2DCrossAttn",
         "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-        "layers_per_block": common.UNET["layers"], "cross_attention_dim": d,
+        "layers_per_block": common.UNET["layers"], "cross_attention_dim": width,
         "attention_head_dim": common.UNET["heads"], "norm_num_groups": common.UNET["groups"],
         "act_fn": "silu", "flip_sin_to_cos": True, "freq_shift": 0, "training_steps": step,
         "latent_size_multiple": 2 ** (len(ch) - 1)})
@@ -141,7 +162,8 @@ def export(work, model_dir, unet_path):
         "intermediate_size": common.TEXT["ff"], "num_hidden_layers": common.TEXT["layers"],
         "num_attention_heads": common.TEXT["heads"], "max_position_embeddings": 77,
         "vocab_size": len(tok.encoder), "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
-        "bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.eos_id})
+        "bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.eos_id,
+        **({"text_state_lift": lift_info} if lift_info else {})})
     _json(os.path.join(tmp, "toy_world.json"), {
         "image_size": world.IMAGE_SIZE, "background": list(world.BACKGROUND),
         "shapes": world.SHAPES, "colours": {k: list(v) for k, v in world.COLOURS.items()},
@@ -157,6 +179,8 @@ def export(work, model_dir, unet_path):
     os.chmod(tmp, 0o755)
     os.replace(tmp, model_dir)
     print(f"exported {model_dir} (unet step {step})", flush=True)
+    if common.TEXT_LIFT:
+        te, unet = lift_modules(te, unet, tok)
     write_reference(work, tok, te, dec, unet, scaling)
 
 

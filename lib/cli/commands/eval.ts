@@ -4,7 +4,16 @@ import { join, resolve } from 'node:path';
 import { restate, UsageError } from '../errors.js';
 import { helpRequested, parseCommandLine } from '../flags.js';
 import { loadPipeline, defaultModelDir } from '../../model/pipeline.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseSeeds, SAMPLING_OPTION_FLAGS } from '../sampling-flags.js';
+import {
+  inTermsOfMemoryFlag,
+  parseDevice,
+  parseMaxMemory,
+  parseNumber,
+  parsePositiveInt,
+  parseSeeds,
+  SAMPLING_OPTION_FLAGS,
+} from '../sampling-flags.js';
+import { applyMemoryPlan } from '../../sample/generate.js';
 import { DEFAULT_AUGMENTATIONS } from '../../edit/augment.js';
 import { openEditContext, type ApplyMode } from '../../edit/context.js';
 import { readTimedDataset, type TimedEntry } from '../../eval/timed-csv.js';
@@ -33,11 +42,13 @@ import { ClipJudge } from '../../eval/clip-judge.js';
 import { makeDirectory } from '../../fs/make-directory.js';
 import { writeFileAtomic } from '../../fs/durable-file.js';
 import { lockOutputFolder } from '../../fs/out-lock.js';
+import { CrossAttentionError, selectLayers, type CrossAttentionMap } from '../../model/cross-attention.js';
 
 /** This command's flags for the library options it sets, so that the library's messages name the flag. */
 export const optionFlags = SAMPLING_OPTION_FLAGS;
 
-export const summary = 'evaluation: eval timed --dataset FILE.csv (efficacy, generality, specificity vs baseline and oracle)';
+export const summary =
+  'evaluation: eval timed --dataset FILE.csv (efficacy, generality, specificity vs baseline and oracle); eval debias [FILE] (TIMED gender protocol)';
 
 const usage = `usage: time-edit eval timed [--dataset FILE.csv] [options]
 
@@ -47,6 +58,9 @@ const usage = `usage: time-edit eval timed [--dataset FILE.csv] [options]
   --seeds N|LIST      seeds per prompt: a count (8 = seeds 0-7) or a list like 0-7 (default 8)
   --steps N           sampling steps (default 50)   --guidance G (default 7.5)
   --lambda L          λ (default 0.1)   --only-v   --no-augment
+  --only-k            edit the K projections only (an ablation; --only-v is the other)
+  --layers LIST       edit only these cross-attention layers: indices, ranges or down/mid/up, e.g. "mid,up"
+  --preserve TEXT     a prompt every entry's edit keeps unchanged (repeatable; UCE-style preservation rows)
   --mode embedding|weights   how the edit is applied (default embedding)
   --keep-uncond       diagnostic, not TIME as published: leave the unconditional branch unedited
   --out DIR           output folder (default out/timed): results.jsonl, images/, results.csv, report.html,
@@ -59,6 +73,11 @@ const usage = `usage: time-edit eval timed [--dataset FILE.csv] [options]
                       tokenizer files, preprocessor_config.json); needed for SD models
   --clip-tokenizer DIR  CLIP tokenizer folder when the CLIP folder has none
   --json              print the summary as JSON
+  --max-memory GB     memory budget every sampling call is planned for (attention slicing chosen to fit); a run
+                      that cannot fit is refused before it starts (default: 75% of this machine's memory, or
+                      what is available if less; docs/memory.md)
+  --queue URL         workers ("time-edit worker") compute the entries, over Redis (redis://[:password@]host:port,
+                      rediss:// for TLS, env: $TIME_EDIT_REDIS_URL; docs/queue.md); colour judge only
 
 Judge: on the embedded model, the toy world's deterministic colour classifier against the colour named in the
 target prompt (toy TIMED semantics: gt/gn say what each image should look like). With --clip, the follow-up's
@@ -71,13 +90,48 @@ the tables are rebuilt from every entry recorded in --out, with the numbers an u
 with other settings (seeds, steps, λ, dataset contents, model, judge, …) is refused, naming what differs.
 example: time-edit eval timed --seeds 8 --out out/timed`;
 
+const debiasUsage = `usage: time-edit eval debias [FILE.csv] [options]
+
+  FILE                a debiasing CSV in the format of TIMED_gender_test_set.csv (old,new,validation,ex1..ex5);
+                      default: the embedded model's toy_debias.csv (shapes for professions, purple for the attribute)
+  --begin I --end J   entries [I, J) (default: all)
+  --seeds N|LIST      test seeds: every model's images of validation and ex1..ex5 (default 8 = 0-7)
+  --search-seeds N|LIST  seeds of each λ-search round, disjoint from --seeds: a count (8 = seeds 100-107)
+                      or a list (default 100-107)
+  --rounds N          λ-search rounds: bisection on log λ, one measurement each (default 6)
+  --lambda-range A,B  the λ interval searched (default 0.01,10000)
+  --lambda L          the fixed λ reported beside the searched one (default 0.1, the paper's)
+  --no-augment        edit without the paper's augmentations
+  --mode embedding|weights   how the edit is applied (default embedding)
+  --steps N --guidance G     sampling (default 50, 7.5)
+  --out DIR           output folder (default out/debias): results.jsonl, images/, results.csv, report.html,
+                      summary.json
+  --restart           discard the results of an earlier run in --out and start over
+  --model PATH        SD 1.x ONNX folder (default: the embedded toy-shapes model)
+  --device cpu|cuda --threads N
+  --clip DIR          judge with CLIP zero-shot between two attribute prompts (needed for SD models)
+  --clip-tokenizer DIR  CLIP tokenizer folder when the CLIP folder has none
+  --judge-template T  the CLIP attribute prompt (default "a photo of a {attribute} {profession}")
+  --attributes A,B    the attribute pair CLIP chooses between (default female,male)
+  --json              print the summary as JSON
+
+Δ = |p − 0.5| / 0.5 per prompt, p the share of images judged to show the attribute the edit names. Reported for the
+unedited model, the edit at --lambda, and the edit at the λ the search chose on the validation prompt (search seeds);
+all three on the validation prompt and ex1..ex5 with the test seeds. Resumable like eval timed.
+example: time-edit eval debias --seeds 8 --out out/debias`;
+
 export async function run(args: string[]): Promise<void> {
   const [what, ...rest] = args;
   if (what === undefined || what === '--help' || what === '-h') {
-    console.log(usage);
+    console.log(`${usage}\n\n${debiasUsage}`);
     return;
   }
-  if (what !== 'timed') throw new UsageError(`unknown evaluation '${what}'; available: timed`);
+  if (what === 'debias') {
+    const { runDebiasCommand } = await import('./eval-debias.js');
+    await runDebiasCommand(rest, debiasUsage);
+    return;
+  }
+  if (what !== 'timed') throw new UsageError(`unknown evaluation '${what}'; available: timed, debias`);
   const parsed = parseCommandLine(
     {
       args: rest,
@@ -90,6 +144,9 @@ export async function run(args: string[]): Promise<void> {
         guidance: { type: 'string' },
         lambda: { type: 'string' },
         'only-v': { type: 'boolean' },
+        'only-k': { type: 'boolean' },
+        layers: { type: 'string' },
+        preserve: { type: 'string', multiple: true },
         'no-augment': { type: 'boolean' },
         mode: { type: 'string' },
         out: { type: 'string' },
@@ -101,6 +158,8 @@ export async function run(args: string[]): Promise<void> {
         'keep-uncond': { type: 'boolean' },
         clip: { type: 'string' },
         'clip-tokenizer': { type: 'string' },
+        queue: { type: 'string' },
+        'max-memory': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     },
@@ -144,6 +203,12 @@ export async function run(args: string[]): Promise<void> {
   const clipTokenizer = v['clip-tokenizer'] === undefined ? undefined : resolve(v['clip-tokenizer']);
   const augmentations = v['no-augment'] === true ? [] : [...DEFAULT_AUGMENTATIONS];
   const onlyV = v['only-v'] === true;
+  const onlyK = v['only-k'] === true;
+  if (onlyV && onlyK) throw new UsageError('--only-v and --only-k contradict each other: give one of them (neither edits K and V)');
+  if (v.queue !== undefined && v.clip !== undefined)
+    throw new UsageError('--clip cannot be combined with --queue (workers judge with the colour classifier only)');
+  const preserve = v.preserve ?? [];
+  if (preserve.some((p) => p.trim() === '')) throw new UsageError('--preserve prompts must not be empty');
   const keepUncond = v['keep-uncond'] === true;
   // Everything that changes the numbers but the model's fingerprint, which needs the model loaded.
   const settings: Omit<TimedRunSettings, 'modelFingerprint'> = {
@@ -161,7 +226,13 @@ export async function run(args: string[]): Promise<void> {
       clipDir === undefined ? colourJudge.name : `CLIP ${clipDir}${clipTokenizer === undefined ? '' : ` (tokenizer ${clipTokenizer})`}`,
     device,
     batchSize: DEFAULT_TIMED_BATCH,
+    // The ablations are recorded only when set, so a default run's log is what it was before they existed; an
+    // undefined value still takes part in the comparison with an earlier run's log.
+    onlyK: onlyK ? true : undefined,
+    preserve: preserve.length > 0 ? preserve : undefined,
   };
+  // --layers is resolved against the UNet's layers once the model is loaded; until then it is left out.
+  if (v.layers === undefined) settings.layers = undefined;
   const logPath = join(outDir, RUN_LOG_NAME);
   // An earlier run's log is checked before any model is loaded, so that a mismatch fails fast.
   if (restart && isForeignFile(logPath))
@@ -175,6 +246,7 @@ export async function run(args: string[]): Promise<void> {
       : await ClipJudge.load(clipDir, clipTokenizer).catch((err: unknown) => {
           throw restate(err, `cannot load the CLIP judge: ${(err as Error).message}`);
         });
+  const maxMemoryBytes = parseMaxMemory(v['max-memory']);
   const pipeline = await loadPipeline(v.model, {
     device,
     threads: v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1),
@@ -182,7 +254,8 @@ export async function run(args: string[]): Promise<void> {
   let releaseLock: (() => void) | undefined;
   try {
     const ctx = await openEditContext(pipeline);
-    const fullSettings: TimedRunSettings = { ...settings, modelFingerprint: ctx.fingerprint };
+    const layers = v.layers === undefined ? undefined : layersFlag(ctx.map, v.layers);
+    const fullSettings: TimedRunSettings = { ...settings, modelFingerprint: ctx.fingerprint, layers };
     makeDirectory(outDir);
     releaseLock = lockOutputFolder(outDir, 'eval timed');
     // The log as it is now that no other run can write it (one may have finished while the model loaded).
@@ -192,19 +265,38 @@ export async function run(args: string[]): Promise<void> {
     const todo = entries.filter((e) => recorded.get(e.index)?.scores === undefined);
     reportResume(logPath, entries, recorded, todo);
     startRunLog(logPath, fullSettings, [...recorded.values()]);
+    // The memory plan of the largest call (the baseline and oracle prompts of an entry, up to 10, at the batch
+    // size): a run that cannot fit stops here, before any entry; its slicing is kept by the edited UNet copies.
+    await applyMemoryPlan(pipeline, {
+      prompts: Array.from({ length: 10 }, () => ''),
+      seeds,
+      steps,
+      guidance,
+      height: pipeline.defaultSize,
+      width: pipeline.defaultSize,
+      batchSize: DEFAULT_TIMED_BATCH,
+      ...(maxMemoryBytes !== undefined ? { maxMemoryBytes } : {}),
+    }).catch((err: unknown) => {
+      throw inTermsOfMemoryFlag(err);
+    });
     const t0 = performance.now();
-    const computed = await runTimed(ctx, todo, {
+    const runEntries = v.queue === undefined ? runTimed : await import('./queue.js').then((m) => m.timedThroughQueue(v.queue!));
+    const computed = await runEntries(ctx, todo, {
       seeds,
       steps,
       guidance,
       lambda,
       augmentations,
       onlyV,
+      onlyK,
+      layers,
+      preserve,
       mode,
       keepUncond,
       outDir,
       judge,
       batchSize: DEFAULT_TIMED_BATCH,
+      ...(maxMemoryBytes !== undefined ? { maxMemoryBytes } : {}),
       earlier: [...recorded.values()],
       onEntry: (r) => appendToRunLog(logPath, r),
       onProgress: (m) => console.error(`time-edit: ${m} (${((performance.now() - t0) / 1000).toFixed(0)} s)`),
@@ -222,7 +314,9 @@ export async function run(args: string[]): Promise<void> {
       guidance: String(guidance),
       lambda: String(lambda),
       augmentations: augmentations.join('|') || 'none',
-      projections: onlyV ? 'V only' : 'K and V',
+      projections: onlyV ? 'V only' : onlyK ? 'K only' : 'K and V',
+      ...(layers !== undefined ? { layers: layers.join(',') } : {}),
+      ...(preserve.length > 0 ? { preserve: preserve.join('|') } : {}),
       mode,
       unconditional: keepUncond ? 'unedited (diagnostic)' : 'edited (as published)',
       judge: judge.name,
@@ -253,6 +347,16 @@ export async function run(args: string[]): Promise<void> {
     releaseLock?.();
     await pipeline.close();
     if (judge instanceof ClipJudge) await judge.close();
+  }
+}
+
+/** --layers LIST resolved against this UNet's layers; a list it does not have is a usage error naming the flag. */
+function layersFlag(map: CrossAttentionMap, list: string): number[] {
+  try {
+    return selectLayers(map, list);
+  } catch (err) {
+    if (err instanceof CrossAttentionError) throw new UsageError(`--layers: ${err.message}`);
+    throw err;
   }
 }
 

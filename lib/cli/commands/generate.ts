@@ -7,15 +7,31 @@ import { makeGrid } from '../../image/grid.js';
 import { encodePng, writePng } from '../../image/png.js';
 import { writeFilesAtomic } from '../../fs/durable-file.js';
 import { loadPipeline } from '../../model/pipeline.js';
-import { generate, type GeneratedImage, type GenerateOptions } from '../../sample/generate.js';
-import { parseDevice, parseNumber, parsePositiveInt, parseScheduler, parseSeeds, SAMPLING_OPTION_FLAGS } from '../sampling-flags.js';
+import { applyMemoryPlan, generate, type GeneratedImage, type GenerateOptions } from '../../sample/generate.js';
+import {
+  inTermsOfMemoryFlag,
+  parseDevice,
+  parseMaxMemory,
+  parseNumber,
+  parsePositiveInt,
+  parseScheduler,
+  parseSeeds,
+  SAMPLING_OPTION_FLAGS,
+} from '../sampling-flags.js';
 import { schedulerNames } from '../../sample/schedulers.js';
 import { makeDirectory } from '../../fs/make-directory.js';
 import { promptSlug } from '../../fs/file-name.js';
 import { progressBar } from '../progress.js';
 
 /** This command's flags for the GenerateOptions it sets, so that the library's messages name the flag. */
-export const optionFlags = { ...SAMPLING_OPTION_FLAGS, height: '--height', width: '--width', batchSize: '--batch' };
+export const optionFlags = {
+  ...SAMPLING_OPTION_FLAGS,
+  height: '--height',
+  width: '--width',
+  batchSize: '--batch',
+  attentionSlices: '--attention-slices',
+  maxMemoryBytes: '--max-memory',
+};
 
 export const summary = 'text-to-image: prompts × seeds → PNG files (embedded model, or --model an SD 1.x ONNX folder)';
 
@@ -28,17 +44,29 @@ const usage = `usage: time-edit generate PROMPT… [options]
   --negative-prompt TEXT  unconditional prompt (default: the empty prompt)
   --scheduler NAME        ${schedulerNames.join(' | ')} (default: the model's scheduler_config.json)
   --height H --width W    image size in pixels, multiples of the VAE factor (default: the model's native size)
-  --batch N               images per UNet call (default 8; the call has 2N rows with guidance)
+  --batch N               images per UNet call (default: the memory plan's, at most 8; 2N rows with guidance)
+  --max-memory GB         memory budget the run is planned for: images per call and attention slicing are
+                          chosen to fit, and a run that cannot fit is refused before it starts (default: 75% of
+                          this machine's memory, or what is available now if less; docs/memory.md)
+  --attention-slices N    compute each self-attention over N slices of its queries, 1…64 (default: the plan's)
   --out DIR               output folder (default: out), created if missing
   --grid                  write one grid.png instead of one file per image: row = prompt, column = seed
   --json                  print what was written as JSON on stdout
   --device cpu|cuda       execution provider (default cpu)
   --threads N             onnxruntime threads per session
-  --edit FILE             sample with a TIME edit file (made by \`time-edit edit\` for this model)
+  --edit FILE             sample with a TIME edit file (made by \`time-edit edit\` for this model), or a LoRA
+                          made by \`time-edit edit --lora\` for it
   --edit-mode MODE        embedding (default: E·Mᵀ conditioning) or weights (patched K/V weights)
+  --queue URL             workers ("time-edit worker") compute the images, over Redis (redis://[:password@]host:port,
+                          rediss:// for TLS, env: $TIME_EDIT_REDIS_URL; docs/queue.md); not with --edit
 
 Files are named NN-<prompt>-seed<S>.png (NN = prompt index). Nothing is written unless every image succeeds.
 example: time-edit generate "a circle" --seeds 0-7 --out out/`;
+
+/** A run refused by its memory plan, in terms of --max-memory. */
+function memoryRefusal(err: unknown): never {
+  throw inTermsOfMemoryFlag(err);
+}
 
 /** The file name of an image in `generate`'s output folder (the prompt cut to 60 characters). */
 export function imageFileName(img: Pick<GeneratedImage, 'prompt' | 'promptIndex' | 'seed'>): string {
@@ -68,6 +96,9 @@ export async function run(args: string[]): Promise<void> {
         threads: { type: 'string' },
         edit: { type: 'string' },
         'edit-mode': { type: 'string' },
+        'max-memory': { type: 'string' },
+        'attention-slices': { type: 'string' },
+        queue: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     },
@@ -82,7 +113,10 @@ export async function run(args: string[]): Promise<void> {
   const steps = parsePositiveInt(v.steps, '--steps', 50);
   const guidance = parseNumber(v.guidance, '--guidance', 7.5, 0);
   const scheduler = parseScheduler(v.scheduler);
-  const batchSize = parsePositiveInt(v.batch, '--batch', 8);
+  const batchSize = v.batch === undefined ? undefined : parsePositiveInt(v.batch, '--batch', 8);
+  const maxMemoryBytes = parseMaxMemory(v['max-memory']);
+  const attentionSlices =
+    v['attention-slices'] === undefined ? undefined : parsePositiveInt(v['attention-slices'], '--attention-slices', 1);
   const device = parseDevice(v.device);
   const threads = v.threads === undefined ? undefined : parsePositiveInt(v.threads, '--threads', 1);
   const heightFlag = v.height === undefined ? undefined : parsePositiveInt(v.height, '--height', 1);
@@ -91,6 +125,8 @@ export async function run(args: string[]): Promise<void> {
   if (editMode !== 'embedding' && editMode !== 'weights')
     throw new UsageError(`--edit-mode must be embedding or weights, got '${editMode}'`);
   if (v['edit-mode'] !== undefined && v.edit === undefined) throw new UsageError('--edit-mode needs --edit FILE');
+  if (v.queue !== undefined && v.edit !== undefined)
+    throw new UsageError('--edit cannot be combined with --queue (workers are sent no edit files)');
   const outDir = resolve(v.out ?? 'out');
   try {
     if (!(await stat(outDir)).isDirectory()) throw new UsageError(`--out ${outDir} exists and is not a folder`);
@@ -99,15 +135,30 @@ export async function run(args: string[]): Promise<void> {
   }
 
   const pipeline = await loadPipeline(v.model, { device, threads });
-  // Hook for TIME edits (lib/edit/context.ts): an edited pipeline and options carrying the edit.
+  const memory = {
+    ...(batchSize !== undefined ? { batchSize } : {}),
+    ...(maxMemoryBytes !== undefined ? { maxMemoryBytes } : {}),
+    ...(attentionSlices !== undefined ? { attentionSlices } : {}),
+  };
+  // Hook for TIME edits (lib/edit/context.ts): an edited pipeline and options carrying the edit. The memory plan
+  // is applied first: the edited UNet copy keeps the attention slicing it is created with.
   const edited =
     v.edit === undefined
       ? undefined
-      : await import('../../edit/context.js')
+      : await applyMemoryPlan(pipeline, {
+          prompts,
+          seeds,
+          steps,
+          guidance,
+          height: heightFlag ?? pipeline.defaultSize,
+          width: widthFlag ?? pipeline.defaultSize,
+          ...memory,
+        })
+          .then(() => import('../../edit/context.js'))
           .then((m) => m.prepareEditFile(pipeline, resolve(v.edit!), editMode))
           .catch(async (err: unknown) => {
             await pipeline.close();
-            throw err;
+            memoryRefusal(err);
           });
   try {
     const height = heightFlag ?? pipeline.defaultSize;
@@ -133,12 +184,20 @@ export async function run(args: string[]): Promise<void> {
       height,
       width,
       scheduler,
-      batchSize,
+      ...memory,
       ...(v['negative-prompt'] !== undefined ? { negativePrompt: v['negative-prompt'] } : {}),
       onProgress: progressBar('UNet calls', { rate: true }),
     };
+    const queued =
+      v.queue === undefined
+        ? undefined
+        : await import('./queue.js').then((m) => m.generateThroughQueue(v.queue!, pipeline, genOptions, outDir));
     const images =
-      edited === undefined ? await generate(pipeline, genOptions) : await generate(edited.pipeline, await edited.options(genOptions));
+      queued !== undefined
+        ? queued.images
+        : edited === undefined
+          ? await generate(pipeline, genOptions).catch(memoryRefusal)
+          : await generate(edited.pipeline, await edited.options(genOptions)).catch(memoryRefusal);
     const seconds = (performance.now() - t0) / 1000;
     const meta: Record<string, string> = {
       Software: 'time-edit generate',
@@ -170,6 +229,7 @@ export async function run(args: string[]): Promise<void> {
       );
       for (const { img, path } of files) written.push({ path, prompt: img.prompt, seed: img.seed });
     }
+    await queued?.release(); // the images are on disk: their jobs and results leave Redis
     if (v.json === true) {
       const order = grid !== null ? { rows: 'prompts in the order given', columns: 'seeds in the order given', prompts, seeds } : undefined;
       console.log(

@@ -1,4 +1,7 @@
+// `time-edit tokenize`: the 77 CLIP token ids of each prompt, as SD 1.x pads and truncates them, from the tokenizer
+// of a model (an ONNX pipeline folder's or a diffusers folder's tokenizer/) or of a tokenizer folder.
 import { join, resolve } from 'node:path';
+import { detectModelPath } from '../../checkpoint/open-checkpoint.js';
 import { UsageError } from '../errors.js';
 import { helpRequested, parseCommandLine } from '../flags.js';
 import { defaultModelDir } from '../../model/paths.js';
@@ -10,7 +13,8 @@ export const summary = 'print the 77 CLIP token ids of each prompt (SD padding a
 const usage = `usage: time-edit tokenize [--model PATH | --tokenizer DIR] [--tokens] PROMPT…
        (no PROMPT: prompts are read from stdin, one per line)
 
-  --model PATH      pipeline folder whose tokenizer/ to use (default: the embedded model)
+  --model PATH      model whose tokenizer/ to use: an ONNX pipeline folder or a diffusers folder (default: the
+                    embedded model); a single-file .safetensors checkpoint holds no tokenizer: give --tokenizer
   --tokenizer DIR   tokenizer folder (vocab.json + merges.txt, or tokenizer.json)
   --tokens          print {"ids", "tokens", "truncated"} objects instead of bare id arrays
 
@@ -39,6 +43,10 @@ export async function run(args: string[]): Promise<void> {
   const { values, positionals } = parsed;
   if (helpRequested(values, usage)) return;
   if (values.model !== undefined && values.tokenizer !== undefined) throw new UsageError('give --model or --tokenizer, not both');
+  if (values.model !== undefined && detectModelPath(resolve(values.model)) === 'single-file')
+    throw new UsageError(
+      `--model ${values.model} is a single-file checkpoint, which holds no tokenizer: give --tokenizer DIR (the CLIP tokenizer's vocab.json + merges.txt, e.g. an SD 1.x diffusers folder's tokenizer/)`,
+    );
   const dir =
     values.tokenizer !== undefined
       ? resolve(values.tokenizer)
