@@ -3,9 +3,13 @@
 // step with Wilkinson's shift; Golub & Van Loan, "Matrix Computations", 4th ed., §8.3), and a Cholesky solve for
 // least squares. Sizes here are at most a few thousand by 768, so plain TypeScript loops in float64 are enough
 // (docs/lora.md gives the times); every matrix is row-major.
+import { TimeEditError } from '../errors.js';
 
-/** Thrown when an iteration fails to converge or a matrix that must be positive definite is not. */
-export class LinalgError extends Error {
+/**
+ * Thrown when an iteration fails to converge or a matrix that must be positive definite is not; a TimeEditError, so
+ * one that reaches the CLI is a one-line "work failed" (exit 1), not an internal error.
+ */
+export class LinalgError extends TimeEditError {
   override readonly name = 'LinalgError';
 }
 
