@@ -29,8 +29,11 @@ export interface LoraDescription {
   resolution?: number;
 }
 
-/** The edit's steps as metadata (prompts, λ, mode, layers; not D and G, which the tensors replace). */
-function stepsMetadata(edit: Edit): string {
+/**
+ * The edit's steps as metadata (prompts, λ, mode, layers; not D and G, which the tensors replace): the
+ * `time_edit.steps` value of a LoRA and of a merged checkpoint. Example: `JSON.parse(stepsMetadata(edit))[0].lambda`.
+ */
+export function stepsMetadata(edit: Edit): string {
   return JSON.stringify(
     edit.steps.map((s) => ({
       pairs: s.pairs,

@@ -16,6 +16,7 @@ import { FileError } from '../fs/file-error.js';
 import { addonAvailable } from '../solver/backend.js';
 import { patchWeights } from '../solver/native.js';
 import { type Edit, EditError, stepEdits, transformWeightRows } from './edit.js';
+import { stepsMetadata } from './lora-file.js';
 
 const readAsync = promisify(read);
 const writeAsync = promisify(write);
@@ -107,17 +108,7 @@ export function editMetadata(edit: Edit, fingerprint: string): Record<string, st
     'time_edit.source': first?.source ?? '',
     'time_edit.destination': first?.destination ?? '',
     'time_edit.lambda': [...new Set(edit.steps.map((s) => s.lambda))].join(','),
-    'time_edit.steps': JSON.stringify(
-      edit.steps.map((s) => ({
-        pairs: s.pairs,
-        preserve: s.preserve,
-        lambda: s.lambda,
-        augmentations: s.augmentations,
-        mode: s.mode,
-        ...(s.layers !== undefined ? { layers: s.layers } : {}),
-        rows: s.rows,
-      })),
-    ),
+    'time_edit.steps': stepsMetadata(edit),
   };
 }
 

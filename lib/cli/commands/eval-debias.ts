@@ -31,6 +31,7 @@ import { makeDirectory } from '../../fs/make-directory.js';
 import { lockOutputFolder } from '../../fs/out-lock.js';
 import { defaultModelDir, loadPipeline } from '../../model/pipeline.js';
 import { restate, UsageError } from '../errors.js';
+import { readEarlierLog } from '../earlier-run.js';
 import { helpRequested, parseCommandLine } from '../flags.js';
 import { MAX_SEEDS, parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sampling-flags.js';
 
@@ -267,23 +268,5 @@ function isForeign(logPath: string): boolean {
 
 /** The log of an earlier run in this --out, checked against this run's settings; undefined when there is none. */
 function readEarlier(logPath: string, settings: Partial<DebiasRunSettings>, quiet = false): DebiasLogContents | undefined {
-  let read;
-  try {
-    read = readDebiasLog(logPath);
-  } catch (err) {
-    if (err instanceof RunLogError && err.kind === 'foreign') throw restate(err, `${err.message}; pick another --out`);
-    if (err instanceof RunLogError)
-      throw restate(err, `${err.message}. Fix or remove the file, pick another --out, or pass --restart to discard the earlier results`);
-    throw err;
-  }
-  if (read.tornLine !== undefined && !quiet)
-    console.error(`time-edit: ${logPath} line ${read.tornLine} was cut short (an interrupted run): ignored; its entry is computed again`);
-  if (read.log !== undefined) {
-    const diffs = debiasSettingsDifferences(read.log.settings, settings);
-    if (diffs.length > 0)
-      throw new UsageError(
-        `${logPath} holds results made with other settings: ${diffs.join('; ')}. Pick another --out, or pass --restart to discard those results and start over`,
-      );
-  }
-  return read.log;
+  return readEarlierLog(logPath, readDebiasLog, (recorded) => debiasSettingsDifferences(recorded, settings), quiet);
 }

@@ -2,6 +2,7 @@
 import { rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { restate, UsageError } from '../errors.js';
+import { readEarlierLog } from '../earlier-run.js';
 import { helpRequested, parseCommandLine } from '../flags.js';
 import { loadPipeline, defaultModelDir } from '../../model/pipeline.js';
 import {
@@ -32,7 +33,6 @@ import {
   isForeignFile,
   readRunLog,
   RUN_LOG_NAME,
-  RunLogError,
   settingsDifferences,
   startRunLog,
   type RunLogContents,
@@ -362,27 +362,7 @@ function layersFlag(map: CrossAttentionMap, list: string): number[] {
 
 /** The log of an earlier run in this --out, checked against this run's settings; undefined when there is none. */
 function readEarlierRun(logPath: string, settings: Partial<TimedRunSettings>, quiet = false): RunLogContents | undefined {
-  let read;
-  try {
-    read = readRunLog(logPath);
-  } catch (err) {
-    if (err instanceof RunLogError && err.kind === 'foreign') throw restate(err, `${err.message}; pick another --out`);
-    if (err instanceof RunLogError)
-      throw restate(err, `${err.message}. Fix or remove the file, pick another --out, or pass --restart to discard the earlier results`);
-    throw err;
-  }
-  if (read.tornLine !== undefined && !quiet)
-    console.error(`time-edit: ${logPath} line ${read.tornLine} was cut short (an interrupted run): ignored; its entry is computed again`);
-  if (read.log !== undefined) refuseDifferences(logPath, read.log.settings, settings);
-  return read.log;
-}
-
-function refuseDifferences(logPath: string, recorded: Record<string, unknown>, current: Partial<TimedRunSettings>): void {
-  const diffs = settingsDifferences(recorded, current);
-  if (diffs.length > 0)
-    throw new UsageError(
-      `${logPath} holds results made with other settings: ${diffs.join('; ')}. Pick another --out, or pass --restart to discard those results and start over`,
-    );
+  return readEarlierLog(logPath, readRunLog, (recorded) => settingsDifferences(recorded, settings), quiet);
 }
 
 /** --restart: removes what an earlier run wrote to this --out (and only that). */
