@@ -18,7 +18,7 @@ const usage = `usage: time-edit tokenize [--model PATH | --tokenizer DIR] [--tok
   --tokenizer DIR   tokenizer folder (vocab.json + merges.txt, or tokenizer.json)
   --tokens          print {"ids", "tokens", "truncated"} objects instead of bare id arrays
 
-example: time-edit tokenize --tokenizer ../shared/data/clip-tokenizer "a photo of a cat"
+example: time-edit tokenize --tokenizer ~/sd15/tokenizer "a photo of a cat"   (SD 1.x's CLIP BPE files)
   -> [49406,320,1125,539,320,2368,49407,49407,…]`;
 
 /** Standard input, at most MAX_STDIN_BYTES (16 MiB): `tokenize < /dev/zero` stops with an error instead of growing without bound. */
