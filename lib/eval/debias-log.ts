@@ -1,13 +1,8 @@
-// The run log of `eval debias`: OUT/results.jsonl, kept like the log of `eval timed` (timed-log.ts): line 1 the run's
-// settings, then one line per finished entry (its counts and λ search, or its error), appended durably as the entry
-// finishes. A rerun with the same --out refuses other settings and skips the entries done; a last line cut short by a
-// kill is dropped; any other damage is reported by file and line. File handling: lib/fs/run-log.ts.
-import { FileError } from '../fs/file-error.js';
-import { appendToLog, logHeaderOf, readLogFile, settingDifferences, writeLog, type LogText } from '../fs/run-log.js';
+import { appendToLog, settingDifferences, writeLog } from '../fs/run-log.js';
 import type { DebiasEntry } from './debias-csv.js';
 import { DEBIAS_MODELS, type DebiasResult } from './debias.js';
 import type { AttributeCounts } from './debias-search.js';
-import { RunLogError, showSetting } from './timed-log.js';
+import { readEntryLog, showSetting } from './timed-log.js';
 
 export const DEBIAS_LOG_NAME = 'results.jsonl';
 const LOG_KIND = 'time-edit eval debias';
@@ -105,43 +100,12 @@ function parseEntryLine(v: unknown): DebiasResult {
   return r;
 }
 
-function checkLog({ lines, tornLine }: LogText, path: string): { log?: DebiasLogContents; tornLine?: number } {
-  if (lines.length === 0) return { tornLine };
-  const [head, ...rest] = lines;
-  const header = logHeaderOf(head!.value, LOG_KIND);
-  if (header === undefined)
-    throw new RunLogError(`${path} line ${head!.no} is not the header of a '${LOG_KIND}' log: this folder holds something else`, 'foreign');
-  if (header.format !== LOG_FORMAT)
-    throw new RunLogError(`${path} is a log of format ${String(header.format)}; this time-edit reads format ${LOG_FORMAT}`);
-  const results = new Map<number, DebiasResult>();
-  for (const l of rest) {
-    let r: DebiasResult;
-    try {
-      if (l.error !== undefined) throw new Error(l.error);
-      r = parseEntryLine(l.value);
-    } catch (err) {
-      throw new RunLogError(
-        `${path} line ${l.no} is damaged (${(err as Error).message}); only a last line cut short by a kill is dropped automatically`,
-      );
-    }
-    results.set(r.entry.index, r);
-  }
-  return { log: { settings: header.settings, results }, tornLine };
-}
-
 /**
  * Reads OUT/results.jsonl of an `eval debias` run; no file is no log. Throws RunLogError ('foreign' when the file is
  * another command's). Example: `readDebiasLog('out/debias/results.jsonl').log?.results.size`.
  */
 export function readDebiasLog(path: string): { log?: DebiasLogContents; tornLine?: number } {
-  let text: LogText | undefined;
-  try {
-    text = readLogFile(path);
-  } catch (err) {
-    if (err instanceof FileError) throw new RunLogError(err.message);
-    throw err;
-  }
-  return text === undefined ? {} : checkLog(text, path);
+  return readEntryLog(path, LOG_KIND, LOG_FORMAT, parseEntryLine);
 }
 
 /** The settings that differ, as "--seeds was 0,1 there and is 0,1,2 now" (only the keys of `current`). */

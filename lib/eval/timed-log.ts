@@ -136,20 +136,37 @@ export function parseRunLog(text: string, path: string): ReadRunLog {
   return checkRunLog(parseLogText(text), path);
 }
 
-function checkRunLog({ lines, tornLine }: LogText, path: string): ReadRunLog {
+/** What an eval log holds: its recorded settings and one result per TIMED or gender-set entry, by entry index. */
+export interface EntryLogContents<R> {
+  settings: Record<string, unknown>;
+  results: Map<number, R>;
+}
+
+/**
+ * Checks a parsed eval log (`eval timed`, `eval debias`): the header names `kind` at `format` ('foreign' otherwise),
+ * and every entry line parses with `parseLine`; only a torn last line is dropped. Throws RunLogError naming the line.
+ * Example: `checkEntryLog(parseLogText(text), path, 'time-edit eval timed', 1, parseEntryLine)`.
+ */
+export function checkEntryLog<R extends { entry: { index: number } }>(
+  { lines, tornLine }: LogText,
+  path: string,
+  kind: string,
+  format: number,
+  parseLine: (value: unknown) => R,
+): { log?: EntryLogContents<R>; tornLine?: number } {
   if (lines.length === 0) return { tornLine };
   const [head, ...rest] = lines;
-  const header = logHeaderOf(head!.value, LOG_KIND);
+  const header = logHeaderOf(head!.value, kind);
   if (header === undefined)
-    throw new RunLogError(`${path} line ${head!.no} is not the header of a '${LOG_KIND}' log: this folder holds something else`, 'foreign');
-  if (header.format !== LOG_FORMAT)
-    throw new RunLogError(`${path} is a log of format ${String(header.format)}; this time-edit reads format ${LOG_FORMAT}`);
-  const results = new Map<number, EntryResult>();
+    throw new RunLogError(`${path} line ${head!.no} is not the header of a '${kind}' log: this folder holds something else`, 'foreign');
+  if (header.format !== format)
+    throw new RunLogError(`${path} is a log of format ${String(header.format)}; this time-edit reads format ${format}`);
+  const results = new Map<number, R>();
   for (const l of rest) {
-    let r: EntryResult;
+    let r: R;
     try {
       if (l.error !== undefined) throw new Error(l.error);
-      r = parseEntryLine(l.value);
+      r = parseLine(l.value);
     } catch (err) {
       throw new RunLogError(
         `${path} line ${l.no} is damaged (${(err as Error).message}); only a last line cut short by a kill is dropped automatically`,
@@ -158,6 +175,27 @@ function checkRunLog({ lines, tornLine }: LogText, path: string): ReadRunLog {
     results.set(r.entry.index, r);
   }
   return { log: { settings: header.settings, results }, tornLine };
+}
+
+/** Reads an eval log file with checkEntryLog; no file is no log, an unreadable one a RunLogError. */
+export function readEntryLog<R extends { entry: { index: number } }>(
+  path: string,
+  kind: string,
+  format: number,
+  parseLine: (value: unknown) => R,
+): { log?: EntryLogContents<R>; tornLine?: number } {
+  let text: LogText | undefined;
+  try {
+    text = readLogFile(path);
+  } catch (err) {
+    if (err instanceof FileError) throw new RunLogError(err.message);
+    throw err;
+  }
+  return text === undefined ? {} : checkEntryLog(text, path, kind, format, parseLine);
+}
+
+function checkRunLog(text: LogText, path: string): ReadRunLog {
+  return checkEntryLog(text, path, LOG_KIND, LOG_FORMAT, parseEntryLine);
 }
 
 /**
@@ -175,14 +213,7 @@ export function isForeignFile(path: string): boolean {
 
 /** Reads OUT/results.jsonl; no file is no log. */
 export function readRunLog(path: string): ReadRunLog {
-  let text: LogText | undefined;
-  try {
-    text = readLogFile(path);
-  } catch (err) {
-    if (err instanceof FileError) throw new RunLogError(err.message);
-    throw err;
-  }
-  return text === undefined ? {} : checkRunLog(text, path);
+  return readEntryLog(path, LOG_KIND, LOG_FORMAT, parseEntryLine);
 }
 
 /** A recorded setting as the settings-difference messages show it. */
