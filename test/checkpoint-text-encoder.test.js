@@ -41,7 +41,7 @@ test('the full CLIP ViT-L/14 shape (12 layers, width 768, 49408 tokens) equals P
   assert.ok(error <= TOLERANCE, `relative error ${error}`);
 });
 
-test("the embedded model's weights as a checkpoint equal its ONNX text encoder and PyTorch", { skip }, async () => {
+test("the embedded model's weights as a checkpoint equal its ONNX text encoder (before the lift) and PyTorch", { skip }, async () => {
   const folder = join(fx.dir, 'toy');
   // Its text encoder has 4 heads of 32: a single file cannot say so (width / 64 = 2 would be CLIP's rule).
   const single = await encodeReference(join(folder, 'toy-shapes.safetensors'), folder, 'toy', { textHeads: 4 });
@@ -52,7 +52,7 @@ test("the embedded model's weights as a checkpoint equal its ONNX text encoder a
   assert.ok(wrong.error > 1e-3, 'the test can fail: 2 heads instead of 4 give other states');
 
   const ckpt = openCheckpoint(join(folder, 'toy-diffusers'));
-  const pipeline = await loadPipeline();
+  const pipeline = await loadPipeline(join(folder, 'toy-shapes-base'));
   const enc = await CheckpointTextEncoder.open(ckpt);
   try {
     const prompts = ['a circle', 'a photo of a big purple star', ''];

@@ -88,7 +88,22 @@ test("edit --lora: kohya keys exactly, alpha = rank, string metadata, and W + (a
     const md = header.__metadata__;
     for (const [k, v] of Object.entries(md)) assert.equal(typeof v, 'string', `metadata ${k}`);
     const rank = Number(md.ss_network_dim);
-    assert.equal(rank, 128, 'the exact rank of the embedded model: min(308 rows, d = 128)');
+    // The exact rank is the number of independent rows among the 4 × 77 of the augmented source. With a causal text
+    // encoder a position's state depends only on the tokens up to it, so rows with the same token prefix are the
+    // same state (the start token in all four prompts, "a" in three); distinct prefixes, 4 × 77 = 308 < d = 512,
+    // are independent.
+    const tokenizing = await loadPipeline();
+    const prefixes = new Set();
+    try {
+      for (const prompt of ['a circle', 'A photo of a circle', 'An image of a circle', 'A picture of a circle']) {
+        const ids = tokenizing.tokenizer.encode(prompt).ids;
+        for (let i = 0; i < ids.length; i++) prefixes.add(Array.from(ids.slice(0, i + 1)).join(','));
+      }
+    } finally {
+      await tokenizing.close();
+    }
+    assert.ok(prefixes.size < 308 && prefixes.size > 77, `${prefixes.size} distinct prefixes`);
+    assert.equal(rank, prefixes.size, 'the exact rank of an augmented edit on the embedded model');
     assert.equal(md.ss_network_alpha, String(rank));
     assert.equal(md.ss_network_module, 'networks.lora');
     assert.equal(md.ss_base_model_version, 'sd_v1');
@@ -172,7 +187,7 @@ test('edit --lora --rank 8: one rank for every module; shared truncation shares 
       assert.equal(header.__metadata__.ss_network_dim, '8');
       assert.equal(header.__metadata__['time_edit.truncation'], truncation);
       const downs = BLOCKS.flatMap((b) => ['k', 'v'].map((p) => tensor(`${kohya(b, p)}.lora_down.weight`)));
-      for (const down of downs) assert.deepEqual(down.shape, [8, 128]);
+      for (const down of downs) assert.deepEqual(down.shape, [8, 512]); // d: the embedded model's text width
       const same = downs.every((d) => d.values.every((x, i) => x === downs[0].values[i]));
       assert.equal(same, truncation === 'shared');
     }

@@ -7,8 +7,12 @@
 //  - weights mode: the K/V initializers are replaced by W·M (a patched copy of the graph, run from memory);
 //  - export: the patched UNet written to a new pipeline folder, everything else linked or copied.
 import {
+  closeSync,
+  constants as fsConstants,
   copyFileSync,
   existsSync,
+  openSync,
+  writeSync,
   linkSync,
   mkdtempSync,
   readFileSync,
@@ -25,6 +29,7 @@ import {
   decodeModel,
   encodeModel,
   externalDataRef,
+  readFileSlice,
   saveModel,
   setTensorFloat32,
   tensorToFloat32,
@@ -90,6 +95,14 @@ export async function patchUnetWeights(
   edit: Edit,
   options: PatchOptions = {},
 ): Promise<ModelProto> {
+  const backend = patchBackend(map, edit, options);
+  const model = decodeModel(unet.bytes);
+  await patchInitializers(initializerMap(model), unet.dir, map, edit, backend);
+  return model;
+}
+
+/** The addon backend patching runs on (undefined: the TypeScript path), as patchUnetWeights documents. */
+function patchBackend(map: CrossAttentionMap, edit: Edit, options: PatchOptions): BackendKind | undefined {
   let backend: BackendKind | undefined; // undefined: the TypeScript path
   if (options.backend !== undefined) {
     if (!addonAvailable()) throw new EditError('the native addon is not built');
@@ -100,31 +113,44 @@ export async function patchUnetWeights(
     // trySolverBackend is undefined without the addon (or with a TIME_EDIT_BACKEND not usable here): TypeScript then.
     if (work > NATIVE_PATCH_THRESHOLD) backend = trySolverBackend()?.kind;
   }
-  return backend === undefined ? patchPerProjection(unet, map, edit) : patchStacked(unet, map, edit, backend);
+  return backend;
+}
+
+/** Replaces the edited K/V tensors of `inits` (external ones read relative to `dir`) by W·M, in place. */
+async function patchInitializers(
+  inits: Map<string, TensorProto>,
+  dir: string,
+  map: CrossAttentionMap,
+  edit: Edit,
+  backend: BackendKind | undefined,
+): Promise<void> {
+  if (backend === undefined) patchPerProjection(inits, dir, map, edit);
+  else await patchStacked(inits, dir, map, edit, backend);
 }
 
 /** The TypeScript path: each projection patched on its own, in float64 (transformWeightRows). */
-function patchPerProjection(unet: LoadedModel, map: CrossAttentionMap, edit: Edit): ModelProto {
+function patchPerProjection(inits: Map<string, TensorProto>, dir: string, map: CrossAttentionMap, edit: Edit): void {
   if (map.d !== edit.d) throw new EditError(`the edit has width ${edit.d}, the UNet's conditioning has ${map.d}`);
-  const model = decodeModel(unet.bytes);
-  const inits = initializerMap(model);
   for (const layer of map.layers)
     for (const p of [layer.k, layer.v]) {
       if (!edit.steps.some((s) => stepEdits(s, p.kind, layer.index))) continue;
       const t = inits.get(p.initializer);
       if (t === undefined) throw new EditError(`initializer ${p.initializer} vanished from the UNet`);
-      const w = transpose(tensorToFloat32(t, unet.dir), p.inputWidth, p.width); // → [out, d]
+      const w = transpose(tensorToFloat32(t, dir), p.inputWidth, p.width); // → [out, d]
       setTensorFloat32(t, transpose(transformWeightRows(edit, w, p.kind, layer.index), p.width, p.inputWidth));
     }
-  return model;
 }
 
 /** The native path: the projections of a path stacked into one matrix, patched by the addon once per step. */
-async function patchStacked(unet: LoadedModel, map: CrossAttentionMap, edit: Edit, backend: BackendKind): Promise<ModelProto> {
+async function patchStacked(
+  inits: Map<string, TensorProto>,
+  dir: string,
+  map: CrossAttentionMap,
+  edit: Edit,
+  backend: BackendKind,
+): Promise<void> {
   if (map.d !== edit.d) throw new EditError(`the edit has width ${edit.d}, the UNet's conditioning has ${map.d}`);
   const rowsPerPath = map.layers.reduce((s, l) => s + l.width, 0);
-  const model = decodeModel(unet.bytes);
-  const inits = initializerMap(model);
   for (const path of ['k', 'v'] as const) {
     const steps = edit.steps.filter((s) => stepEdits(s, path));
     if (steps.length === 0) continue;
@@ -132,7 +158,9 @@ async function patchStacked(unet: LoadedModel, map: CrossAttentionMap, edit: Edi
     let stacked: Float32Array = new Float32Array(rowsPerPath * edit.d);
     let at = 0;
     for (const p of projections) {
-      stacked.set(transpose(tensorToFloat32(inits.get(p.initializer)!, unet.dir), p.inputWidth, p.width), at);
+      const t = inits.get(p.initializer);
+      if (t === undefined) throw new EditError(`initializer ${p.initializer} vanished from the UNet`);
+      stacked.set(transpose(tensorToFloat32(t, dir), p.inputWidth, p.width), at);
       at += p.width * p.inputWidth;
     }
     for (const st of steps) {
@@ -156,7 +184,85 @@ async function patchStacked(unet: LoadedModel, map: CrossAttentionMap, edit: Edi
       at += p.width * p.inputWidth;
     }
   }
-  return model;
+}
+
+/** Where one K/V weight of a self-contained UNet file lies in the file: the tensor without its data, and its bytes. */
+export interface KvTensorPlace {
+  /** the TensorProto (name, dims, data type) without rawData */
+  shell: TensorProto;
+  offset: number;
+  length: number;
+}
+
+/**
+ * Where the K/V weights of `unet` lie in its file, for patchedUnetCopy; undefined when that cannot be used: the
+ * model has external data, or some K/V weight is not stored as raw bytes in the file (float_data, …).
+ * Example: `const places = kvTensorPlaces(await loadModel(path), map)` → 32 places for an SD 1.x UNet.
+ */
+export function kvTensorPlaces(unet: LoadedModel, map: CrossAttentionMap): KvTensorPlace[] | undefined {
+  if (hasExternalData(unet.model)) return undefined;
+  const inits = initializerMap(unet.model);
+  const places: KvTensorPlace[] = [];
+  for (const layer of map.layers)
+    for (const p of [layer.k, layer.v]) {
+      const t = inits.get(p.initializer);
+      const raw = t?.rawData;
+      // decodeModel keeps payloads as views of the file's bytes: the view's place is the tensor's place in the file.
+      if (t === undefined || raw === undefined || raw.buffer !== unet.bytes.buffer) return undefined;
+      const { rawData: _data, ...shell } = t;
+      places.push({ shell: { ...shell, dims: [...t.dims] }, offset: raw.byteOffset - unet.bytes.byteOffset, length: raw.byteLength });
+    }
+  return places;
+}
+
+function writeAllSync(fd: number, bytes: Uint8Array, position: number): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
+}
+
+/**
+ * Weights mode without the model in memory: a copy of the self-contained UNet file `path` (a file-system copy,
+ * or a clone where the file system can) in a temp folder of the system temp folder, whose edited K/V weights are
+ * replaced by W·M in place; only the K/V weights are read (from the copy) and written. The tensors get the bytes
+ * patchUnetWeights gives them; every other byte is the original's, so onnxruntime reads the same model.
+ * `places`: kvTensorPlaces of that file. `check` runs before and after the copy: the caller's test that the file is
+ * still the one `places` were read from. Load the returned `path`, then call `cleanup()`.
+ * Example: `const src = await patchedUnetCopy(pipeline.unetPath, places, map, edit); …; src.cleanup()`.
+ */
+export async function patchedUnetCopy(
+  path: string,
+  places: KvTensorPlace[],
+  map: CrossAttentionMap,
+  edit: Edit,
+  options: PatchOptions & { check?: () => void } = {},
+): Promise<{ path: string; cleanup: () => void }> {
+  const backend = patchBackend(map, edit, options);
+  const dir = mkdtempSync(join(tmpdir(), '.time-edit-unet-'));
+  const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
+  try {
+    const target = join(dir, 'model.onnx');
+    options.check?.();
+    copyFileSync(path, target, fsConstants.COPYFILE_FICLONE);
+    options.check?.();
+    const read = new Map(places.map((p) => [p.shell.name ?? '', readFileSlice(target, p.offset, p.length)]));
+    const inits = new Map(places.map((p) => [p.shell.name ?? '', { ...p.shell, rawData: read.get(p.shell.name ?? '')! }]));
+    await patchInitializers(inits, dir, map, edit, backend);
+    const fd = openSync(target, 'r+');
+    try {
+      for (const p of places) {
+        const raw = inits.get(p.shell.name ?? '')!.rawData!;
+        if (raw === read.get(p.shell.name ?? '')) continue; // not edited
+        if (raw.byteLength !== p.length)
+          throw new EditError(`patched ${p.shell.name ?? '?'} has ${raw.byteLength} bytes, the file holds ${p.length}`);
+        writeAllSync(fd, raw, p.offset);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return { path: target, cleanup };
+  } catch (err) {
+    cleanup();
+    throw err;
+  }
 }
 
 /** A copy of the UNet whose V projections read a separate input `encoder_hidden_states_v` (same type). */
@@ -304,13 +410,16 @@ function tryLinkedFolder(parent: string, model: ModelProto, originalDir: string,
 }
 
 /**
- * Serializes a rewritten UNet for a session. Self-contained models go as bytes. Models with external data are
- * written to a temp folder holding hard links to the original external files (in the system temp folder, else
- * next to the original model, which is on the same file system); only if neither works are the external files
- * read into memory and passed as onnxruntime `externalData`.
+ * Serializes a rewritten UNet for a session. A self-contained model is written (streamed: no second copy of its
+ * weights in memory) to a temp folder in the system temp folder, which onnxruntime reads; only if that cannot be
+ * written does it go as bytes. A model with external data is written to a temp folder holding hard links to the
+ * original external files (in the system temp folder, else next to the original model, which is on the same file
+ * system); only if neither works are the external files read into memory and passed as onnxruntime `externalData`.
+ * Load a `path` source, then call its `cleanup()`.
+ * Example: `const src = await unetSource(await patchUnetWeights(unet, map, edit), unet.dir)`.
  */
 export async function unetSource(model: ModelProto, originalDir: string): Promise<UnetSource> {
-  if (!hasExternalData(model)) return { modelBytes: encodeModel(model) };
+  if (!hasExternalData(model)) return tryLinkedFolder(tmpdir(), model, originalDir, new Set()) ?? { modelBytes: encodeModel(model) };
   const locations = new Set(
     allTensors(model.graph!)
       .map((t) => externalDataRef(t)?.location)

@@ -3,11 +3,12 @@
 // may also be an SD 1.x checkpoint (a .safetensors file or a diffusers folder, lib/checkpoint/): what it holds is
 // detected (detectModelPath), and a checkpoint opens as a CheckpointEditContext, which computes and checks edits
 // exactly as an ONNX folder's context does but cannot sample (that needs an ONNX pipeline folder).
+// Memory: a context holds no copy of the UNet's weights while images are sampled, in any mode (docs/memory.md).
 import { join, resolve } from 'node:path';
 import { checkpointAttentionMap, checkpointFingerprint } from '../checkpoint/attention-map.js';
 import { detectModelPath, openCheckpoint, type Checkpoint } from '../checkpoint/open-checkpoint.js';
 import { CheckpointTextEncoder } from '../checkpoint/text-encoder.js';
-import { InputError, ModelError } from '../errors.js';
+import { InputError, ModelError, TimeEditError } from '../errors.js';
 import { ClipTokenizer } from '../model/tokenizer.js';
 import { loadPipeline, type Device } from '../model/pipeline.js';
 import { findCrossAttention, type CrossAttentionMap } from '../model/cross-attention.js';
@@ -17,13 +18,18 @@ import type { GenerateOptions } from '../sample/generate.js';
 import {
   conditioningRoutes,
   editedConditioning,
+  kvTensorPlaces,
+  patchedUnetCopy,
   patchUnetWeights,
   routeConditioningUnet,
   splitConditioningUnet,
   unetSource,
   V_INPUT,
   type ConditioningRoute,
+  type KvTensorPlace,
+  type UnetSource,
 } from './apply.js';
+import { UnetGraph, type UnetRead } from './unet-graph.js';
 import { computeEdit, type ComputedEdit, type EditRequest, type PromptEncoder } from './compute.js';
 import { type Edit, EditError, needsLayerRouting, needsSplitConditioning } from './edit.js';
 import { loadEdit } from './edit-file.js';
@@ -35,19 +41,69 @@ export type ApplyMode = 'embedding' | 'weights';
 
 export interface EditContext {
   pipeline: Pipeline;
-  unet: LoadedModel;
+  /**
+   * The UNet's decoded graph. An ONNX folder's context (openEditContext) does not hold it between uses: it is read
+   * from pipeline.unetPath when first asked for and kept until the next prepareEditedGeneration, which stops
+   * holding it (its weights would be a second copy beside the UNet session's while sampling, docs/memory.md);
+   * asked for again, it is read again. Take it from the context each time rather than keeping it across
+   * prepareEditedGeneration. The file must stay the one the context was opened on (else a ModelError).
+   */
+  readonly unet: LoadedModel;
   map: CrossAttentionMap;
   fingerprint: string;
 }
 
-/** Reads the pipeline's UNet graph (not its external weights), finds its cross-attention layers, fingerprints it. */
+/** An ONNX folder's edit context: the UNet graph read on demand (unet-graph.ts). */
+class OnnxEditContext implements EditContext {
+  constructor(
+    readonly pipeline: Pipeline,
+    readonly graph: UnetGraph,
+    readonly map: CrossAttentionMap,
+    readonly fingerprint: string,
+    /** where the K/V weights lie in a self-contained model.onnx (weights mode patches a copy of it in place) */
+    readonly kvPlaces: KvTensorPlace[] | undefined,
+  ) {}
+
+  get unet(): LoadedModel {
+    return this.graph.shared;
+  }
+}
+
+/**
+ * Whether an edit context holds its UNet's graph (and, for a self-contained model.onnx, its weights) in memory
+ * now: false after openEditContext and after prepareEditedGeneration, true once `ctx.unet` was read (docs/memory.md).
+ * Example: `const ctx = await openEditContext(p); editContextHoldsUnet(ctx)` → false; `ctx.unet; editContextHoldsUnet(ctx)` → true.
+ */
+export function editContextHoldsUnet(ctx: EditContext): boolean {
+  return ctx instanceof OnnxEditContext ? ctx.graph.held : true;
+}
+
+/**
+ * Reads the pipeline's UNet graph (not its external weights), finds its cross-attention layers, fingerprints it,
+ * and frees what it read: `ctx.unet` reads it again when asked for (EditContext.unet).
+ * Example: `const ctx = await openEditContext(await loadPipeline()); ctx.map.layers.length` → 16 for an SD 1.x UNet.
+ */
 export async function openEditContext(pipeline: Pipeline): Promise<EditContext> {
   const unet = await loadModel(pipeline.unetPath);
-  const map = findCrossAttention(unet.model.graph!);
-  if (map.d !== pipeline.textWidth)
-    throw new EditError(`the UNet's K/V projections take width ${map.d}, the text encoder gives ${pipeline.textWidth}`);
-  const fingerprint = await modelFingerprint(join(pipeline.dir, 'text_encoder'), { graph: unet.model.graph!, dir: unet.dir }, map);
-  return { pipeline, unet, map, fingerprint };
+  const graph = UnetGraph.adopt(unet);
+  try {
+    const map = findCrossAttention(unet.model.graph!);
+    if (map.d !== pipeline.textWidth)
+      throw new EditError(`the UNet's K/V projections take width ${map.d}, the text encoder gives ${pipeline.textWidth}`);
+    const fingerprint = await modelFingerprint(join(pipeline.dir, 'text_encoder'), { graph: unet.model.graph!, dir: unet.dir }, map);
+    return new OnnxEditContext(pipeline, graph, map, fingerprint, kvTensorPlaces(unet, map));
+  } finally {
+    // Nothing outside this function has seen this read: its memory goes now (the map and fingerprint hold no tensor).
+    graph.drop(true);
+  }
+}
+
+/** The UNet graph to rewrite for a session, and how to free it once the rewritten model is written out. */
+async function unetToRewrite(ctx: EditContext): Promise<UnetRead> {
+  if (!(ctx instanceof OnnxEditContext)) return { unet: ctx.unet, release: () => undefined };
+  const read = await ctx.graph.read();
+  ctx.graph.drop();
+  return read;
 }
 
 export function promptEncoder(pipeline: PromptEncoder): PromptEncoder {
@@ -79,7 +135,11 @@ export interface EditedGeneration {
 /**
  * Prepares sampling with an edit. Embedding mode: the UNet is unchanged (or split once for V-only steps) and the
  * conditioning of every prompt and of the unconditional branch is replaced by E·Mᵀ. Weights mode: a UNet session
- * with the patched K/V weights; options pass through unchanged.
+ * with the patched K/V weights; options pass through unchanged. Whenever a UNet copy is made (weights mode, or
+ * a split or routed graph), the folder UNet's session is released first and the copy's graph is freed before its
+ * session is created, so one copy of the UNet's weights is in memory at a time; afterwards the context holds no
+ * UNet graph (EditContext.unet reads it again when asked for).
+ * Example: `const g = await prepareEditedGeneration(ctx, edit, 'weights'); await generate(g.pipeline, await g.options(o)); await g.close()`.
  */
 export async function prepareEditedGeneration(
   ctx: EditContext,
@@ -93,15 +153,25 @@ export async function prepareEditedGeneration(
   if (edit.fingerprint !== ctx.fingerprint) throw new EditError('this edit was made for a different model');
   let cleanup: (() => void) | undefined;
   let pipeline = ctx.pipeline;
-  const useModel = async (model: ModelProto): Promise<void> => {
-    // One UNet at a time: the folder UNet's session (its weights and its buffers) is released before the copy is
-    // created; the folder pipeline creates it again when it next samples (docs/memory.md).
+  // A rewritten graph for the session: read, rewritten, written out (a temp file onnxruntime reads) and freed
+  // before the session is created.
+  const rewritten = (rewrite: (unet: LoadedModel) => ModelProto | Promise<ModelProto>) => async (): Promise<UnetSource> => {
+    const read = await unetToRewrite(ctx);
+    try {
+      return await unetSource(await rewrite(read.unet), read.unet.dir);
+    } finally {
+      read.release();
+    }
+  };
+  const useSource = async (make: () => Promise<UnetSource>): Promise<void> => {
+    // One copy of the UNet's weights at a time (docs/memory.md): the folder UNet's session (its weights and its
+    // buffers) is released first, and created again when the folder pipeline next samples.
     await ctx.pipeline.releaseUnet();
-    const src = await unetSource(model, ctx.unet.dir);
+    const src = await make();
     if ('path' in src) {
       cleanup = src.cleanup;
       try {
-        pipeline = await ctx.pipeline.withUnet({ path: src.path });
+        pipeline = await ctx.pipeline.withUnet({ path: src.path }, { temporaryPath: true });
       } catch (err) {
         src.cleanup();
         throw err;
@@ -124,9 +194,24 @@ export async function prepareEditedGeneration(
   // Layer subsets in embedding mode: each group of projections edited by the same steps reads its own input.
   const routes: ConditioningRoute[] | undefined =
     mode === 'embedding' && needsLayerRouting(edit) ? conditioningRoutes(edit, ctx.map) : undefined;
-  if (mode === 'weights') await useModel(await patchUnetWeights(ctx.unet, ctx.map, edit));
-  else if (routes !== undefined) await useModel(routeConditioningUnet(ctx.unet, ctx.map, routes));
-  else if (needsSplitConditioning(edit)) await useModel(splitConditioningUnet(ctx.unet, ctx.map));
+  if (mode === 'weights') {
+    // A self-contained model.onnx: a copy of the file patched in place, so the model is never read into memory.
+    // Where the temp file cannot be written (no space, no temp folder), the patched graph is made in memory.
+    const places = ctx instanceof OnnxEditContext ? ctx.kvPlaces : undefined;
+    const inMemory = rewritten((unet) => patchUnetWeights(unet, ctx.map, edit));
+    await useSource(
+      places !== undefined && ctx instanceof OnnxEditContext
+        ? () =>
+            patchedUnetCopy(ctx.graph.path, places, ctx.map, edit, { check: () => ctx.graph.verify() }).catch((err: unknown) => {
+              if (err instanceof TimeEditError) throw err;
+              return inMemory();
+            })
+        : inMemory,
+    );
+  } else if (routes !== undefined) await useSource(rewritten((unet) => routeConditioningUnet(unet, ctx.map, routes)));
+  else if (needsSplitConditioning(edit)) await useSource(rewritten((unet) => splitConditioningUnet(unet, ctx.map)));
+  // The folder UNet's graph is not needed to sample: a copy a caller asked for (ctx.unet) is not held any longer.
+  if (ctx instanceof OnnxEditContext) ctx.graph.drop();
   const owned = pipeline !== ctx.pipeline;
   return {
     pipeline,

@@ -2,15 +2,15 @@
 // take the LoRAs time-edit writes. A TIME edit changes every projection W of a path by the same M (W' = W·M), so
 // M − I = P is recovered from the LoRA's ΔW_l = scale·up_l·down_l and the model's own weights by least squares over
 // the layers the LoRA touches: P = (Σ W_lᵀW_l)⁻¹ Σ W_lᵀΔW_l when they have at least d output units together (exact
-// when the LoRA is exact or truncated with one shared lora_down), else the minimum-norm P = Wᵀ(WWᵀ)⁻¹ΔW, which
-// patches those layers exactly too. A per-matrix truncated LoRA has no single M; the least-squares M is then the
+// when the LoRA is exact or truncated with one shared lora_down; the pseudo-inverse when Σ W_lᵀW_l is singular),
+// else the minimum-norm P = Wᵀ(WWᵀ)⁻¹ΔW, which patches those layers exactly too. A per-matrix truncated LoRA has no single M; the least-squares M is then the
 // closest one, and `residual` says how far it is. The LoRA must come from this tool (its `time_edit.*` metadata:
 // the fingerprint of the model it was made for is checked like an edit file's).
 import { type Edit, EditError, type EditStep } from './edit.js';
 import type { KvWeights } from './lora-factor.js';
 import type { LoraFile, LoraFileModule } from './lora-file.js';
 import { LORA_FORMAT } from './lora-file.js';
-import { choleskySolve, LinalgError, matmul } from './lora-linalg.js';
+import { choleskySolve, LinalgError, matmul, minimumNormSolve } from './lora-linalg.js';
 
 /** What loraToEdit recovered: the edit, and how well one M per path reproduces the LoRA. */
 export interface RecoveredEdit {
@@ -97,7 +97,15 @@ function recoverDelta(mods: LoraFileModule[], weights: KvWeights, path: 'k' | 'v
         }
       }
       for (let i = 0; i < d; i++) for (let j = 0; j < i; j++) S[i * d + j] = S[j * d + i]!;
-      Y = choleskySolve(S, X, d, c);
+      // Weights that ignore some of their inputs (zero columns, as in a model whose text states carry features the
+      // UNet does not read: models/README.md, "Text-state lift") make S singular; the minimum-norm P then leaves
+      // those inputs alone and still gives W·(I + P) = W·M exactly.
+      try {
+        Y = choleskySolve(S, X, d, c);
+      } catch (err) {
+        if (!(err instanceof LinalgError)) throw err;
+        Y = minimumNormSolve(S, X, d, c).x;
+      }
     } else {
       // Minimum norm: P = Wᵀ(WWᵀ)⁻¹ΔW over the stacked W (fitRows × d).
       const W = new Float64Array(fitRows * d);

@@ -275,3 +275,81 @@ export function choleskySolve(s: ArrayLike<number>, b: ArrayLike<number>, n: num
   }
   return x;
 }
+
+/**
+ * The minimum-norm solution Y = S⁺·B of S·Y = B for a symmetric positive semidefinite S (n × n) and B (n × m) in
+ * the range of S (as the right side of least-squares normal equations always is). Cholesky with complete pivoting
+ * stops at the numerical rank r (the largest remaining pivot ≤ relTol × the largest diagonal), giving
+ * S = Πᵀ·L·Lᵀ·Π with L (n × r) of full column rank; then S⁺ = Πᵀ·L·(LᵀL)⁻²·Lᵀ·Π (Golub & Van Loan, "Matrix
+ * Computations", 4th ed., §4.2.8 on pivoted Cholesky, §5.5 on the pseudo-inverse). It is what a least-squares fit
+ * needs when whole columns of the data are zero, e.g. weights that ignore some of their inputs.
+ *
+ * @example
+ *   minimumNormSolve(new Float64Array([1, 0, 0, 0]), new Float64Array([2, 0]), 2, 1);   // [2, 0]
+ */
+export function minimumNormSolve(
+  s: ArrayLike<number>,
+  b: ArrayLike<number>,
+  n: number,
+  m: number,
+  relTol = 1e-12,
+): { x: Float64Array; rank: number } {
+  const a = Float64Array.from(s as ArrayLike<number>);
+  const perm = Array.from({ length: n }, (_, i) => i);
+  let largest = 0;
+  for (let i = 0; i < n; i++) largest = Math.max(largest, a[i * n + i]!);
+  // Outer-product pivoted Cholesky on a working copy: column j of L ends in a[perm[i]*n + perm[j]] for i ≥ j.
+  const l = new Float64Array(n * n); // l[i*n + j]: row i of the permuted L
+  let rank = 0;
+  const diag = new Float64Array(n);
+  for (let i = 0; i < n; i++) diag[i] = a[i * n + i]!;
+  for (let j = 0; j < n; j++) {
+    let best = j;
+    for (let i = j + 1; i < n; i++) if (diag[perm[i]!]! > diag[perm[best]!]!) best = i;
+    const pivot = diag[perm[best]!]!;
+    if (!(pivot > relTol * largest) || !(largest > 0)) break;
+    [perm[j], perm[best]] = [perm[best]!, perm[j]!];
+    for (let p = 0; p < j; p++) [l[j * n + p], l[best * n + p]] = [l[best * n + p]!, l[j * n + p]!];
+    const ljj = Math.sqrt(pivot);
+    l[j * n + j] = ljj;
+    const pj = perm[j]!;
+    for (let i = j + 1; i < n; i++) {
+      const pi = perm[i]!;
+      let x = a[pi * n + pj]!;
+      for (let p = 0; p < j; p++) x -= l[i * n + p]! * l[j * n + p]!;
+      const lij = x / ljj;
+      l[i * n + j] = lij;
+      diag[pi]! -= lij * lij;
+    }
+    rank++;
+  }
+  const r = rank;
+  const x = new Float64Array(n * m);
+  if (r === 0) return { x, rank };
+  // G = LᵀL (r × r), positive definite; T = Lᵀ·Π·B (r × m); Y_Π = L·G⁻¹·G⁻¹·T.
+  const g = new Float64Array(r * r);
+  for (let i = 0; i < n; i++)
+    for (let p = 0; p < r; p++) {
+      const lip = l[i * n + p]!;
+      if (lip === 0) continue;
+      for (let q = p; q < r; q++) g[p * r + q]! += lip * l[i * n + q]!;
+    }
+  for (let p = 0; p < r; p++) for (let q = 0; q < p; q++) g[p * r + q] = g[q * r + p]!;
+  const t = new Float64Array(r * m);
+  for (let i = 0; i < n; i++) {
+    const bi = perm[i]! * m;
+    for (let p = 0; p < r; p++) {
+      const lip = l[i * n + p]!;
+      if (lip !== 0) for (let c = 0; c < m; c++) t[p * m + c]! += lip * b[bi + c]!;
+    }
+  }
+  const u = choleskySolve(g, choleskySolve(g, t, r, m), r, m);
+  for (let i = 0; i < n; i++) {
+    const xi = perm[i]! * m;
+    for (let p = 0; p < r; p++) {
+      const lip = l[i * n + p]!;
+      if (lip !== 0) for (let c = 0; c < m; c++) x[xi + c]! += lip * u[p * m + c]!;
+    }
+  }
+  return { x, rank };
+}

@@ -5,6 +5,7 @@ import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { BackendUnavailableError, InputError, ModelError } from '../errors.js';
 import { float16ToFloat32 as fromHalf, float32ToFloat16 as toHalf } from './onnx/float16.js';
+import { releaseArrayBuffer } from './release-buffer.js';
 import type {
   Feed,
   ModelSource,
@@ -54,7 +55,13 @@ async function load(source: ModelSource, config: SessionConfig, label: string): 
   try {
     if ('path' in source) return await ort.InferenceSession.create(source.path, options);
     if (source.externalData !== undefined) options.externalData = source.externalData.map((e) => ({ path: e.path, data: e.data }));
-    return await ort.InferenceSession.create(source.modelBytes, options);
+    const session = await ort.InferenceSession.create(source.modelBytes, options);
+    // The session has parsed the model into its own tensors; these bytes are this thread's (transferred or
+    // copied to it with the request) and unreachable once this returns, but a worker that only waits on requests
+    // would keep them until some later collection: one more copy of the model's weights (docs/memory.md).
+    // External data buffers are left alone (onnxruntime may read them for the session's life).
+    if (!(source.externalData ?? []).some((e) => e.data.buffer === source.modelBytes.buffer)) releaseArrayBuffer(source.modelBytes.buffer);
+    return session;
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     if (config.device === 'cuda' && cudaMissing(message)) {

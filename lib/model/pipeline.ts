@@ -697,9 +697,12 @@ export class Pipeline {
    * Example: `const edited = await pipeline.withUnet({ path: pipeline.unetPath, ... })`; `await edited.close()`
    * releases only the new UNet session. `transferBytes`: hand `modelBytes`' buffer to the worker instead of
    * copying it (the caller's array is unusable afterwards), so the model is not held twice while it loads.
+   * `temporaryPath`: `path` is a temp file the caller removes once this returns (a rewritten UNet written for
+   * onnxruntime to read): the copy's unetPath stays this pipeline's and its errors name "the replacement UNet".
    */
-  async withUnet(source: ModelSource, options: { transferBytes?: boolean } = {}): Promise<Pipeline> {
-    const label = 'path' in source ? source.path : 'the replacement UNet';
+  async withUnet(source: ModelSource, options: { transferBytes?: boolean; temporaryPath?: boolean } = {}): Promise<Pipeline> {
+    const temporary = options.temporaryPath === true && 'path' in source;
+    const label = 'path' in source && !temporary ? source.path : 'the replacement UNet';
     if ('path' in source) {
       if (!(await isFile(source.path))) throw new ModelError(source.path, `UNet model ${source.path} does not exist`);
     } else if (!(source.modelBytes instanceof Uint8Array) || source.modelBytes.byteLength === 0) {
@@ -717,7 +720,7 @@ export class Pipeline {
         key,
         sliced?.source ?? source,
         this.shared.sessionConfig,
-        'path' in source ? `${basename(dirname(source.path))}/${basename(source.path)}` : label,
+        'path' in source && !temporary ? `${basename(dirname(source.path))}/${basename(source.path)}` : label,
         sliced?.transfer ?? (options.transferBytes === true && 'modelBytes' in source ? ownedBuffer(source.modelBytes) : []),
       );
     } finally {
@@ -730,7 +733,7 @@ export class Pipeline {
         throw new ModelError(label, `${label}: encoder_hidden_states width ${w} does not match the text encoder's ${this.textWidth}`);
       return new Pipeline(
         this.shared,
-        { ...unet, path: 'path' in source ? resolve(source.path) : this.unet.path, key, slicing: sliced?.report ?? UNSLICED },
+        { ...unet, path: 'path' in source && !temporary ? resolve(source.path) : this.unet.path, key, slicing: sliced?.report ?? UNSLICED },
         false,
       );
     } catch (err) {

@@ -49,7 +49,13 @@ export async function runBatchOnQueue(target: QueueTarget, file: string, outDir:
     try {
       const defaults = options.defaults ?? {};
       const chunks = fixedChunks(run.lines, run.todo, options.chunk ?? 32);
-      const jobs: BatchJob[] = chunks.map((lines) => ({ kind: 'batch', format: PAYLOAD_FORMAT, fingerprint, defaults, lines }));
+      const jobOf = (lines: BatchLine[]): BatchJob => ({ kind: 'batch', format: PAYLOAD_FORMAT, fingerprint, defaults, lines });
+      const jobs = chunks.map(jobOf);
+      // Chunks done already whose jobs a killed submitter wrote but did not remove: removed now (with their
+      // artifacts). Their ids are those of a first run's chunks (every line of the chunk to do).
+      const todo = new Set(run.todo.map((l) => l.line));
+      const doneChunks = fixedChunks(run.lines, run.lines, options.chunk ?? 32).filter((c) => c.every((l) => !todo.has(l.line)));
+      await submission.releaseWritten(doneChunks.map(jobOf));
       let processed = 0;
       options.onProgress?.(0, run.todo.length);
       await submission.run(jobs, async (f: FinishedJob) => {
@@ -67,8 +73,8 @@ export async function runBatchOnQueue(target: QueueTarget, file: string, outDir:
             f.value,
             lines.map((l) => l.line),
           );
-          const edits = [];
-          for (const e of r.edits) edits.push({ row: e.row, data: await submission.artifact(e.artifact) });
+          const bytes = await submission.artifacts(r.edits.map((e) => e.artifact)); // one round trip per job
+          const edits = r.edits.map((e, i) => ({ row: e.row, data: bytes[i]! }));
           await run.write({ errors: r.errors, edits, solveMs: r.solveMs, solver: r.solver });
         }
         processed += lines.length;

@@ -63,9 +63,10 @@ export async function generateOnQueue(
       const job = f.data as GenerateJob;
       if (f.failedReason !== undefined) throw new QueueError(`a generate job failed on the queue: ${f.failedReason}`);
       const r = checkGenerateResult(f.value, job.seeds, options.width, options.height);
+      const bytes = await submission.artifacts(r.images.map((im) => im.artifact)); // one round trip per job
       for (const { promptIndex, seedIndex } of places.get(f.id)!) {
         for (const [j, im] of r.images.entries()) {
-          const rgb = new Uint8Array(await submission.artifact(im.artifact));
+          const rgb = new Uint8Array(bytes[j]!);
           if (rgb.length !== im.width * im.height * 3)
             throw new QueueError(`a worker returned an image of ${rgb.length} bytes for ${im.width}×${im.height}`);
           slots[promptIndex * S + seedIndex + j] = {

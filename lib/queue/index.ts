@@ -7,7 +7,7 @@ export type { QueuedImages } from './generate.js';
 export { runTimedOnQueue } from './timed.js';
 export { queueStatus, cleanQueues } from './status.js';
 export type { QueueStatus, QueueCounts } from './status.js';
-export type { QueueTarget } from './submission.js';
+export type { JobTimes, QueueTarget } from './submission.js';
 export { checkConnection, redactUrl, resolveQueueUrl, REDIS_URL_VARIABLE } from './connection.js';
 export { validateJob } from './payload.js';
 export type { JobData, BatchJob, GenerateJob, TimedJob } from './payload.js';

@@ -1,8 +1,8 @@
 // Where this tool's things live in Redis. One BullMQ queue per model: `time-edit-<first 16 hex of the model's edit
 // fingerprint>`, so that a worker listens only on the queues of the models it serves and a job is never taken by a
 // worker that cannot run it. Workers announce themselves with a heartbeat key that expires when they stop renewing
-// it. Artifacts (edit files, images) are keys of their own, named after their queue and job, removed by the submitter
-// once it has written them, and expiring after ARTIFACT_TTL_S in any case.
+// it, listed in one set. Artifacts (edit files, images) are keys of their own, named after their queue and job,
+// removed by the submitter once it has written them, and expiring after ARTIFACT_TTL_S in any case.
 /** BullMQ's key prefix (its default), so that BullMQ's own tools see these queues. */
 export const BULL_PREFIX = 'bull';
 
@@ -31,8 +31,11 @@ export function workerKey(id: string): string {
   return `${KEY_PREFIX}:worker:${id}`;
 }
 
-/** The pattern that matches every worker's heartbeat key. */
-export const WORKER_KEY_PATTERN = `${KEY_PREFIX}:worker:*`;
+/**
+ * The set of the ids of workers that announced themselves: readers look up these workers' heartbeat keys instead of
+ * scanning the keyspace (which holds a key per job and per artifact) for them.
+ */
+export const WORKER_SET_KEY = `${KEY_PREFIX}:workers`;
 
 /** The key of artifact `index` of one attempt (`token`) at a job. */
 export function artifactKey(queue: string, jobId: string, token: string, index: number): string {

@@ -3,8 +3,8 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { checkConnection, openConnection } from './connection.js';
-import { ARTIFACT_KEY_PATTERN, artifactOwner, BULL_PREFIX, KEY_PREFIX, QUEUE_PREFIX, WORKER_KEY_PATTERN } from './names.js';
-import type { WorkerInfo } from './worker.js';
+import { ARTIFACT_KEY_PATTERN, artifactOwner, BULL_PREFIX, KEY_PREFIX, QUEUE_PREFIX } from './names.js';
+import { liveWorkers, type WorkerInfo } from './worker-registry.js';
 
 export interface QueueCounts {
   queue: string;
@@ -40,21 +40,6 @@ async function queueNames(conn: Redis, workers: WorkerInfo[]): Promise<string[]>
   for (const k of await scanAll(conn, `${BULL_PREFIX}:${QUEUE_PREFIX}*:id`)) names.add(k.slice(BULL_PREFIX.length + 1, -':id'.length));
   for (const w of workers) for (const m of w.models) names.add(m.queue);
   return [...names].sort();
-}
-
-async function liveWorkers(conn: Redis): Promise<WorkerInfo[]> {
-  const keys = await scanAll(conn, WORKER_KEY_PATTERN);
-  if (keys.length === 0) return [];
-  const out: WorkerInfo[] = [];
-  for (const v of await conn.mget(...keys)) {
-    try {
-      const w = JSON.parse(v ?? 'null') as WorkerInfo | null;
-      if (w !== null && Array.isArray(w.models)) out.push(w);
-    } catch {
-      // not a heartbeat of this tool
-    }
-  }
-  return out.sort((a, b) => a.id.localeCompare(b.id));
 }
 
 async function withConnection<T>(url: string, f: (conn: Redis) => Promise<T>): Promise<T> {

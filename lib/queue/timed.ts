@@ -51,7 +51,7 @@ export async function runTimedOnQueue(
     throw new InputError(unknown[0]![0], `${unknown[0]![0]}: this option is not sent to queue workers; run without the queue`);
   if (o.judge !== colourJudge)
     throw new InputError('judge', 'judge: a queue run judges with the colour classifier only (no CLIP judge on workers)');
-  const jobs: TimedJob[] = entries.map((entry) => ({
+  const jobOf = (entry: TimedEntry): TimedJob => ({
     kind: 'timed',
     format: PAYLOAD_FORMAT,
     fingerprint,
@@ -68,7 +68,8 @@ export async function runTimedOnQueue(
     ...(o.onlyK === true ? { onlyK: true } : {}),
     ...(o.layers !== undefined ? { layers: o.layers } : {}),
     ...(o.preserve !== undefined && o.preserve.length > 0 ? { preserve: o.preserve } : {}),
-  }));
+  });
+  const jobs = entries.map(jobOf);
   const order = entries.map((e) => e.index);
   /** entries whose images are written, waiting for the earlier entries before they are handed on */
   const ready = new Map<number, { result: EntryResult; job: FinishedJob }>();
@@ -76,13 +77,14 @@ export async function runTimedOnQueue(
   let next = 0;
   const submission = await Submission.open(target, fingerprint);
   try {
+    // Entries an earlier run logged whose jobs its submitter, killed, did not remove: removed now with their artifacts.
+    await submission.releaseWritten((o.earlier ?? []).filter((r) => r.scores !== undefined).map((r) => jobOf(r.entry)));
     await submission.run(jobs, async (f) => {
       const entry = (f.data as TimedJob).entry;
       if (f.failedReason !== undefined) throw new QueueError(`the queue job of TIMED entry ${entry.index} failed: ${f.failedReason}`);
       const r = checkTimedResult(f.value);
-      const files = [];
-      for (const file of r.files)
-        files.push({ path: join(o.outDir, ...file.path.split('/')), data: await submission.artifact(file.artifact) });
+      const bytes = await submission.artifacts(r.files.map((file) => file.artifact)); // one round trip per entry
+      const files = r.files.map((file, i) => ({ path: join(o.outDir, ...file.path.split('/')), data: bytes[i]! }));
       await writeFilesAtomic(files);
       ready.set(entry.index, { result: { entry: entries.find((e) => e.index === entry.index)!, ...r.result }, job: f });
       o.onProgress?.(`entry ${entry.index} done (${ready.size + next}/${entries.length})`);

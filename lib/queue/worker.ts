@@ -4,9 +4,11 @@
 // fails is failed with the reason (BullMQ's UnrecoverableError: no retry) and never executed. The computation is the
 // library's own: computeBatchChunk for edit --batch chunks, generate() for images, runTimed() for a TIMED entry (into
 // a temporary folder of the worker's, read back and removed). Results go back through Redis: small JSON as the job's
-// return value, bytes as artifact keys. The worker announces itself with a heartbeat key (models served, jobs done,
-// RSS) that `queue status` and submitters read. close() lets the current jobs finish (BullMQ's Worker.close), then
-// removes the heartbeat: SIGTERM handling in the CLI calls it. A worker killed outright stops renewing its jobs' locks;
+// return value, bytes as artifact keys (raw, all of a job's in one MULTI). BullMQ hands the worker its next job in
+// the same call that completes the last one, so it does not idle between jobs. The worker announces itself with a
+// heartbeat (models served, jobs done, RSS; lib/queue/worker-registry.ts) that `queue status` and submitters read.
+// close() lets the current jobs finish (BullMQ's Worker.close), then removes the heartbeat: SIGTERM handling in the
+// CLI calls it. A worker killed outright stops renewing its jobs' locks;
 // BullMQ's stalled-job check gives them to another worker after `stallMs`.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -22,17 +24,9 @@ import { generate, validateGenerateOptions, type GenerateOptions } from '../samp
 import { defaultSolver, type EditSolver } from '../solver/select.js';
 import { checkConnection, openConnection, redactSecrets } from './connection.js';
 import type { BatchJobResult, GenerateJobResult, TimedJobResult } from './job-results.js';
-import {
-  ARTIFACT_TTL_S,
-  artifactKey,
-  artifactSetKey,
-  BULL_PREFIX,
-  HEARTBEAT_MS,
-  HEARTBEAT_TTL_MS,
-  queueNameFor,
-  workerKey,
-} from './names.js';
+import { ARTIFACT_TTL_S, artifactKey, artifactSetKey, BULL_PREFIX, HEARTBEAT_MS, queueNameFor } from './names.js';
 import { validateJob, type JobData } from './payload.js';
+import { renewHeartbeat, withdrawHeartbeat, type WorkerInfo } from './worker-registry.js';
 
 export interface QueueWorkerOptions {
   /** redis:// or rediss:// URL (see lib/queue/connection.ts) */
@@ -51,18 +45,7 @@ export interface QueueWorkerOptions {
   onLog?: (message: string) => void;
 }
 
-/** What a worker serves, as its heartbeat tells it. */
-export interface WorkerInfo {
-  id: string;
-  host: string;
-  pid: number;
-  models: { fingerprint: string; model: string; queue: string }[];
-  device: string;
-  concurrency: number;
-  jobs: number;
-  rssBytes: number;
-  since: string;
-}
+export type { WorkerInfo } from './worker-registry.js';
 
 /** A running worker. */
 export interface QueueWorker {
@@ -93,13 +76,16 @@ function filesUnder(dir: string): string[] {
   return out;
 }
 
-/** Runs one validated job with a served model; `put` stores an artifact and returns its key. */
-async function execute(s: Served, data: JobData, put: (bytes: Uint8Array) => Promise<string>): Promise<unknown> {
+/**
+ * Runs one validated job with a served model; `put` names an artifact (its key) and keeps its bytes for the one Redis
+ * round trip that stores all of the job's artifacts once it is computed.
+ */
+async function execute(s: Served, data: JobData, put: (bytes: Uint8Array) => string): Promise<unknown> {
   const pipeline = s.ctx.pipeline;
   if (data.kind === 'batch') {
     const c = await computeBatchChunk(s.ctx, data.lines, data.defaults, s.solver);
     const edits: BatchJobResult['edits'] = [];
-    for (const e of c.edits) edits.push({ row: e.row, artifact: await put(e.data) });
+    for (const e of c.edits) edits.push({ row: e.row, artifact: put(e.data) });
     return { errors: c.errors, edits, solveMs: c.solveMs, solver: c.solver } satisfies BatchJobResult;
   }
   if (data.kind === 'generate') {
@@ -121,7 +107,7 @@ async function execute(s: Served, data: JobData, put: (bytes: Uint8Array) => Pro
     }
     const images = await generate(pipeline, o);
     const out: GenerateJobResult['images'] = [];
-    for (const img of images) out.push({ seed: img.seed, width: img.width, height: img.height, artifact: await put(img.rgb) });
+    for (const img of images) out.push({ seed: img.seed, width: img.width, height: img.height, artifact: put(img.rgb) });
     return { images: out } satisfies GenerateJobResult;
   }
   // One TIMED entry, written by runTimed itself into a folder of the worker's own, then read back as artifacts.
@@ -144,12 +130,28 @@ async function execute(s: Served, data: JobData, put: (bytes: Uint8Array) => Pro
       ...(data.preserve !== undefined ? { preserve: data.preserve } : {}),
     });
     const files: TimedJobResult['files'] = [];
-    for (const path of filesUnder(dir)) files.push({ path, artifact: await put(readFileSync(join(dir, path))) });
+    for (const path of filesUnder(dir)) files.push({ path, artifact: put(readFileSync(join(dir, path))) });
     const { scores, error, editMs, seconds } = r!;
     return { result: { scores, error, editMs, seconds }, files } satisfies TimedJobResult;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Stores a job's artifacts (raw bytes, no encoding) and adds their keys to the job's set, in one MULTI: one round trip
+ * per job however many files it made (a round trip per file cost more than the rest of a small job's overhead), and
+ * all of them or none before the job is marked completed.
+ */
+async function storeArtifacts(conn: Redis, set: string, artifacts: readonly { key: string; bytes: Uint8Array }[]): Promise<void> {
+  if (artifacts.length === 0) return;
+  const m = conn.multi();
+  for (const a of artifacts) m.set(a.key, Buffer.from(a.bytes.buffer, a.bytes.byteOffset, a.bytes.byteLength), 'EX', ARTIFACT_TTL_S);
+  m.sadd(set, ...artifacts.map((a) => a.key)).expire(set, ARTIFACT_TTL_S);
+  const replies = await m.exec();
+  const failed = replies?.find(([err]) => err !== null)?.[0];
+  if (replies === null || failed)
+    throw new Error(`could not store the job's results in Redis: ${failed?.message ?? 'the transaction was aborted'}`);
 }
 
 /**
@@ -201,7 +203,7 @@ export async function startQueueWorker(options: QueueWorkerOptions): Promise<Que
   const beat = async () => {
     info.rssBytes = process.memoryUsage().rss;
     try {
-      await conn.set(workerKey(id), JSON.stringify(info), 'PX', HEARTBEAT_TTL_MS);
+      await renewHeartbeat(conn, info);
     } catch {
       // reported by the connection's own trouble messages; the next beat retries
     }
@@ -220,19 +222,14 @@ export async function startQueueWorker(options: QueueWorkerOptions): Promise<Que
           throw new UnrecoverableError((err as Error).message);
         }
         const token = randomBytes(4).toString('hex');
-        let n = 0;
-        const put = async (bytes: Uint8Array): Promise<string> => {
-          const key = artifactKey(s.queue, job.id ?? 'unknown', token, n++);
-          const set = artifactSetKey(s.queue, job.id ?? 'unknown');
-          await conn
-            .multi()
-            .set(key, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'EX', ARTIFACT_TTL_S)
-            .sadd(set, key)
-            .expire(set, ARTIFACT_TTL_S)
-            .exec();
+        const artifacts: { key: string; bytes: Uint8Array }[] = [];
+        const put = (bytes: Uint8Array): string => {
+          const key = artifactKey(s.queue, job.id ?? 'unknown', token, artifacts.length);
+          artifacts.push({ key, bytes });
           return key;
         };
         const value = await execute(s, data, put);
+        await storeArtifacts(conn, artifactSetKey(s.queue, job.id ?? 'unknown'), artifacts);
         info.jobs++;
         return value;
       },
@@ -256,7 +253,7 @@ export async function startQueueWorker(options: QueueWorkerOptions): Promise<Que
       await Promise.all(workers.map((w) => w.close()));
       clearInterval(timer);
       try {
-        await conn.del(workerKey(id));
+        await withdrawHeartbeat(conn, id);
       } catch {
         // the key expires by itself
       }

@@ -23,12 +23,12 @@ EMBED_DIM = 128  # contrastive space
 # UNet's 32 cross-attention K/V weights are divided by it, so generation is exactly unchanged; only the scale
 # at which TIME's lambda = 0.1 regularizes changes (see models/README.md, "Text state scale").
 TEXT_OUTPUT_SCALE = 0.1
-# Optional, off in the committed model: widen the exported text states with fixed random Fourier features of
-# themselves and pad the UNet's K/V weights with zero rows (lift.py; models/README.md, "Text-state lift"). The
-# generator is unchanged and TIME's closed form then works in 128 + features = 512 > 308 dimensions. bandwidth:
-# sigma in units of the median distance between training-caption states, chosen on validation prompts outside
-# toy_timed.csv. Set TEXT_LIFT = dict(features=384, bandwidth=0.35, seed=SEED) to export the lifted folder.
-TEXT_LIFT = None
+# Widen the exported text states with fixed random Fourier features of themselves and pad the UNet's K/V weights
+# with zero rows (lift.py; models/README.md, "Text-state lift"). The generator is unchanged and TIME's closed
+# form then works in 128 + features = 512 > 308 dimensions. bandwidth: sigma in units of the median distance
+# between training-caption states, chosen on validation prompts outside toy_timed.csv. None exports the plain
+# 128-wide folder.
+TEXT_LIFT = dict(features=384, bandwidth=0.35, seed=SEED)
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_START, BETA_END = 0.00085, 0.012
 CAPTION_DROPOUT = 0.1

@@ -110,17 +110,6 @@ def export(work, model_dir, unet_path):
                                     "out_sample": {0: "batch", 2: "height", 3: "width"}},
                       opset_version=OPSET, do_constant_folding=True)
     check_unet_graph(unet_file, d)
-    width, lift_info = d, None
-    if common.TEXT_LIFT:
-        r, b, amplitude, sigma, rms = lift.features(te, tok)
-        width = lift.lift_text_onnx(os.path.join(tmp, "text_encoder", "model.onnx"), r, b, amplitude)
-        lift.pad_unet_onnx(unet_file, width)
-        check_unet_graph(unet_file, width)
-        lift_info = {"features": common.TEXT_LIFT["features"], "seed": common.TEXT_LIFT["seed"],
-                     "bandwidth": common.TEXT_LIFT["bandwidth"], "sigma": sigma, "amplitude": amplitude,
-                     "state_rms": rms, "output_width": width,
-                     "doc": "last_hidden_state = [x ; amplitude*cos(x R^T + b)], x the 128-wide final LayerNorm "
-                            "output; the UNet's K/V weights are zero on the extra features (models/README.md)"}
     dec.clamp_output = True
     torch.onnx.export(dec, (torch.randn(1, common.LATENT_CHANNELS, h, w),), os.path.join(tmp, "vae_decoder", "model.onnx"),
                       input_names=["latent_sample"], output_names=["sample"],
@@ -153,7 +142,7 @@ def export(work, model_dir, unet_path):
         "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
         "mid_block_type": "UNetMidBlock2DCrossAttn",
         "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-        "layers_per_block": common.UNET["layers"], "cross_attention_dim": width,
+        "layers_per_block": common.UNET["layers"], "cross_attention_dim": d,
         "attention_head_dim": common.UNET["heads"], "norm_num_groups": common.UNET["groups"],
         "act_fn": "silu", "flip_sin_to_cos": True, "freq_shift": 0, "training_steps": step,
         "latent_size_multiple": 2 ** (len(ch) - 1)})
@@ -162,8 +151,7 @@ def export(work, model_dir, unet_path):
         "intermediate_size": common.TEXT["ff"], "num_hidden_layers": common.TEXT["layers"],
         "num_attention_heads": common.TEXT["heads"], "max_position_embeddings": 77,
         "vocab_size": len(tok.encoder), "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
-        "bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.eos_id,
-        **({"text_state_lift": lift_info} if lift_info else {})})
+        "bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.eos_id})
     _json(os.path.join(tmp, "toy_world.json"), {
         "image_size": world.IMAGE_SIZE, "background": list(world.BACKGROUND),
         "shapes": world.SHAPES, "colours": {k: list(v) for k, v in world.COLOURS.items()},
@@ -173,14 +161,16 @@ def export(work, model_dir, unet_path):
                        "min_pixels": world.MIN_PIXELS, "hues": world.COLOUR_HUES}})
     import timed
     timed.write(os.path.join(tmp, "toy_timed.csv"))
+    timed.write_debias(os.path.join(tmp, "toy_debias.csv"))
+    if common.TEXT_LIFT:
+        # From the exported files, not from the modules in memory: lift.py MODEL_DIR gives the same bytes.
+        te, unet, _ = lift.lift_folder(tmp)
     # Keep any evaluation report that already sits in the old folder.
     if os.path.isdir(model_dir):
         shutil.rmtree(model_dir)
     os.chmod(tmp, 0o755)
     os.replace(tmp, model_dir)
     print(f"exported {model_dir} (unet step {step})", flush=True)
-    if common.TEXT_LIFT:
-        te, unet = lift_modules(te, unet, tok)
     write_reference(work, tok, te, dec, unet, scaling)
 
 

@@ -10,10 +10,21 @@ Kernel Machines", NeurIPS 2007), which leaves prompts whose states are far from 
 sigma = TEXT_LIFT["bandwidth"] x the median distance between exported states of training captions, a = their
 RMS norm; the bandwidth factor was chosen on validation prompts that are not in toy_timed.csv.
 
-The lift is applied to the exported ONNX graphs (so a rerun of the recipe writes the same bytes as the
-committed folder, whose base export is byte-reproducible) and, for evaluate.py, to the PyTorch modules.
+The lift is a function of the exported base folder alone: lift_folder rebuilds the text encoder from the folder's
+ONNX initializers (from_onnx.py), computes the statistics and features from it, and rewrites the graphs and configs.
+export.py calls it on every export when common.TEXT_LIFT is set, and
+
+  /usr/bin/python3 models/toy-shapes-train/lift.py MODEL_DIR
+
+applies it to an exported base folder in place (atomically: a copy is lifted, then renamed over it), so the
+lifted folder can be rebuilt from the base one byte for byte without the training checkpoints.
 """
+import json
 import math
+import os
+import shutil
+import sys
+import tempfile
 
 import numpy as np
 import onnx
@@ -21,6 +32,7 @@ import torch
 from onnx import helper, numpy_helper
 
 import common
+import from_onnx
 from nets import UNet2DConditionModel
 
 
@@ -124,3 +136,70 @@ def pad_unet_onnx(path, width):
             i.type.tensor_type.shape.dim[2].dim_value = width
     onnx.checker.check_model(mdl)
     onnx.save(mdl, path)
+
+
+def _rewrite_json(path, update):
+    with open(path) as f:
+        cfg = json.load(f)
+    update(cfg)
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+
+
+def refuse_lifted(model_dir):
+    with open(os.path.join(model_dir, "text_encoder", "config.json")) as f:
+        if "text_state_lift" in json.load(f):
+            raise SystemExit(f"{model_dir} is already lifted (text_encoder/config.json has text_state_lift)")
+
+
+def lift_folder(model_dir, cfg=None):
+    """Lift the exported base folder model_dir in place (text encoder graph and config, UNet K/V weights and
+    cross_attention_dim); returns the PyTorch twins (lifted text encoder, padded UNet) and the tokenizer."""
+    cfg = cfg or common.TEXT_LIFT
+    refuse_lifted(model_dir)
+    te_config = os.path.join(model_dir, "text_encoder", "config.json")
+    tok, te, _, unet, _ = from_onnx.load(model_dir)
+    r, b, amplitude, sigma, rms = features(te, tok, cfg)
+    width = lift_text_onnx(os.path.join(model_dir, "text_encoder", "model.onnx"), r, b, amplitude)
+    pad_unet_onnx(os.path.join(model_dir, "unet", "model.onnx"), width)
+
+    def note(c):
+        c["text_state_lift"] = {
+            "features": cfg["features"], "seed": cfg["seed"], "bandwidth": cfg["bandwidth"], "sigma": sigma,
+            "amplitude": amplitude, "state_rms": rms, "output_width": width,
+            "doc": "last_hidden_state = [x ; amplitude*cos(x R^T + b)], x the 128-wide final LayerNorm "
+                   "output; the UNet's K/V weights are zero on the extra features (models/README.md)"}
+
+    def widen(c):
+        c["cross_attention_dim"] = width
+
+    _rewrite_json(te_config, note)
+    _rewrite_json(os.path.join(model_dir, "unet", "config.json"), widen)
+    return LiftedTextEncoder(te, r, b, amplitude), pad_unet(unet, width), tok
+
+
+def main():
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: lift.py MODEL_DIR  (an exported, not yet lifted, toy-shapes folder)")
+    if not common.TEXT_LIFT:
+        raise SystemExit("common.TEXT_LIFT is None: nothing to apply")
+    common.set_threads()
+    model_dir = os.path.abspath(sys.argv[1])
+    refuse_lifted(model_dir)
+    tmp = tempfile.mkdtemp(prefix=".toy-shapes-lift-", dir=os.path.dirname(model_dir))
+    try:
+        work = os.path.join(tmp, "model")
+        shutil.copytree(model_dir, work)
+        lift_folder(work)
+        os.chmod(work, 0o755)
+        old = os.path.join(tmp, "old")
+        os.replace(model_dir, old)
+        os.replace(work, model_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"lifted {model_dir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -57,3 +57,30 @@ def colour_named(prompt):
         if w in world.COLOURS:
             return w
     return None
+
+
+# The toy analogue of the TIMED gender set (TIMED_gender_test_set.csv: old,new,validation,ex1..ex5): each shape is
+# a "profession", purple the attribute; eval debias aims at half of the shapes purple (docs/debias.md).
+DEBIAS_COLUMNS = ["old", "new", "validation"] + [f"ex{i}" for i in range(1, 6)]
+DEBIAS_TEMPLATES = ["a drawing of a {s}", "a big {s}", "a small {s}", "one {s}", "a drawing of a big {s}",
+                    "a drawing of a small {s}"]
+
+
+def debias_rows():
+    out = []
+    for shape in world.SHAPES:
+        row = {"old": fill("a {s}", shape, "", ""), "new": fill("a {c} {s}", shape, TARGET[shape], "")}
+        for key, t in zip(DEBIAS_COLUMNS[2:], DEBIAS_TEMPLATES):
+            row[key] = fill(t, shape, "", "")
+        out.append(row)
+    return out
+
+
+def write_debias(path):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=DEBIAS_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for r in debias_rows():
+            w.writerow(r)
+    os.replace(tmp, path)
