@@ -195,7 +195,11 @@ def main():
         os.chmod(work, 0o755)
         old = os.path.join(tmp, "old")
         os.replace(model_dir, old)
-        os.replace(work, model_dir)
+        try:
+            os.replace(work, model_dir)
+        except OSError:
+            os.replace(old, model_dir)  # put the plain folder back before the temp folder goes
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"lifted {model_dir}", flush=True)
