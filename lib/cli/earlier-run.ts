@@ -41,3 +41,13 @@ export function readEarlierLog<L extends { settings: Record<string, unknown> }>(
   }
   return got.log;
 }
+
+/**
+ * Every entry of this --out, whichever run computed it: the earlier run's, replaced by this run's where both have
+ * one, in entry order. Example: `allEntries(recorded, computed)` for the tables of a resumed run.
+ */
+export function allEntries<R extends { entry: { index: number } }>(recorded: Map<number, R>, computed: R[]): R[] {
+  const all = new Map(recorded);
+  for (const r of computed) all.set(r.entry.index, r);
+  return [...all.values()].sort((a, b) => a.entry.index - b.entry.index);
+}

@@ -67,7 +67,7 @@ def load_all(work, unet_path, text_scale=None, lifted=True):
 def lift_modules(te, unet, tok):
     """The PyTorch twins of the exported lifted graphs (lift.py): widened text states, zero-padded K/V."""
     r, b, amplitude, _, _ = lift.features(te, tok)
-    return lift.LiftedTextEncoder(te, r, b, amplitude), lift.pad_unet(unet, r.shape[1] + r.shape[0])
+    return lift.twins(te, unet, r, b, amplitude)
 
 
 def check_unet_graph(path, d):

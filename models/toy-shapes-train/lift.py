@@ -88,6 +88,11 @@ def pad_unet(unet, width):
     return u.eval().requires_grad_(False)
 
 
+def twins(te, unet, r, b, amplitude):
+    """The PyTorch twins of the lifted graphs: the widened text encoder and the zero-padded UNet."""
+    return LiftedTextEncoder(te, r, b, amplitude), pad_unet(unet, r.shape[1] + r.shape[0])
+
+
 def lift_text_onnx(path, r, b, amplitude):
     """Append the features to the exported text encoder: its final LayerNorm output x becomes [x ; features(x)],
     which feeds last_hidden_state and the pooler."""
@@ -176,7 +181,7 @@ def lift_folder(model_dir, cfg=None):
 
     _rewrite_json(te_config, note)
     _rewrite_json(os.path.join(model_dir, "unet", "config.json"), widen)
-    return LiftedTextEncoder(te, r, b, amplitude), pad_unet(unet, width), tok
+    return (*twins(te, unet, r, b, amplitude), tok)
 
 
 def main():

@@ -42,14 +42,18 @@ COLUMNS = ["old", "new"] + [f"positive{i}" for i in range(1, 6)] + [f"gt{i}" for
     [f"negative{i}" for i in range(1, 6)] + [f"gn{i}" for i in range(1, 6)]
 
 
-def write(path):
+def _write_csv(path, columns, table):
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
         w.writeheader()
-        for r in rows():
+        for r in table:
             w.writerow(r)
     os.replace(tmp, path)
+
+
+def write(path):
+    _write_csv(path, COLUMNS, rows())
 
 
 def colour_named(prompt):
@@ -77,10 +81,4 @@ def debias_rows():
 
 
 def write_debias(path):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=DEBIAS_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for r in debias_rows():
-            w.writerow(r)
-    os.replace(tmp, path)
+    _write_csv(path, DEBIAS_COLUMNS, debias_rows())

@@ -31,7 +31,7 @@ import { makeDirectory } from '../../fs/make-directory.js';
 import { lockOutputFolder } from '../../fs/out-lock.js';
 import { defaultModelDir, loadPipeline } from '../../model/pipeline.js';
 import { restate, UsageError } from '../errors.js';
-import { readEarlierLog } from '../earlier-run.js';
+import { allEntries, readEarlierLog } from '../earlier-run.js';
 import { helpRequested, parseCommandLine } from '../flags.js';
 import { MAX_SEEDS, parseDevice, parseNumber, parsePositiveInt, parseSeeds } from '../sampling-flags.js';
 
@@ -202,9 +202,7 @@ export async function runDebiasCommand(args: string[], usage: string): Promise<v
       onEntry: (r) => appendToDebiasLog(logPath, r),
       onProgress: (m) => console.error(`time-edit: ${m} (${((performance.now() - t0) / 1000).toFixed(0)} s)`),
     });
-    const all = new Map(recorded);
-    for (const r of computed) all.set(r.entry.index, r);
-    const results = [...all.values()].sort((a, b) => a.entry.index - b.entry.index);
+    const results = allEntries(recorded, computed);
     const meta = {
       model: pipeline.dir,
       dataset,

@@ -2,7 +2,7 @@
 import { rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { restate, UsageError } from '../errors.js';
-import { readEarlierLog } from '../earlier-run.js';
+import { allEntries, readEarlierLog } from '../earlier-run.js';
 import { helpRequested, parseCommandLine } from '../flags.js';
 import { loadPipeline, defaultModelDir } from '../../model/pipeline.js';
 import {
@@ -302,9 +302,7 @@ export async function run(args: string[]): Promise<void> {
       onProgress: (m) => console.error(`time-edit: ${m} (${((performance.now() - t0) / 1000).toFixed(0)} s)`),
     });
     // The tables cover every entry recorded in this --out, whichever run computed it.
-    const all = new Map(recorded);
-    for (const r of computed) all.set(r.entry.index, r);
-    const results = [...all.values()].sort((a, b) => a.entry.index - b.entry.index);
+    const results = allEntries(recorded, computed);
     const meta = {
       model: pipeline.dir,
       dataset,
