@@ -9,10 +9,11 @@
 // (on Linux and macOS the mapping outlives the name) or, where an open file cannot be removed, at close().
 // Nothing is cached between runs. The sha256 of the values written is the text half of the model's fingerprint.
 import { createHash } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.js';
+import { writeAllAt } from '../fs/write-at.js';
 import { DataType, encodeModel, type TensorProto } from '../model/onnx/index.js';
 import { SessionHost } from '../model/session-host.js';
 import type { Device } from '../model/worker-protocol.js';
@@ -54,11 +55,6 @@ function readAt(fd: number, into: Uint8Array, position: number, file: string): v
     if (n === 0) throw new CheckpointError(file, `${file} ended at byte ${position + done}: it was truncated after it was opened`);
     done += n;
   }
-}
-
-function writeAt(fd: number, bytes: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
 }
 
 /** [rows, cols] row-major → [cols, rows] row-major. */
@@ -118,7 +114,7 @@ function writeWeights(ckpt: Checkpoint, weightsPath: string): { offsets: Map<str
         const t = transpose(bytesToFloat32(raw, dtype), outW, inW);
         const bytes = new Uint8Array(t.buffer);
         hash.update(bytes);
-        writeAt(dst, bytes, at);
+        writeAllAt(dst, bytes, at);
       } else {
         const raw = new Uint8Array(Math.min(count, CHUNK_VALUES) * size);
         for (let done = 0; done < count; done += CHUNK_VALUES) {
@@ -128,7 +124,7 @@ function writeWeights(ckpt: Checkpoint, weightsPath: string): { offsets: Map<str
           const v = bytesToFloat32(part, dtype);
           const bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
           hash.update(bytes);
-          writeAt(dst, bytes, at + done * 4);
+          writeAllAt(dst, bytes, at + done * 4);
         }
       }
       at += count * 4;

@@ -12,7 +12,6 @@ import {
   copyFileSync,
   existsSync,
   openSync,
-  writeSync,
   linkSync,
   mkdtempSync,
   readFileSync,
@@ -48,6 +47,7 @@ import {
   transformWeightRows,
 } from './edit.js';
 import { makeDirectory } from '../fs/make-directory.js';
+import { writeAllAt } from '../fs/write-at.js';
 import { addonAvailable, backendFor, trySolverBackend, type BackendKind } from '../solver/backend.js';
 import { patchWeights } from '../solver/native.js';
 
@@ -215,10 +215,6 @@ export function kvTensorPlaces(unet: LoadedModel, map: CrossAttentionMap): KvTen
   return places;
 }
 
-function writeAllSync(fd: number, bytes: Uint8Array, position: number): void {
-  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
-}
-
 /**
  * Weights mode without the model in memory: a copy of the self-contained UNet file `path` (a file-system copy,
  * or a clone where the file system can) in a temp folder of the system temp folder, whose edited K/V weights are
@@ -253,7 +249,7 @@ export async function patchedUnetCopy(
         if (raw === read.get(p.shell.name ?? '')) continue; // not edited
         if (raw.byteLength !== p.length)
           throw new EditError(`patched ${p.shell.name ?? '?'} has ${raw.byteLength} bytes, the file holds ${p.length}`);
-        writeAllSync(fd, raw, p.offset);
+        writeAllAt(fd, raw, p.offset);
       }
     } finally {
       closeSync(fd);

@@ -4,7 +4,7 @@
 // Memory: decoding keeps tensor payloads as subarrays of the file's buffer (no copy), and tensors stored as
 // external data are only read when asked for (`tensorBytes`), a slice at a time, so a UNet whose 1.7 GB of
 // weights live in weights.pb costs only its graph proto to load.
-import { closeSync, openSync, readSync, fstatSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, fstatSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { decodeMessage, encodeMessageTo, ModelSchema, TensorSchema, GraphSchema, NodeSchema } from './schema.js';
@@ -16,6 +16,7 @@ export { ProtobufError, type Int64 } from './wire.js';
 export { float16ToFloat32, float32ToFloat16, float16BitsToNumber, numberToFloat16Bits } from './float16.js';
 import { float16ToFloat32, float32ToFloat16 } from './float16.js';
 import { openAtomicFileSync, type AtomicFile } from '../../fs/durable-file.js';
+import { writeAllAt } from '../../fs/write-at.js';
 import { TimeEditError } from '../../errors.js';
 
 /** Thrown for models that decode but cannot be used as asked (missing data, unsupported types). */
@@ -288,11 +289,6 @@ export interface SaveOptions {
   externalData?: { location: string; threshold?: number; sourceDir?: string };
 }
 
-function writeAll(fd: number, bytes: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
-}
-
 /**
  * Writes a model to `path` atomically (lib/fs/durable-file.ts: temporary siblings, fsynced, renamed into place,
  * external file first), optionally moving large tensors to an external data file. Missing parent folders (of the
@@ -317,7 +313,7 @@ export function saveModel(model: ModelProto, path: string, options: SaveOptions 
         const bytes = ref !== undefined ? tensorBytes(t, ext.sourceDir ?? dir) : t.rawData;
         if (bytes === undefined || bytes.length < threshold) continue;
         offset = Math.ceil(offset / 64) * 64;
-        writeAll(extFile.fd, bytes, offset);
+        writeAllAt(extFile.fd, bytes, offset);
         setTensorExternal(t, ext.location, offset, bytes.length);
         offset += bytes.length;
       }
@@ -326,7 +322,7 @@ export function saveModel(model: ModelProto, path: string, options: SaveOptions 
     temps.push(modelFile);
     let pos = 0;
     for (const part of encodeMessageTo(ModelSchema, model as never).parts()) {
-      writeAll(modelFile.fd, part, pos);
+      writeAllAt(modelFile.fd, part, pos);
       pos += part.length;
     }
     // The external file first: a model file in place always finds the data it points to.
